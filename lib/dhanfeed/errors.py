@@ -1,0 +1,68 @@
+"""The error tree and the exit-code table shared by every executable."""
+
+from __future__ import annotations
+
+import enum
+
+
+class ExitCode(enum.IntEnum):
+    OK = 0  # token valid and not due, postponed, or renewed
+    RENEWAL_FAILED = 1  # an attempt failed; the current token is still valid; next run retries
+    USAGE = 2  # usage or configuration error
+    MANUAL_LOGIN = 3  # no valid token and no automatic way to get one
+    LOCKED = 75  # another run holds the lock (EX_TEMPFAIL)
+
+
+class DhanfeedError(Exception):
+    """An expected failure: printed as one line, mapped to an exit code."""
+
+    exit_code: ExitCode = ExitCode.RENEWAL_FAILED
+
+
+class ConfigError(DhanfeedError):
+    """Every problem found in a config file, one per line, each with its key."""
+
+    exit_code = ExitCode.USAGE
+
+    def __init__(self, path: object, problems: list[str]) -> None:
+        self.path = path
+        self.problems = list(problems)
+        lines = "\n".join(f"  {p}" for p in self.problems)
+        super().__init__(f"bad config {path}:\n{lines}" if problems else f"bad config {path}")
+
+
+class UsageError(DhanfeedError):
+    exit_code = ExitCode.USAGE
+
+
+class TokenFileError(DhanfeedError):
+    """The token file is missing, unreadable, corrupt, unsafe or expired."""
+
+    exit_code = ExitCode.MANUAL_LOGIN
+
+
+class LockBusy(DhanfeedError):
+    exit_code = ExitCode.LOCKED
+
+
+class DhanApiError(DhanfeedError):
+    """Dhan (or the network to it) answered with something other than success.
+
+    `code` is Dhan's error code (e.g. "DH-901") when the body had one; `status` the HTTP
+    status or None when no answer came; `retryable` whether trying again may help.
+    """
+
+    exit_code = ExitCode.RENEWAL_FAILED
+
+    def __init__(
+        self, message: str, *, status: int | None = None, code: str | None = None,
+        retryable: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.retryable = retryable
+
+
+class ManualLoginNeeded(DhanfeedError):
+    exit_code = ExitCode.MANUAL_LOGIN

@@ -1,0 +1,289 @@
+"""Dhan live-feed v2 wire format: binary packets in, JSON requests out. No I/O.
+
+Layouts are those of shared/dhan-api.md §3 (little-endian). A frame is walked as a sequence
+of packets by each header's length field (the whole packet, header included). Unknown
+codes, truncated and malformed packets are skipped and counted, never raised.
+
+The simulator imports the `encode_*` functions; the tests check both directions against
+hand-written byte fixtures so that one bug cannot hide by being made twice.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
+
+HEADER = struct.Struct("<BHBI")  # code, length (whole packet), segment, security id
+HEADER_SIZE = HEADER.size  # 8
+
+INDEX, TICKER, QUOTE, OI, PREV_CLOSE, MARKET_STATUS, FULL, DISCONNECT = 1, 2, 4, 5, 6, 7, 8, 50
+
+_TICKER = struct.Struct("<fi")  # ltp, ltt
+_QUOTE = struct.Struct("<fHifIIIffff")  # ltp ltq ltt atp volume sell buy open close high low
+_FULL_HEAD = struct.Struct("<fHifIIIIIIffff")  # ... buy, oi, oi_high, oi_low, open..low
+_DEPTH = struct.Struct("<IIHHff")  # bid qty, ask qty, bid orders, ask orders, bid px, ask px
+_OI = struct.Struct("<I")
+_PREV_CLOSE = struct.Struct("<fI")
+_DISCONNECT = struct.Struct("<H")
+
+TICKER_SIZE = HEADER_SIZE + _TICKER.size  # 16
+QUOTE_SIZE = HEADER_SIZE + _QUOTE.size  # 50
+FULL_SIZE = HEADER_SIZE + _FULL_HEAD.size + 5 * _DEPTH.size  # 162
+OI_SIZE = HEADER_SIZE + _OI.size  # 12
+PREV_CLOSE_SIZE = HEADER_SIZE + _PREV_CLOSE.size  # 16
+DISCONNECT_SIZE = HEADER_SIZE + _DISCONNECT.size  # 10
+
+# Request codes (JSON text frames): subscribe, unsubscribe per mode; 12 = disconnect.
+MODES = {"ticker": (15, 16), "quote": (17, 18), "full": (21, 22)}
+REQUEST_DISCONNECT = 12
+MAX_PER_MESSAGE = 100
+MAX_PER_SOCKET = 5000
+
+# Segment codes in packets and names in requests.
+SEGMENT_NAMES = {
+    0: "IDX_I",
+    1: "NSE_EQ",
+    2: "NSE_FNO",
+    3: "NSE_CURRENCY",
+    4: "BSE_EQ",
+    5: "MCX_COMM",
+    7: "BSE_CURRENCY",
+    8: "BSE_FNO",
+}
+SEGMENT_CODES = {name: code for code, name in SEGMENT_NAMES.items()}
+
+DISCONNECT_REASONS = {
+    800: "internal server error",
+    804: "too many instruments requested",
+    805: "connection limit exceeded (oldest socket closed)",
+    806: "Data APIs not subscribed",
+    807: "access token expired",
+    808: "authentication failed (client id)",
+    809: "access token invalid",
+    810: "client id invalid",
+}
+
+
+class Ticker(NamedTuple):
+    segment: int
+    security_id: int
+    ltp: float
+    ltt: int  # seconds since 1970-01-01 00:00 IST
+
+
+class Quote(NamedTuple):
+    segment: int
+    security_id: int
+    ltp: float
+    ltq: int
+    ltt: int  # IST-epoch
+    atp: float
+    volume: int  # cumulative for the day
+    total_sell_qty: int
+    total_buy_qty: int
+    day_open: float
+    day_close: float
+    day_high: float
+    day_low: float
+
+
+class DepthLevel(NamedTuple):
+    bid_qty: int
+    ask_qty: int
+    bid_orders: int
+    ask_orders: int
+    bid_price: float
+    ask_price: float
+
+
+class Full(NamedTuple):
+    segment: int
+    security_id: int
+    ltp: float
+    ltq: int
+    ltt: int  # IST-epoch
+    atp: float
+    volume: int
+    total_sell_qty: int
+    total_buy_qty: int
+    oi: int
+    oi_high: int
+    oi_low: int
+    day_open: float
+    day_close: float
+    day_high: float
+    day_low: float
+    depth: tuple[DepthLevel, ...]
+
+
+class OpenInterest(NamedTuple):
+    segment: int
+    security_id: int
+    oi: int
+
+
+class PrevClose(NamedTuple):
+    segment: int
+    security_id: int
+    prev_close: float
+    prev_oi: int
+
+
+class MarketStatus(NamedTuple):
+    segment: int
+    security_id: int
+    payload: bytes  # layout unconfirmed
+
+
+class Disconnect(NamedTuple):
+    segment: int
+    security_id: int
+    reason: int
+
+
+Packet = Ticker | Quote | Full | OpenInterest | PrevClose | MarketStatus | Disconnect
+TRADES = (Ticker, Quote, Full)  # packets that carry a last trade (LTP/LTT)
+
+
+class Decoded(NamedTuple):
+    packets: list[Packet]
+    skipped: int  # unknown, truncated or malformed packets in this frame
+
+
+def decode_frame(frame: bytes | bytearray | memoryview) -> Decoded:
+    """Walk a binary frame packet by packet; never raises on bad input."""
+    packets: list[Packet] = []
+    skipped = 0
+    offset, end = 0, len(frame)
+    unpack_header = HEADER.unpack_from
+    while offset < end:
+        if end - offset < HEADER_SIZE:
+            return Decoded(packets, skipped + 1)  # trailing bytes too short for a header
+        code, length, segment, security_id = unpack_header(frame, offset)
+        if length < HEADER_SIZE or offset + length > end:
+            return Decoded(packets, skipped + 1)  # cannot trust the length: stop walking
+        packet = _decode_one(code, segment, security_id, frame, offset, length)
+        if packet is None:
+            skipped += 1
+        else:
+            packets.append(packet)
+        offset += length
+    return Decoded(packets, skipped)
+
+
+def _decode_one(code: int, seg: int, sid: int, buf, off: int, length: int) -> Packet | None:  # noqa: ANN001
+    body = off + HEADER_SIZE
+    if code == QUOTE and length >= QUOTE_SIZE:
+        return Quote(seg, sid, *_QUOTE.unpack_from(buf, body))
+    if code == FULL and length >= FULL_SIZE:
+        head = _FULL_HEAD.unpack_from(buf, body)
+        depth_at = body + _FULL_HEAD.size
+        depth = tuple(
+            DepthLevel(*_DEPTH.unpack_from(buf, depth_at + i * _DEPTH.size)) for i in range(5)
+        )
+        return Full(seg, sid, *head, depth)
+    if code == TICKER and length >= TICKER_SIZE:
+        return Ticker(seg, sid, *_TICKER.unpack_from(buf, body))
+    if code == OI and length >= OI_SIZE:
+        return OpenInterest(seg, sid, *_OI.unpack_from(buf, body))
+    if code == PREV_CLOSE and length >= PREV_CLOSE_SIZE:
+        return PrevClose(seg, sid, *_PREV_CLOSE.unpack_from(buf, body))
+    if code == DISCONNECT and length >= DISCONNECT_SIZE:
+        return Disconnect(seg, sid, *_DISCONNECT.unpack_from(buf, body))
+    if code == MARKET_STATUS:
+        return MarketStatus(seg, sid, bytes(buf[body : off + length]))
+    return None  # Index (1), unknown codes, or a known code that is too short
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoding (used by the simulator and by tests that build frames)
+
+
+def _header(code: int, size: int, segment: int, security_id: int) -> bytes:
+    return HEADER.pack(code, size, segment, security_id)
+
+
+def encode_ticker(p: Ticker) -> bytes:
+    return _header(TICKER, TICKER_SIZE, p.segment, p.security_id) + _TICKER.pack(p.ltp, p.ltt)
+
+
+def encode_quote(p: Quote) -> bytes:
+    return _header(QUOTE, QUOTE_SIZE, p.segment, p.security_id) + _QUOTE.pack(*p[2:])
+
+
+def encode_full(p: Full) -> bytes:
+    head = _FULL_HEAD.pack(*p[2:-1])
+    depth = b"".join(_DEPTH.pack(*level) for level in p.depth)
+    return _header(FULL, FULL_SIZE, p.segment, p.security_id) + head + depth
+
+
+def encode_oi(p: OpenInterest) -> bytes:
+    return _header(OI, OI_SIZE, p.segment, p.security_id) + _OI.pack(p.oi)
+
+
+def encode_prev_close(p: PrevClose) -> bytes:
+    return _header(PREV_CLOSE, PREV_CLOSE_SIZE, p.segment, p.security_id) + _PREV_CLOSE.pack(
+        p.prev_close, p.prev_oi
+    )
+
+
+def encode_disconnect(reason: int, segment: int = 0, security_id: int = 0) -> bytes:
+    return _header(DISCONNECT, DISCONNECT_SIZE, segment, security_id) + _DISCONNECT.pack(reason)
+
+
+def encode_market_status(payload: bytes = b"", segment: int = 0, security_id: int = 0) -> bytes:
+    return _header(MARKET_STATUS, HEADER_SIZE + len(payload), segment, security_id) + payload
+
+
+_ENCODERS = {
+    Ticker: encode_ticker,
+    Quote: encode_quote,
+    Full: encode_full,
+    OpenInterest: encode_oi,
+    PrevClose: encode_prev_close,
+}
+
+
+def encode(packet: Packet) -> bytes:
+    if isinstance(packet, Disconnect):
+        return encode_disconnect(packet.reason, packet.segment, packet.security_id)
+    if isinstance(packet, MarketStatus):
+        return encode_market_status(packet.payload, packet.segment, packet.security_id)
+    return _ENCODERS[type(packet)](packet)
+
+
+# ---------------------------------------------------------------------------------------------
+# Requests (JSON text frames)
+
+
+def _requests(code: int, instruments: Sequence[tuple[str, int]]) -> list[str]:
+    out = []
+    for start in range(0, len(instruments), MAX_PER_MESSAGE):
+        chunk = instruments[start : start + MAX_PER_MESSAGE]
+        out.append(
+            json.dumps(
+                {
+                    "RequestCode": code,
+                    "InstrumentCount": len(chunk),
+                    "InstrumentList": [
+                        {"ExchangeSegment": seg, "SecurityId": str(sid)} for seg, sid in chunk
+                    ],
+                }
+            )
+        )
+    return out
+
+
+def subscribe_requests(instruments: Iterable[tuple[str, int]], mode: str = "quote") -> list[str]:
+    """JSON subscribe messages of at most 100 instruments each; (segment name, security id)."""
+    return _requests(MODES[mode][0], list(instruments))
+
+
+def unsubscribe_requests(instruments: Iterable[tuple[str, int]], mode: str = "quote") -> list[str]:
+    return _requests(MODES[mode][1], list(instruments))
+
+
+def disconnect_request() -> str:
+    return json.dumps({"RequestCode": REQUEST_DISCONNECT})
