@@ -67,7 +67,7 @@ class Instrument:
 
 
 def parse_instrument(text: str) -> Instrument:
-    """"NSE_EQ:1333" or "NSE_EQ:1333:RELIANCE" (an optional name after a second colon)."""
+    """ "NSE_EQ:1333" or "NSE_EQ:1333:RELIANCE" (an optional name after a second colon)."""
     if not isinstance(text, str):
         raise ValueError(f"expected 'SEGMENT:SECURITY_ID', got {text!r}")
     parts = text.strip().split(":", 2)
@@ -203,7 +203,9 @@ def load_config(
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(path, [f"no config file at {path} (give --config PATH or set ${ENV_CONFIG})"]) from None
+        raise ConfigError(
+            path, [f"no config file at {path} (give --config PATH or set ${ENV_CONFIG})"]
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(path, [f"cannot read {path}: {exc.__class__.__name__}: {exc}"]) from None
     except tomllib.TOMLDecodeError as exc:
@@ -239,7 +241,9 @@ def parse_config(raw: dict[str, Any], path: Path) -> Config:
     return Config(path=path, **sections)
 
 
-def _parse_section(name: str, cls: type, raw: dict[str, Any], base: Path, problems: list[str]) -> Any:
+def _parse_section(
+    name: str, cls: type, raw: dict[str, Any], base: Path, problems: list[str]
+) -> Any:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     values: dict[str, Any] = {}
@@ -250,7 +254,10 @@ def _parse_section(name: str, cls: type, raw: dict[str, Any], base: Path, proble
     for key, field in fields.items():
         where = f"{name}.{key}"
         if key not in raw:
-            if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+            if (
+                field.default is dataclasses.MISSING
+                and field.default_factory is dataclasses.MISSING
+            ):
                 problems.append(f"at '{where}': required")
             continue
         try:
@@ -259,14 +266,18 @@ def _parse_section(name: str, cls: type, raw: dict[str, Any], base: Path, proble
             problems.append(f"at '{where}': {exc}")
         except _ListErrors as exc:
             problems.extend(f"at '{where}[{i}]': {msg}" for i, msg in exc.items)
-    if len(problems) > before:
+            values[key] = exc.good  # keep the good items so cross-field checks still run
+    try:
+        return cls(**values)
+    except TypeError:  # a required field is missing: already reported
+        assert len(problems) > before
         return None
-    return cls(**values)
 
 
 class _ListErrors(Exception):
-    def __init__(self, items: list[tuple[int, str]]) -> None:
+    def __init__(self, items: list[tuple[int, str]], good: list[Any]) -> None:
         self.items = items
+        self.good = good
 
 
 def _convert(kind: Any, value: Any, base: Path) -> Any:
@@ -284,8 +295,9 @@ def _convert(kind: Any, value: Any, base: Path) -> Any:
                 out.append(_convert(inner, item, base))
             except ValueError as exc:
                 errors.append((i, str(exc)))
+                out.append(None)  # a placeholder keeps the indexes of later items right
         if errors:
-            raise _ListErrors(errors)
+            raise _ListErrors(errors, out)
         return out
     if kind is Duration:
         return Duration(seconds=parse_duration(value).total_seconds())
@@ -328,7 +340,9 @@ def _convert(kind: Any, value: Any, base: Path) -> Any:
 def _check_cross_fields(s: dict[str, Any], problems: list[str]) -> None:
     dhan = s["dhan"]
     if not re.fullmatch(r"\d{1,16}", dhan.client_id):
-        problems.append(f"at 'dhan.client_id': expected digits like '1000000001', got {dhan.client_id!r}")
+        problems.append(
+            f"at 'dhan.client_id': expected digits like '1000000001', got {dhan.client_id!r}"
+        )
     for key in ("api_base", "auth_base"):
         if not re.match(r"^https?://", getattr(dhan, key)):
             problems.append(f"at 'dhan.{key}': expected an http(s):// URL")
@@ -344,7 +358,7 @@ def _check_cross_fields(s: dict[str, Any], problems: list[str]) -> None:
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
             problems.append(f"at 'session.timezone': unknown time zone {session.timezone!r}")
         for i, day in enumerate(session.days):
-            if day.lower() not in WEEKDAYS:
+            if day is not None and day.lower() not in WEEKDAYS:
                 problems.append(f"at 'session.days[{i}]': expected one of {', '.join(WEEKDAYS)}")
         if session.end <= session.start:
             problems.append("at 'session.end': must be after session.start")
@@ -363,6 +377,8 @@ def _check_collector(c: CollectorSection, problems: list[str]) -> None:
         problems.append(f"at 'collector.mode': expected ticker, quote or full, got {c.mode!r}")
     seen: set[str] = set()
     for i, inst in enumerate(c.instruments):
+        if inst is None:  # already reported
+            continue
         if inst.key in seen:
             problems.append(f"at 'collector.instruments[{i}]': duplicate instrument {inst.key}")
         seen.add(inst.key)
@@ -372,6 +388,8 @@ def _check_collector(c: CollectorSection, problems: list[str]) -> None:
             " (4 sockets x 5000; one socket slot is kept free for token swaps)"
         )
     for i, interval in enumerate(c.intervals):
+        if interval is None:
+            continue
         secs = interval.total_seconds()
         if secs <= 0 or secs % 60:
             problems.append(f"at 'collector.intervals[{i}]': expected a whole number of minutes")

@@ -55,7 +55,11 @@ class DhanApiError(DhanfeedError):
     exit_code = ExitCode.RENEWAL_FAILED
 
     def __init__(
-        self, message: str, *, status: int | None = None, code: str | None = None,
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
         retryable: bool = False,
     ) -> None:
         super().__init__(message)

@@ -62,9 +62,7 @@ def setup_logging(
     unless stdout already carries the log.
     """
     root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-        handler.close()
+    close_logging()  # a second call (tests call main() many times) replaces, never stacks
     root.setLevel(logging.DEBUG if debug else level.upper())
     fmt = JsonFormatter(
         "{asctime}{levelname}{name}{message}",
@@ -80,7 +78,17 @@ def setup_logging(
         handler = logging.handlers.WatchedFileHandler(log_dir / f"{name}.log", encoding="utf-8")
     handler.setFormatter(fmt)
     handler.addFilter(redactor)
+    handler._dhanfeed = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     # websocket-client logs the URL (which carries the token) on some errors.
     logging.getLogger("websocket").setLevel(logging.WARNING)
     logging.getLogger("urllib3").setLevel(logging.WARNING)
+
+
+def close_logging() -> None:
+    """Remove and close the handlers that setup_logging installed (and only those)."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_dhanfeed", False):
+            root.removeHandler(handler)
+            handler.close()

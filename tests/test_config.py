@@ -1,0 +1,133 @@
+import datetime as dt
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from dhanfeed.config import Instrument, load_config, parse_duration
+from dhanfeed.errors import ConfigError, ExitCode
+
+EXAMPLE = textwrap.dedent(
+    """
+    [dhan]
+    client_id = "1000000001"
+    api_base = "https://api.dhan.co"
+    auth_base = "https://auth.dhan.co"
+    feed_url = "wss://api-feed.dhan.co"
+
+    [token]
+    file = "state/token.json"
+    renew_before = "6h"
+    must_renew_before = "2h"
+
+    [session]
+    timezone = "Asia/Kolkata"
+    days = ["mon", "tue", "wed", "thu", "fri"]
+    start = "09:00"
+    end = "15:30"
+    holidays = []
+
+    [alerts]
+    log_file = "logs/token_alerts.log"
+    urls = []
+
+    [collector]
+    instruments = ["NSE_EQ:1333", "NSE_FNO:55796"]
+    mode = "quote"
+    intervals = ["1m"]
+    database = "data/candles.sqlite"
+    store_ticks = true
+    """
+)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return path
+
+
+def test_the_issue_example_loads_as_written_with_paths_resolved_against_the_config(tmp_path):
+    cfg = load_config(write(tmp_path, EXAMPLE), environ={})
+    assert cfg.dhan.client_id == "1000000001"
+    assert cfg.token.file == tmp_path / "state/token.json"
+    assert cfg.token.renew_before == dt.timedelta(hours=6)
+    assert cfg.session.start == dt.time(9, 0)
+    assert cfg.collector.instruments == [Instrument("NSE_EQ", 1333), Instrument("NSE_FNO", 55796)]
+    assert cfg.collector.intervals == [dt.timedelta(minutes=1)]
+    assert cfg.collector.database == tmp_path / "data/candles.sqlite"
+    assert cfg.state_dir == tmp_path / "state"
+
+
+def test_the_config_path_comes_from_the_flag_then_the_environment_then_the_cwd(
+    tmp_path, monkeypatch
+):
+    path = write(tmp_path, EXAMPLE)
+    assert load_config(None, environ={"DHANFEED_CONFIG": str(path)}).path == path
+    monkeypatch.chdir(tmp_path)
+    assert load_config(None, environ={}).path == Path("config.toml")
+    with pytest.raises(ConfigError, match="no config file at elsewhere.toml"):
+        load_config("elsewhere.toml", environ={"DHANFEED_CONFIG": str(path)})
+
+
+def test_every_problem_is_reported_at_once_with_its_key(tmp_path):
+    bad = EXAMPLE.replace('"6h"', '"6 hours"').replace(
+        '"NSE_FNO:55796"', '"NSE_FNO:55796", "XX:1", "NSE_EQ:1333"'
+    )
+    bad = bad.replace('mode = "quote"', 'mode = "depth"\ncolour = "blue"') + "\n[extra]\n"
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, bad), environ={})
+    text = str(info.value)
+    assert "at 'token.renew_before': expected a duration" in text
+    assert "at 'collector.instruments[2]': unknown segment 'XX'" in text
+    assert "at 'collector.instruments[3]': duplicate instrument NSE_EQ:1333" in text
+    assert "at 'collector.mode': expected ticker, quote or full" in text
+    assert "at 'collector.colour': unknown key" in text
+    assert "at 'extra': unknown section" in text
+    assert info.value.exit_code == ExitCode.USAGE
+    assert len(info.value.problems) == 6
+
+
+def test_a_missing_dhan_section_and_a_bad_client_id_are_errors(tmp_path):
+    with pytest.raises(ConfigError, match="at 'dhan': required section is missing"):
+        load_config(write(tmp_path, "[token]\n"), environ={})
+    with pytest.raises(ConfigError, match="at 'dhan.client_id': expected digits"):
+        load_config(write(tmp_path, '[dhan]\nclient_id = "abc"\n'), environ={})
+    with pytest.raises(ConfigError, match="at 'dhan.client_id': required"):
+        load_config(write(tmp_path, "[dhan]\n"), environ={})
+
+
+def test_invalid_toml_is_one_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(write(tmp_path, "[dhan\nclient_id = 1"), environ={})
+
+
+def test_more_instruments_than_four_sockets_hold_is_an_error(tmp_path):
+    many = ", ".join(f'"NSE_EQ:{i}"' for i in range(1, 20002))
+    text = EXAMPLE.replace('["NSE_EQ:1333", "NSE_FNO:55796"]', f"[{many}]")
+    with pytest.raises(ConfigError, match="20001 instruments; at most 20000"):
+        load_config(write(tmp_path, text), environ={})
+
+
+def test_intervals_must_be_whole_minutes_and_sessions_must_end_after_they_start(tmp_path):
+    text = EXAMPLE.replace('intervals = ["1m"]', 'intervals = ["90s", "5m"]').replace(
+        'end = "15:30"', 'end = "08:00"'
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), environ={})
+    assert "at 'collector.intervals[0]': expected a whole number of minutes" in str(info.value)
+    assert "at 'session.end': must be after session.start" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90s", 90), ("30m", 1800), ("6h", 21600), ("1d", 86400), ("250ms", 0.25), (45, 45)],
+)
+def test_durations_are_written_with_a_unit(text, seconds):
+    assert parse_duration(text).total_seconds() == seconds
+
+
+@pytest.mark.parametrize("text", ["6", "six hours", "-5s", True, -1])
+def test_bad_durations_are_refused(text):
+    with pytest.raises(ValueError):
+        parse_duration(text)

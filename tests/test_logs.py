@@ -1,0 +1,51 @@
+import json
+import logging
+
+import pytest
+
+from dhanfeed.logs import REDACTED, close_logging, redact, setup_logging
+
+
+@pytest.fixture(autouse=True)
+def _close_handlers():
+    yield
+    close_logging()
+
+
+JWT = "eyJhbGciOiJIUzUxMiJ9.eyJkaGFuQ2xpZW50SWQiOiIxMDAwMDAwMDAxIn0.c2lnbmF0dXJlLXBhcnQ"
+
+
+def test_redact_removes_jwts_token_query_values_and_access_token_headers():
+    assert JWT not in redact(f"token is {JWT} ok")
+    url = "wss://feed?version=2&token=abc.def.ghi&clientId=1&authType=2"
+    assert redact(url) == f"wss://feed?version=2&token={REDACTED}&clientId=1&authType=2"
+    assert "secret123" not in redact("{'access-token': 'secret123'}")
+    assert redact("nothing to hide here") == "nothing to hide here"
+
+
+def test_the_log_file_is_json_lines_and_never_holds_a_token(tmp_path):
+    setup_logging("unit", tmp_path)
+    log = logging.getLogger("dhanfeed.test")
+    log.info("renewed %s", JWT, extra={"url": f"wss://x?token={JWT}"})
+    try:
+        raise RuntimeError(f"connect failed: wss://x?token={JWT}")
+    except RuntimeError:
+        log.exception("socket error")
+    close_logging()
+    text = (tmp_path / "unit.log").read_text()
+    assert JWT not in text
+    records = [json.loads(line) for line in text.splitlines()]
+    assert records[0]["message"] == f"renewed {REDACTED}"
+    assert records[0]["level"] == "INFO"
+    assert records[0]["url"] == f"wss://x?token={REDACTED}"
+    assert "connect failed" in records[1]["exc_info"]
+
+
+def test_the_log_file_is_reopened_after_logrotate_moves_it(tmp_path):
+    setup_logging("rot", tmp_path)
+    log = logging.getLogger("dhanfeed.test")
+    log.warning("before")
+    (tmp_path / "rot.log").rename(tmp_path / "rot.log.1")
+    log.warning("after")
+    assert "after" in (tmp_path / "rot.log").read_text()
+    assert "after" not in (tmp_path / "rot.log.1").read_text()
