@@ -70,3 +70,9 @@ class DhanApiError(DhanfeedError):
 
 class ManualLoginNeeded(DhanfeedError):
     exit_code = ExitCode.MANUAL_LOGIN
+
+
+class StoreError(DhanfeedError):
+    """The candle database cannot be opened, written or read (names the path)."""
+
+    exit_code = ExitCode.RENEWAL_FAILED  # 1

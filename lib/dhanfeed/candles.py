@@ -1,0 +1,249 @@
+"""Ticks → OHLCV bars. Pure: no I/O and no clock reads; every time is passed in.
+
+Buckets: LTT is an IST-epoch (dhan-api.md §3), so `utc = ltt - 19800`. Bars are anchored at
+09:15 IST of the tick's IST day (a 60-minute bar is 09:15-10:15 IST = 03:45-04:45Z); any whole
+number of minutes works, including ones that do not divide a day (25 m).
+
+Volume: cumulative day volume at the bar's last tick minus the cumulative volume at the end of
+the previous bar of the same instrument and interval. It is kept as a running base per
+(segment, security_id, interval_s): each accepted tick adds `cum - base` to its bar and moves the
+base. Ticks in order give exactly `cum_last_in_bar - cum_end_of_previous_bar`; a tick dropped as
+late leaves the base alone, so its volume lands in the next bar and the day's sum stays exact.
+
+Choices the caller must know:
+- With no carry, the base starts at 0: the first bar's volume is the cumulative volume at its
+  last tick. That is exact for a collector that runs from the start of the day (and for the
+  simulator, whose cumulative volumes start at 0); started mid-day, the first bar holds the day's
+  volume so far. After a restart, `carry` (from `Store.carry()`) restores the base.
+- `carry` values are `Carry(start_utc, cum_volume)` (the store's last bar per key), not a bare
+  int: the bar's time tells a carry from yesterday apart from today's. A bare int is accepted and
+  treated as "same day as the first tick".
+- Duplicates and stale packets: per instrument, a trade with a cumulative volume lower than or
+  equal to the highest seen (on the same IST day) is dropped. Equal counts as a duplicate so that
+  the packets two sockets deliver during a token swap are dropped. A new IST day with a lower
+  cumulative volume is Dhan's daily reset: the bases restart at 0. A packet from an earlier IST
+  day than the last accepted one is stale.
+- Ticker trades (indices, `cum_volume=None`) have volume 0; one whose LTT is older than the last
+  accepted, or whose (LTT, LTP) was already seen in the same second, is a duplicate (a repeated
+  price in the same second changes no OHLC value).
+- Late: a trade whose bar ends more than `grace_s` before `now_utc`, or whose bar was already
+  closed, is counted and dropped for that interval (the outcome is "late" when any interval
+  dropped it; other intervals still take it).
+- Bars are closed by `close_due(now)` (timer), never by the next tick; an empty minute gives no
+  bar.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
+
+IST_OFFSET_S = 19800  # +05:30
+SESSION_ANCHOR_IST_S = 9 * 3600 + 15 * 60  # 09:15 IST: Indian intraday bars start here
+DAY_S = 86400
+
+OK, DUPLICATE, LATE = "ok", "duplicate", "late"
+
+Key = tuple[str, int, int]  # (segment, security_id, interval_s)
+
+
+class Carry(NamedTuple):
+    """Where volume stood at the end of the last stored bar of one (instrument, interval)."""
+
+    start_utc: int  # start of that bar (epoch s, UTC): tells which IST day the volume belongs to
+    cum_volume: int  # cumulative day volume at that bar's last tick
+
+
+@dataclasses.dataclass(slots=True)
+class Bar:
+    segment: str  # "NSE_EQ"
+    security_id: int
+    interval_s: int
+    start_utc: int  # epoch seconds, UTC
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: int
+    ticks: int
+    cum_volume_end: int | None  # cumulative day volume at the last tick; None for Ticker trades
+
+    @property
+    def end_utc(self) -> int:
+        return self.start_utc + self.interval_s
+
+    @property
+    def key(self) -> Key:
+        return (self.segment, self.security_id, self.interval_s)
+
+
+def ist_to_utc(ltt_ist: int) -> int:
+    """Dhan's LTT (seconds since 1970-01-01 00:00 IST) → epoch seconds UTC."""
+    return ltt_ist - IST_OFFSET_S
+
+
+def ist_day(utc: float) -> int:
+    """Days since 1970-01-01 in IST for an epoch-seconds UTC time."""
+    return int((utc + IST_OFFSET_S) // DAY_S)
+
+
+def bucket_start(utc: int, interval_s: int) -> int:
+    """Start (epoch s UTC) of the bar holding `utc`, anchored at 09:15 IST of its IST day."""
+    anchor = ist_day(utc) * DAY_S + SESSION_ANCHOR_IST_S - IST_OFFSET_S
+    return anchor + (utc - anchor) // interval_s * interval_s
+
+
+@dataclasses.dataclass(slots=True)
+class _Instrument:
+    """De-duplication state of one instrument."""
+
+    day: int | None = None  # IST day of the highest cumulative volume seen
+    cum: int | None = None  # highest cumulative volume seen that day
+    ticker_ltt: int | None = None  # last accepted Ticker LTT and the prices seen in that second
+    ticker_prices: set[float] = dataclasses.field(default_factory=set)
+
+
+class CandleBuilder:
+    """Builds bars for every instrument and every interval from trades handed in one by one.
+
+    Not thread-safe: one thread calls `add_trade`, `close_due` and `flush`.
+    """
+
+    def __init__(
+        self,
+        intervals_s: Sequence[int],
+        grace_s: float = 2.0,
+        carry: Mapping[Key, Carry | int] | None = None,
+    ) -> None:
+        if not intervals_s:
+            raise ValueError("at least one interval is needed")
+        for iv in intervals_s:
+            if iv <= 0 or iv % 60:
+                raise ValueError(f"interval {iv}s is not a whole number of minutes")
+        if grace_s < 0:
+            raise ValueError("grace must not be negative")
+        self.intervals_s = tuple(sorted(set(int(i) for i in intervals_s)))
+        self.grace_s = float(grace_s)
+        self.duplicates = 0
+        self.late = 0
+        self.accepted = 0
+        self._instruments: dict[tuple[str, int], _Instrument] = {}
+        self._base: dict[Key, int] = {}  # cumulative volume already given to bars
+        self._base_day: dict[Key, int | None] = {}  # IST day of that base (None: unknown)
+        self._closed_upto: dict[Key, int] = {}  # start of the newest bar already closed
+        # Open bars grouped by (interval, start): closing is a walk over the due groups only.
+        self._open: dict[tuple[int, int], dict[tuple[str, int], Bar]] = {}
+        for key, value in (carry or {}).items():
+            seg, sid, iv = key
+            if isinstance(value, Carry | tuple):
+                start, cum = int(value[0]), int(value[1])
+                day: int | None = ist_day(start)
+            else:
+                cum, day = int(value), None
+            self._base[key] = cum
+            self._base_day[key] = day
+            inst = self._instruments.setdefault((seg, int(sid)), _Instrument())
+            if inst.cum is None or (day or 0, cum) > (inst.day or 0, inst.cum):
+                inst.day, inst.cum = day, cum
+
+    @property
+    def open_bars(self) -> int:
+        return sum(len(group) for group in self._open.values())
+
+    def add_trade(
+        self,
+        segment: str,
+        security_id: int,
+        ltp: float,
+        ltt_ist: int,
+        cum_volume: int | None,
+        now_utc: float,
+    ) -> str:
+        """Feed one trade; return "ok", "duplicate" or "late" (see the module docstring).
+
+        `ltt_ist` is Dhan's IST-epoch LTT; `cum_volume` the day's cumulative volume (None for
+        Ticker packets); `now_utc` the receive time (epoch s) used for the late rule.
+        """
+        utc = ist_to_utc(int(ltt_ist))
+        day = ist_day(utc)
+        inst = self._instruments.setdefault((segment, security_id), _Instrument())
+        new_day = False
+        if cum_volume is None:
+            if inst.ticker_ltt is not None:
+                if ltt_ist < inst.ticker_ltt or (
+                    ltt_ist == inst.ticker_ltt and ltp in inst.ticker_prices
+                ):
+                    self.duplicates += 1
+                    return DUPLICATE
+            if ltt_ist != inst.ticker_ltt:
+                inst.ticker_ltt = ltt_ist
+                inst.ticker_prices = set()
+            inst.ticker_prices.add(ltp)
+        else:
+            if inst.cum is not None:
+                known_day = day if inst.day is None else inst.day
+                if day < known_day:
+                    self.duplicates += 1  # a packet from an earlier day: stale
+                    return DUPLICATE
+                if cum_volume <= inst.cum and not (day > known_day and cum_volume < inst.cum):
+                    self.duplicates += 1
+                    return DUPLICATE
+                new_day = day > known_day and cum_volume < inst.cum
+            inst.day, inst.cum = day, cum_volume
+
+        outcome = OK
+        for iv in self.intervals_s:
+            key = (segment, security_id, iv)
+            start = bucket_start(utc, iv)
+            if start + iv + self.grace_s <= now_utc or start <= self._closed_upto.get(key, -1):
+                outcome = LATE  # the base stays: this volume goes to the next bar
+                continue
+            volume = 0
+            if cum_volume is not None:
+                base = self._base.get(key, 0)
+                base_day = self._base_day.get(key)
+                if cum_volume < base and (new_day or (base_day is not None and day > base_day)):
+                    base = 0  # Dhan restarts the cumulative volume every day
+                volume = max(0, cum_volume - base)
+                self._base[key] = cum_volume
+                self._base_day[key] = day
+            group = self._open.setdefault((iv, start), {})
+            bar = group.get((segment, security_id))
+            if bar is None:
+                group[(segment, security_id)] = Bar(
+                    segment, security_id, iv, start, ltp, ltp, ltp, ltp, volume, 1, cum_volume
+                )
+            else:
+                bar.high = max(bar.high, ltp)
+                bar.low = min(bar.low, ltp)
+                bar.close = ltp
+                bar.volume += volume
+                bar.ticks += 1
+                if cum_volume is not None:
+                    bar.cum_volume_end = cum_volume
+        if outcome == LATE:
+            self.late += 1
+        else:
+            self.accepted += 1
+        return outcome
+
+    def close_due(self, now_utc: float) -> list[Bar]:
+        """Close and return every bar whose end + grace ≤ `now_utc`, oldest first."""
+        due = [g for g in self._open if g[1] + g[0] + self.grace_s <= now_utc]
+        return self._close(sorted(due, key=lambda g: (g[1], g[0])))
+
+    def flush(self) -> list[Bar]:
+        """Close and return every open bar (shutdown). A later tick of one of them is late."""
+        return self._close(sorted(self._open, key=lambda g: (g[1], g[0])))
+
+    def _close(self, groups: list[tuple[int, int]]) -> list[Bar]:
+        out: list[Bar] = []
+        for group in groups:
+            bars = self._open.pop(group)
+            for bar in bars.values():
+                key = bar.key
+                if bar.start_utc > self._closed_upto.get(key, -1):
+                    self._closed_upto[key] = bar.start_utc
+                out.append(bar)
+        return out
