@@ -1,0 +1,121 @@
+"""`bin/collector`: Dhan's live feed → OHLCV candles in SQLite, with token hot swap.
+
+    bin/collector [--config PATH] [--debug] [--log-stdout]
+
+Runs in the foreground (systemd: Type=simple). SIGTERM/SIGINT: close the sockets (bounded),
+write every open bar, commit, exit 0 within 10 s. One collector per client id: a second one
+exits 75. A missing token file is waited for (one alert); an unwritable database exits 1.
+
+Test-only setting: `$DHANFEED_COLLECTOR_TIMING`, a JSON object overriding fields of
+`dhanfeed.feed.supervisor.Timing` (e.g. '{"floor_805_s": 2, "floor_429_s": 2}') so that the
+60 s floors after 805 and HTTP 429 can be scaled down in tests. It is logged when used;
+production never sets it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from dhanfeed.config import load_config
+from dhanfeed.errors import DhanfeedError, ExitCode, LockBusy, UsageError
+from dhanfeed.logs import redact, setup_logging
+
+logger = logging.getLogger("dhanfeed.collector")
+
+STOP_BUDGET_S = 8.0  # of the 10 s a service manager is promised
+
+
+def lock_path(token_file: Path, client_id: str) -> Path:
+    return token_file.parent / f"collector-{client_id}.lock"
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="collector", description="Dhan live feed → OHLCV candles in SQLite."
+    )
+    parser.add_argument("--config", help="config file (default $DHANFEED_CONFIG or ./config.toml)")
+    parser.add_argument("--debug", action="store_true", help="debug logging; tracebacks")
+    parser.add_argument("--log-stdout", action="store_true", help="log JSON lines to stdout")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except DhanfeedError as exc:
+        print(f"collector: {exc}", file=sys.stderr)
+        if args.debug:
+            traceback.print_exc()
+        return int(exc.exit_code)
+    except Exception:  # noqa: BLE001 - the last resort: say so, with the traceback
+        print("collector: unexpected error", file=sys.stderr)
+        print(redact(traceback.format_exc()), file=sys.stderr)
+        return 70
+
+
+def run(args: argparse.Namespace) -> int:
+    from dhanfeed.collector import Collector  # after argument parsing: --help stays fast
+    from dhanfeed.feed.supervisor import Timing
+
+    config = load_config(args.config)
+    setup_logging(
+        "collector",
+        None if args.log_stdout else config.logging.dir,
+        level=config.logging.level,
+        to_stdout=args.log_stdout,
+        debug=args.debug,
+    )
+    if not config.collector.instruments:
+        raise UsageError("no instruments: set collector.instruments in the config")
+    try:
+        timing = Timing.from_env(os.environ)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    lock_file = lock_path(config.token.file, config.dhan.client_id)
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(lock_file, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise LockBusy(
+            f"another collector for client id {config.dhan.client_id} is running"
+            f" (lock {lock_file} is held)"
+        ) from None
+    try:
+        return _run_locked(config, timing, Collector)
+    finally:
+        lock.release()
+
+
+def _run_locked(config, timing, collector_cls) -> int:  # noqa: ANN001
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        logger.info("signal %s: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    collector = collector_cls(config, timing=timing)  # StoreError (exit 1) if unwritable
+    collector.start()
+    while not stop.wait(1.0):
+        pass
+    written = collector.stop(STOP_BUDGET_S)
+    if not written:
+        logger.error("some rows could not be written before exit")
+    return int(ExitCode.OK)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,256 @@
+"""The collector's parts wired together: sockets → queue → candles → SQLite, plus status.
+
+Threads: one receive thread per socket (decode + enqueue only), one worker per shard (the
+supervisor), the token watcher, one consumer (this module's `Pipeline`: de-duplication by
+the candle builder, bars closed by a timer), the store writer, and the status reporter.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from dhanfeed.candles import DUPLICATE, LATE, CandleBuilder, ist_to_utc
+from dhanfeed.config import Config
+from dhanfeed.feed import protocol
+from dhanfeed.feed.connection import FeedConnection
+from dhanfeed.feed.supervisor import Gap, Supervisor, Timing, log_alert
+from dhanfeed.feed.token_watch import TokenWatcher
+from dhanfeed.session import SessionCalendar
+from dhanfeed.status import STATUS_FILE, StatusReporter
+from dhanfeed.store import Gap as GapRow
+from dhanfeed.store import Store, StoreWriter, Tick
+
+logger = logging.getLogger(__name__)
+
+QUEUE_FRAMES = 100_000  # frames waiting for the consumer; beyond this packets are dropped
+CLOSE_EVERY_S = 0.2  # how often the consumer asks the builder for bars that are due
+
+
+class Pipeline(threading.Thread):
+    """The consumer: packets → de-dup → CandleBuilder → StoreWriter; a timer closes bars."""
+
+    def __init__(
+        self,
+        builder: CandleBuilder,
+        writer: StoreWriter,
+        *,
+        store_ticks: bool,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(name="pipeline", daemon=True)
+        self.builder = builder
+        self.writer = writer
+        self.store_ticks = store_ticks
+        self.clock = clock
+        self.queue: queue.Queue[tuple[float, list] | None] = queue.Queue(QUEUE_FRAMES)
+        self.packets = 0  # data packets received
+        self.trades = 0  # packets that carried a trade
+        self.stored_ticks = 0
+        self.dropped = 0  # packets lost because the queue was full
+        self.unknown_segment = 0
+        self.last_data_utc: float | None = None
+        self.bars_closed = 0
+        self._stop_at: float | None = None
+
+    # Called from the receive threads: never blocks.
+    def sink(self, conn: FeedConnection, packets: list, received_utc: float) -> None:
+        try:
+            self.queue.put_nowait((received_utc, packets))
+        except queue.Full:
+            self.dropped += len(packets)
+
+    @property
+    def duplicates(self) -> int:
+        return self.builder.duplicates
+
+    def run(self) -> None:
+        next_close = time.monotonic() + CLOSE_EVERY_S
+        while True:
+            timeout = max(0.0, next_close - time.monotonic())
+            try:
+                item = self.queue.get(timeout=timeout)
+            except queue.Empty:
+                item = ()
+            if item is None:
+                break
+            if item:
+                ticks = self._consume(*item)
+                while len(ticks) < 5000:  # take what is waiting, write it as one batch
+                    try:
+                        more = self.queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more is None:
+                        self.queue.put(None)
+                        break
+                    ticks.extend(self._consume(*more))
+                if ticks:
+                    self.writer.put_ticks(ticks)
+            if time.monotonic() >= next_close:
+                next_close = time.monotonic() + CLOSE_EVERY_S
+                bars = self.builder.close_due(self.clock())
+                if bars:
+                    self.bars_closed += len(bars)
+                    self.writer.put_bars(bars)
+        bars = self.builder.flush()  # shutdown: every open bar is written
+        self.bars_closed += len(bars)
+        self.writer.put_bars(bars)
+
+    def stop(self, timeout: float) -> None:
+        """Drain what the sockets handed in, flush the open bars, end the thread."""
+        self.queue.put(None)
+        self.join(timeout)
+
+    def _consume(self, received_utc: float, packets: list) -> list[Tick]:
+        ticks: list[Tick] = []
+        now = self.clock()
+        self.packets += len(packets)
+        self.last_data_utc = received_utc
+        for p in packets:
+            if not isinstance(p, protocol.TRADES):
+                continue
+            segment = protocol.SEGMENT_NAMES.get(p.segment)
+            if segment is None:
+                self.unknown_segment += 1
+                continue
+            self.trades += 1
+            if isinstance(p, protocol.Ticker):
+                cum, ltq = None, None
+            else:
+                cum, ltq = p.volume, p.ltq
+            outcome = self.builder.add_trade(segment, p.security_id, p.ltp, p.ltt, cum, now)
+            if outcome != DUPLICATE and self.store_ticks:
+                ticks.append(
+                    Tick(segment, p.security_id, ist_to_utc(p.ltt), p.ltp, ltq, cum, received_utc)
+                )
+            if outcome == LATE:
+                logger.debug("late tick %s:%s ltt %s", segment, p.security_id, p.ltt)
+        self.stored_ticks += len(ticks)
+        return ticks
+
+
+class Collector:
+    """Owns every part; `start()`, then `stop()` (bounded) from the signal handler's thread."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        timing: Timing | None = None,
+        alert: Callable[[str, str, str], None] = log_alert,
+    ) -> None:
+        self.config = config
+        c = config.collector
+        self.started_utc = time.time()
+        self.store = Store(c.database, c.store_ticks)  # StoreError: unwritable
+        self.writer = StoreWriter(self.store)
+        self.builder = CandleBuilder(
+            [int(i.total_seconds()) for i in c.intervals],
+            grace_s=c.grace.total_seconds(),
+            carry=self.store.carry(),
+        )
+        self.pipeline = Pipeline(self.builder, self.writer, store_ticks=c.store_ticks)
+        timing = timing or Timing()
+        self.watcher = TokenWatcher(
+            config.token.file, config.dhan.client_id, poll_s=timing.token_poll_s
+        )
+        calendar = SessionCalendar.from_config(config.session)
+        self.supervisor = Supervisor(
+            feed_url=config.dhan.feed_url,
+            instruments=c.instruments,
+            mode=c.mode,
+            watcher=self.watcher,
+            sink=self.pipeline.sink,
+            in_session=lambda now: calendar.current(now) is not None,
+            stale_after_s=c.stale_after.total_seconds(),
+            timing=timing,
+            on_gap=self._on_gap,
+            duplicates=lambda: self.builder.duplicates,
+            alert=alert,
+        )
+        self.watcher.on_change = self.supervisor.token_changed
+        self.status = StatusReporter(
+            self.snapshot,
+            status_path=config.state_dir / STATUS_FILE,
+            every_s=c.status_every.total_seconds(),
+            metrics_port=config.metrics.port,
+            textfile_dir=config.metrics_dir,
+        )
+
+    def start(self) -> None:
+        self.watcher.check()  # the first read happens here, so the sockets start at once
+        self.watcher.start()
+        self.pipeline.start()
+        self.supervisor.start()
+        self.status.start()
+        token = self.watcher.current
+        logger.info(
+            "collector started: %d instruments on %d sockets, token %s",
+            len(self.config.collector.instruments),
+            len(self.supervisor.workers),
+            token.fingerprint if token else "none yet",
+        )
+
+    def stop(self, budget_s: float = 8.0) -> bool:
+        """Close sockets, flush open bars, commit; True if everything was written in time."""
+        deadline = time.monotonic() + budget_s
+
+        def left(share: float) -> float:
+            return max(0.1, (deadline - time.monotonic()) * share)
+
+        self.watcher.stop(0.5)
+        self.supervisor.stop(left(0.4))
+        self.pipeline.stop(left(0.3))
+        written = self.writer.close(left(0.8))
+        self.status.stop(left(1.0))
+        logger.info(
+            "collector stopped: %d packets, %d duplicates, %d late, %d bars, all written: %s",
+            self.pipeline.packets,
+            self.builder.duplicates,
+            self.builder.late,
+            self.pipeline.bars_closed,
+            written,
+        )
+        return written
+
+    def _on_gap(self, gap: Gap) -> None:
+        self.writer.put_gaps(
+            GapRow(i.segment, i.security_id, gap.start_utc, gap.end_utc, gap.reason)
+            for i in gap.instruments
+        )
+
+    def snapshot(self) -> dict[str, Any]:
+        sup = self.supervisor.snapshot()
+        p = self.pipeline
+        return {
+            "pid": os.getpid(),
+            "state": "running",
+            "up": 1,
+            "started_utc": self.started_utc,
+            "written_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "client_id": self.config.dhan.client_id,
+            **sup,
+            "packets": p.packets,
+            "trades": p.trades,
+            "ticks_stored": p.stored_ticks,
+            "duplicates": self.builder.duplicates,
+            "late": self.builder.late,
+            "dropped": p.dropped + self.writer.lost_rows,
+            "skipped_packets": sum(
+                c.skipped for w in self.supervisor.workers for c in w.connections()
+            ),
+            "queue": p.queue.qsize(),
+            "last_data_utc": p.last_data_utc,
+            "bars_closed": p.bars_closed,
+            "store_pending": self.writer.pending,
+            "store_errors": self.writer.errors,
+            "database": str(Path(self.config.collector.database)),
+        }

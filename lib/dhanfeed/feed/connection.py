@@ -1,0 +1,234 @@
+"""One feed socket: a bounded handshake, subscribe, and a receive thread.
+
+The receive thread only decodes frames and hands the packets to a sink (a queue put): it
+never touches the disk, so answering the server's pings is never starved (dhan-api.md §4).
+Pings are answered inside websocket-client's `recv_data_frame`.
+
+The feed URL carries the token: it is built here, handed to websocket-client and never
+logged; every exception text that leaves this module goes through `safe_error`, which
+removes the token and anything token-shaped.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable, Sequence
+from urllib.parse import urlencode
+
+import websocket
+
+from dhanfeed.feed import protocol
+from dhanfeed.logs import REDACTED, redact
+from dhanfeed.token import Token
+
+logger = logging.getLogger(__name__)
+
+# What a socket hands on: (connection, packets of one frame, received at: UTC epoch seconds).
+Sink = Callable[["FeedConnection", list, float], None]
+
+CONNECTING, OPEN, CLOSED = "connecting", "open", "closed"
+
+
+class ConnectFailed(Exception):
+    """The handshake did not complete. `status` is the HTTP status when the server answered
+    (429: too many connects). The message never holds the token or the URL."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def feed_url(base: str, token: Token) -> str:
+    query = urlencode(
+        {"version": "2", "token": token.access_token, "clientId": token.client_id, "authType": "2"}
+    )
+    return f"{base.rstrip('/')}?{query}"
+
+
+def safe_error(exc: BaseException, secret: str = "") -> str:
+    """`Type: message` with the token (and anything JWT- or token=-shaped) removed."""
+    text = f"{type(exc).__name__}: {exc}"
+    if secret:
+        text = text.replace(secret, REDACTED)
+    return redact(text)[:300]
+
+
+class FeedConnection:
+    """One WebSocket to the feed. Thread-safe: `close()` may be called from any thread."""
+
+    def __init__(
+        self,
+        conn_id: int,
+        shard: int,
+        base_url: str,
+        token: Token,
+        sink: Sink,
+        *,
+        connect_timeout: float = 10.0,
+        recv_timeout: float = 45.0,
+    ) -> None:
+        self.conn_id = conn_id
+        self.shard = shard
+        self.token = token
+        self._base_url = base_url
+        self._sink = sink
+        self._connect_timeout = connect_timeout
+        self._recv_timeout = recv_timeout  # no frame at all (not even a ping) for this long: dead
+        self._ws: websocket.WebSocket | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._closing = False
+        self.state = CONNECTING
+        self.closed = threading.Event()
+        self.opened_at: float | None = None  # monotonic
+        self.closed_at: float | None = None  # monotonic
+        self.last_data: float | None = None  # monotonic, last data packet (pings do not count)
+        self.last_data_utc: float | None = None
+        self.disconnect_code: int | None = None  # Dhan's code-50 reason, if one came
+        self.close_reason = ""
+        self.packets = 0
+        self.skipped = 0
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    def connect(self) -> None:
+        """Handshake (bounded by connect_timeout), then start the receive thread."""
+        ws = websocket.WebSocket(enable_multithread=True, skip_utf8_validation=True)
+        try:
+            ws.connect(feed_url(self._base_url, self.token), timeout=self._connect_timeout)
+        except websocket.WebSocketBadStatusException as exc:
+            ws.shutdown()
+            self._mark_closed(f"handshake refused: HTTP {exc.status_code}")
+            raise ConnectFailed(
+                f"handshake refused: HTTP {exc.status_code}", exc.status_code
+            ) from None
+        except Exception as exc:  # noqa: BLE001 - any failure to connect is one outcome
+            ws.shutdown()
+            reason = safe_error(exc, self.token.access_token)
+            self._mark_closed(f"connect failed: {reason}")
+            raise ConnectFailed(f"connect failed: {reason}") from None
+        ws.settimeout(self._recv_timeout)
+        with self._lock:
+            self._ws = ws
+            if self._closing:  # closed while the handshake ran
+                ws.shutdown()
+                self._mark_closed("closed during connect")
+                raise ConnectFailed("closed during connect")
+            self.state = OPEN
+            self.opened_at = time.monotonic()
+        self._thread = threading.Thread(
+            target=self._receive, name=f"feed-recv-{self.conn_id}", daemon=True
+        )
+        self._thread.start()
+
+    def subscribe(self, instruments: Sequence[tuple[str, int]], mode: str) -> None:
+        """Send the subscribe requests (≤ 100 instruments each). Raises ConnectFailed."""
+        for request in protocol.subscribe_requests(instruments, mode):
+            self._send_text(request)
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Say goodbye, then make sure the socket and its thread are gone within `timeout`."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            already = self._closing
+            self._closing = True
+            ws = self._ws
+        if ws is None:
+            self._mark_closed(self.close_reason or "closed")
+            return
+        if not already and self.state == OPEN:
+            try:
+                ws.settimeout(max(0.1, timeout / 2))  # bounds the sends below
+                ws.send(protocol.disconnect_request())
+                ws.send_close()
+            except Exception:  # noqa: BLE001, S110 - the socket may be dead already
+                pass
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(max(0.0, (deadline - time.monotonic()) / 2))
+        self._abort(ws)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(max(0.0, deadline - time.monotonic()))
+        ws.shutdown()
+        self._mark_closed(self.close_reason or "closed by us")
+
+    @property
+    def alive(self) -> bool:
+        return self.state == OPEN and not self.closed.is_set()
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _send_text(self, text: str) -> None:
+        ws = self._ws
+        if ws is None or not self.alive:
+            raise ConnectFailed("socket is not open")
+        try:
+            ws.send(text)
+        except Exception as exc:  # noqa: BLE001
+            raise ConnectFailed(
+                f"send failed: {safe_error(exc, self.token.access_token)}"
+            ) from None
+
+    @staticmethod
+    def _abort(ws: websocket.WebSocket) -> None:
+        """Wake a thread blocked in recv: shut the TCP socket down under it."""
+        sock = ws.sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def _receive(self) -> None:
+        ws = self._ws
+        assert ws is not None
+        reason = "closed"
+        try:
+            while True:
+                opcode, frame = ws.recv_data_frame(control_frame=True)
+                if opcode == websocket.ABNF.OPCODE_BINARY:
+                    self._on_frame(frame.data)
+                elif opcode == websocket.ABNF.OPCODE_CLOSE:
+                    code = struct.unpack("!H", frame.data[:2])[0] if len(frame.data) >= 2 else None
+                    reason = f"server closed (ws {code})" if code else "server closed"
+                    break
+        except websocket.WebSocketTimeoutException:
+            reason = f"no frame for {self._recv_timeout:.0f}s"
+        except Exception as exc:  # noqa: BLE001 - every way a socket ends is an outcome
+            reason = "closed by us" if self._closing else safe_error(exc, self.token.access_token)
+        if self._closing:
+            reason = "closed by us"
+        if self.disconnect_code is not None:
+            text = protocol.DISCONNECT_REASONS.get(self.disconnect_code, "unknown reason")
+            reason = f"disconnect {self.disconnect_code} ({text})"
+        self._mark_closed(reason)
+
+    def _on_frame(self, data: bytes) -> None:
+        decoded = protocol.decode_frame(data)
+        self.skipped += decoded.skipped
+        if not decoded.packets:
+            return
+        data_packets = []
+        for packet in decoded.packets:
+            if isinstance(packet, protocol.Disconnect):
+                self.disconnect_code = packet.reason
+            else:
+                data_packets.append(packet)
+        if data_packets:
+            self.packets += len(data_packets)
+            self.last_data = time.monotonic()
+            self.last_data_utc = time.time()
+            self._sink(self, data_packets, self.last_data_utc)
+
+    def _mark_closed(self, reason: str) -> None:
+        with self._lock:
+            if self.state == CLOSED:
+                return
+            self.state = CLOSED
+            self.close_reason = reason
+            self.closed_at = time.monotonic()
+        self.closed.set()

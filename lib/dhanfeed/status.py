@@ -1,0 +1,139 @@
+"""The collector's status file and Prometheus metrics, both from one snapshot.
+
+`state/collector_status.json` is rewritten atomically (temp file + rename) every few
+seconds. The metrics carry the same figures: served over HTTP when `[metrics] port` is set,
+else written as `collector.prom` for node_exporter's textfile collector. No token here,
+only its fingerprint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, start_http_server, write_to_textfile
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+logger = logging.getLogger(__name__)
+
+STATUS_FILE = "collector_status.json"
+TEXTFILE = "collector.prom"
+
+Snapshot = dict[str, Any]
+
+# metric name (without _total for counters) → (kind, snapshot key, help)
+METRICS = {
+    "dhanfeed_collector_up": ("gauge", "up", "1 while the collector runs"),
+    "dhanfeed_collector_last_data_timestamp_seconds": (
+        "gauge",
+        "last_data_utc",
+        "UTC epoch of the last data packet received",
+    ),
+    "dhanfeed_collector_sockets_live": ("gauge", "sockets_live", "feed sockets open and live"),
+    "dhanfeed_collector_packets": ("counter", "packets", "data packets received"),
+    "dhanfeed_collector_swaps": ("counter", "swaps", "token swaps completed"),
+    "dhanfeed_collector_reconnects": ("counter", "reconnects", "socket reconnect attempts"),
+    "dhanfeed_collector_duplicates": ("counter", "duplicates", "duplicate packets dropped"),
+    "dhanfeed_collector_late_ticks": ("counter", "late", "ticks too late for their bar"),
+    "dhanfeed_collector_dropped": ("counter", "dropped", "packets dropped: queue full"),
+    "dhanfeed_collector_gaps": ("counter", "gaps", "stretches without a live socket"),
+}
+
+
+class _SnapshotCollector(Collector):
+    def __init__(self, reporter: StatusReporter) -> None:
+        self.reporter = reporter
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        snap = self.reporter.last or {}
+        for name, (kind, key, text) in METRICS.items():
+            value = snap.get(key)
+            if value is None:
+                value = 0
+            family = GaugeMetricFamily if kind == "gauge" else CounterMetricFamily
+            yield family(name, text, value=float(value))
+
+
+def write_json_atomically(path: Path, data: Snapshot) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=1, sort_keys=True, default=str)
+            fh.write("\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class StatusReporter:
+    """Every `every_s`: snapshot → status file + metrics. `stop()` writes a final one."""
+
+    def __init__(
+        self,
+        snapshot: Callable[[], Snapshot],
+        *,
+        status_path: Path,
+        every_s: float,
+        metrics_port: int = 0,
+        textfile_dir: Path | None = None,
+    ) -> None:
+        self.snapshot = snapshot
+        self.status_path = Path(status_path)
+        self.every_s = max(0.1, every_s)
+        self.metrics_port = metrics_port
+        self.textfile = (
+            None if metrics_port or textfile_dir is None else Path(textfile_dir) / TEXTFILE
+        )
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry.register(_SnapshotCollector(self))
+        self.last: Snapshot | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._server: Any = None
+
+    def start(self) -> None:
+        if self.metrics_port:
+            server = start_http_server(self.metrics_port, registry=self.registry)
+            self._server = server[0] if isinstance(server, tuple) else None
+            logger.info("metrics on http port %d", self.metrics_port)
+        self._thread = threading.Thread(target=self._run, name="status", daemon=True)
+        self._thread.start()
+
+    def write_once(self, **overrides: Any) -> Snapshot:
+        snap = {**self.snapshot(), **overrides}
+        self.last = snap
+        try:
+            write_json_atomically(self.status_path, snap)
+            if self.textfile is not None:
+                self.textfile.parent.mkdir(parents=True, exist_ok=True)
+                write_to_textfile(str(self.textfile), self.registry)
+        except OSError as exc:
+            logger.warning("cannot write status: %s: %s", type(exc).__name__, exc.strerror)
+        return snap
+
+    def stop(self, timeout: float = 1.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self.write_once(up=0, state="stopped")
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.write_once()
+            except Exception:  # noqa: BLE001 - status must never take the collector down
+                logger.exception("status: unexpected error")
+            self._stop.wait(self.every_s)
