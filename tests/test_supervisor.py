@@ -1,0 +1,87 @@
+"""The supervisor's pure policies: sharding, backoff, floors, test-only timing overrides."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dhanfeed.config import Instrument
+from dhanfeed.feed.supervisor import (
+    ENV_TIMING,
+    Timing,
+    backoff_delay,
+    retry_delay,
+    shard_instruments,
+)
+
+
+def instruments(n: int) -> list[Instrument]:
+    return [Instrument("NSE_EQ", i) for i in range(1, n + 1)]
+
+
+@pytest.mark.parametrize(
+    ("count", "sockets"), [(1, 1), (5000, 1), (5001, 2), (12000, 3), (20000, 4)]
+)
+def test_instruments_are_sharded_at_most_5000_per_socket_on_at_most_4_sockets(
+    count: int, sockets: int
+) -> None:
+    shards = shard_instruments(instruments(count))
+    assert len(shards) == sockets
+    assert all(len(s) <= 5000 for s in shards)
+    assert [i for s in shards for i in s] == instruments(count)  # each once, order kept
+    assert max(map(len, shards)) - min(map(len, shards)) <= 1  # spread evenly
+
+
+def test_more_instruments_than_four_sockets_hold_is_refused() -> None:
+    with pytest.raises(ValueError, match="at most 4"):
+        shard_instruments(instruments(20001))
+
+
+def test_no_instruments_means_no_sockets() -> None:
+    assert shard_instruments([]) == []
+
+
+def test_backoff_doubles_from_about_one_second_and_is_capped_at_sixty() -> None:
+    timing = Timing()
+    highs = [backoff_delay(a, timing, rand=lambda: 1.0) for a in range(10)]
+    lows = [backoff_delay(a, timing, rand=lambda: 0.0) for a in range(10)]
+    assert highs[:7] == [1, 2, 4, 8, 16, 32, 60]
+    assert highs[-1] == 60 and lows[-1] == 30
+    assert lows[0] == 0.5  # jitter: never less than half of the ceiling
+    assert backoff_delay(10_000, timing, rand=lambda: 1.0) == 60  # no overflow
+
+
+def test_jitter_spreads_the_delays_of_one_attempt() -> None:
+    values = {backoff_delay(3, Timing(), rand=lambda v=v: v) for v in (0.0, 0.3, 0.7, 1.0)}
+    assert len(values) == 4 and min(values) >= 4 and max(values) <= 8
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "floor"),
+    [
+        ({"disconnect_code": 805}, 60),
+        ({"http_status": 429}, 60),
+        ({"disconnect_code": 806}, 300),
+    ],
+)
+def test_805_429_and_806_wait_at_least_their_floor(kwargs: dict, floor: float) -> None:
+    assert retry_delay(0, Timing(), rand=lambda: 0.0, **kwargs) == floor
+    assert retry_delay(0, Timing(), rand=lambda: 1.0, disconnect_code=800) == 1.0
+
+
+def test_floors_come_from_timing_so_tests_can_scale_them_down() -> None:
+    timing = Timing(floor_805_s=2, floor_429_s=3)
+    assert retry_delay(0, timing, disconnect_code=805, rand=lambda: 0.0) == 2
+    assert retry_delay(0, timing, http_status=429, rand=lambda: 0.0) == 3
+
+
+def test_timing_is_overridden_only_by_its_test_environment_variable() -> None:
+    assert Timing.from_env({}) == Timing()
+    timing = Timing.from_env({ENV_TIMING: json.dumps({"floor_805_s": 1.5, "live_quiet_s": 1})})
+    assert timing.floor_805_s == 1.5 and timing.live_quiet_s == 1.0
+    assert timing.floor_429_s == Timing().floor_429_s
+    with pytest.raises(ValueError, match="unknown keys"):
+        Timing.from_env({ENV_TIMING: json.dumps({"floor_805": 1})})
+    with pytest.raises(ValueError, match=ENV_TIMING):
+        Timing.from_env({ENV_TIMING: "{bad"})
