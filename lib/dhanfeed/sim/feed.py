@@ -1,0 +1,486 @@
+"""The simulated live feed: a `websockets` server speaking Dhan's v2 binary protocol.
+
+Everything here runs on one asyncio loop. The market loop ticks every instrument, encodes
+each packet once per mode and batches one cycle's packets per socket into frames; a writer
+task per socket sends them in order and records, only after a send succeeded, which ticks
+that socket carried (as runs of tick indexes: compact enough for 20000 instruments).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import random
+import time
+from collections.abc import Callable
+from http import HTTPStatus
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+from dhanfeed.feed import protocol as p
+from dhanfeed.sim import tokens
+from dhanfeed.sim.market import IST_OFFSET_S, Market, Tape
+
+logger = logging.getLogger(__name__)
+
+MAX_SOCKETS_PER_CLIENT = 5
+PING_INTERVAL_S = 10.0
+PING_TIMEOUT_S = 30.0  # a ping unanswered 30 s after it was sent: silent ≈ 40 s
+MAX_PACKETS_PER_FRAME = 100
+MAX_QUEUED_FRAMES = 2000  # a consumer this far behind is dropped (as a real server would)
+MAX_CYCLES_PER_SECOND = 20.0
+
+TICKER, QUOTE, FULL = "ticker", "quote", "full"
+SUBSCRIBE = {15: TICKER, 17: QUOTE, 21: FULL}
+UNSUBSCRIBE = {16: TICKER, 18: QUOTE, 22: FULL}
+_CLOSE = object()  # writer-queue sentinel
+_QUOTE_AND_OI = p.QUOTE_SIZE + p.OI_SIZE  # the only 2-packet item a cycle queues
+
+VERDICT_CODES = {tokens.EXPIRED: 807, tokens.SUPERSEDED: 807, tokens.WRONG_CLIENT: 808}
+
+
+class SimSocket:
+    """One accepted WebSocket: what it subscribed and everything it was sent."""
+
+    def __init__(self, sid: int, ws: ServerConnection, token_fp: str) -> None:
+        self.id = sid
+        self.ws = ws
+        self.token_fp = token_fp
+        self.opened_at = time.time()
+        self.closed_at: float | None = None
+        self.close_reason: str | None = None
+        self.authorised = False
+        self.closing = False
+        self.subs: dict[Tape, str] = {}
+        self.packets_sent = 0
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.runs: dict[str, list[list[int]]] = {}  # instrument key → [[first, last], ...]
+        self.pending: list[bytes] = []  # this cycle's packets, flushed into frames
+        self.pending_refs: list[tuple[Tape, int]] = []
+
+    def stats(self) -> dict:
+        return {
+            "id": self.id,
+            "token_fp": self.token_fp,
+            "opened_at": self.opened_at,
+            "closed_at": self.closed_at,
+            "close_reason": self.close_reason,
+            "instruments": len(self.subs),
+            "packets_sent": self.packets_sent,
+        }
+
+    def record(self, refs: list[tuple[Tape, int]]) -> None:
+        runs_of = self.runs
+        for tape, idx in refs:
+            runs = runs_of.get(tape.key)
+            if runs is None:
+                runs_of[tape.key] = [[idx, idx]]
+            elif runs[-1][1] == idx - 1:
+                runs[-1][1] = idx
+            elif runs[-1][1] < idx:
+                runs.append([idx, idx])
+
+
+class FeedServer:
+    def __init__(
+        self,
+        market: Market,
+        registry: tokens.TokenRegistry,
+        *,
+        ticks_per_second: float,
+        renew_kills_sockets: Callable[[], bool],
+    ) -> None:
+        self.market = market
+        self.registry = registry
+        self.ticks_per_second = ticks_per_second
+        self.renew_kills_sockets = renew_kills_sockets
+        self.sockets: list[SimSocket] = []  # every socket ever accepted, in order
+        self.open: dict[int, SimSocket] = {}
+        self.max_open = 0
+        self.handshakes_refused = 0
+        self.stall_until = 0.0
+        self.refuse_until = 0.0
+        self._rng = random.Random(market.seed + 1)
+        self._server = None
+        self._market_task: asyncio.Task | None = None
+
+    # --- lifecycle ---
+
+    async def start(self, host: str, port: int) -> int:
+        self._server = await serve(
+            self._handle,
+            host,
+            port,
+            process_request=self._process_request,
+            compression=None,
+            ping_interval=PING_INTERVAL_S,
+            ping_timeout=PING_TIMEOUT_S,
+            close_timeout=2,
+            max_size=1 << 20,
+            logger=logging.getLogger("dhanfeed.sim.ws"),
+        )
+        self._market_task = asyncio.create_task(self._run_market(), name="market")
+        return self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._market_task:
+            self._market_task.cancel()
+        if self._server is not None:
+            for sock in list(self.open.values()):
+                self._finish(sock, "server shutdown")
+            self._server.close()
+            try:
+                await asyncio.wait_for(self._server.wait_closed(), 3)
+            except TimeoutError:
+                pass
+
+    # --- handshake and authorisation ---
+
+    def _process_request(self, connection: ServerConnection, request):  # noqa: ANN001, ANN202
+        if time.monotonic() < self.refuse_until:
+            self.handshakes_refused += 1
+            return connection.respond(HTTPStatus.TOO_MANY_REQUESTS, "Too Many Requests\n")
+        return None
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        query = parse_qs(urlsplit(ws.request.path).query)
+        token = (query.get("token") or [""])[0]
+        client_id = (query.get("clientId") or [""])[0]
+        verdict, issued = self.registry.check(token, client_id)
+        fp = issued.fingerprint if issued else tokens.fingerprint(token)
+        sock = SimSocket(len(self.sockets) + 1, ws, fp)
+        self.sockets.append(sock)
+        self.open[sock.id] = sock
+        self.max_open = max(self.max_open, len(self.open))
+        writer = None
+        try:
+            if verdict != tokens.OK:
+                code = VERDICT_CODES.get(verdict, 809)
+                logger.info("socket %d refused: token %s (%s), code %d", sock.id, fp, verdict, code)
+                sock.close_reason = f"{code} {verdict} token"
+                await ws.send(p.encode_disconnect(code))
+                sock.packets_sent += 1
+                await ws.close()
+                return
+            sock.authorised = True
+            self._enforce_socket_limit(sock)
+            logger.info("socket %d open (token %s)", sock.id, fp)
+            writer = asyncio.create_task(self._write(sock), name=f"writer-{sock.id}")
+            async for message in ws:
+                if isinstance(message, str) and not sock.closing:
+                    self._on_request(sock, message)
+                # a stray binary frame from a client is ignored, as Dhan does
+        except ConnectionClosed:
+            pass
+        finally:
+            self._finish(sock, "connection closed")
+            if writer is not None and not writer.done():
+                sock.queue.put_nowait(_CLOSE)
+                try:
+                    await asyncio.wait_for(writer, 3)
+                except (TimeoutError, asyncio.CancelledError):
+                    writer.cancel()
+            sock.closed_at = time.time()
+            self.open.pop(sock.id, None)
+            logger.info("socket %d closed: %s", sock.id, sock.close_reason)
+
+    def _enforce_socket_limit(self, newest: SimSocket) -> None:
+        live = [s for s in self.open.values() if s.authorised and not s.closing]
+        while len(live) > MAX_SOCKETS_PER_CLIENT:
+            oldest = min(live, key=lambda s: s.id)
+            self.disconnect(oldest, 805)
+            live.remove(oldest)
+
+    # --- requests from the client ---
+
+    def _on_request(self, sock: SimSocket, text: str) -> None:
+        try:
+            request = json.loads(text)
+            code = int(request["RequestCode"])
+        except (ValueError, KeyError, TypeError):
+            logger.info("socket %d: unreadable request ignored", sock.id)
+            return
+        if code == p.REQUEST_DISCONNECT:
+            self._finish(sock, "client request 12")
+            sock.queue.put_nowait(_CLOSE)
+            return
+        mode = SUBSCRIBE.get(code) or UNSUBSCRIBE.get(code)
+        if mode is None:
+            logger.info("socket %d: unknown request code %s ignored", sock.id, code)
+            return
+        items = request.get("InstrumentList") or []
+        if not isinstance(items, list):
+            return
+        if len(items) > p.MAX_PER_MESSAGE or _int(request.get("InstrumentCount")) > 100:
+            self.disconnect(sock, 804)
+            return
+        tapes = []
+        for item in items:
+            try:
+                seg = p.SEGMENT_CODES[str(item["ExchangeSegment"]).upper()]
+                tapes.append(self.market.instrument(seg, int(item["SecurityId"])))
+            except (KeyError, TypeError, ValueError):
+                continue  # Dhan ignores an instrument it does not know
+        if code in UNSUBSCRIBE:
+            for tape in tapes:
+                if sock.subs.pop(tape, None) is not None:
+                    tape.subscribers.pop(sock, None)
+            return
+        new = {t for t in tapes if t not in sock.subs}
+        if len(sock.subs) + len(new) > p.MAX_PER_SOCKET:
+            self.disconnect(sock, 804)
+            return
+        for tape in tapes:
+            sock.subs[tape] = mode
+            tape.subscribers[sock] = mode
+        # Any subscription triggers a Prev Close packet per instrument.
+        packets = [tape.prev_close_packet() for tape in tapes]
+        for start in range(0, len(packets), MAX_PACKETS_PER_FRAME):
+            chunk = packets[start : start + MAX_PACKETS_PER_FRAME]
+            sock.queue.put_nowait((b"".join(chunk), (), len(chunk)))
+
+    # --- sending ---
+
+    async def _write(self, sock: SimSocket) -> None:
+        ws, queue = sock.ws, sock.queue
+        while True:
+            item = await queue.get()
+            if item is _CLOSE:
+                break
+            frame, refs, count = item
+            try:
+                await ws.send(frame)
+            except ConnectionClosed:
+                break
+            sock.packets_sent += count
+            if refs:
+                sock.record(refs)
+        try:
+            await ws.close()
+        except ConnectionClosed:
+            pass
+
+    def _finish(self, sock: SimSocket, reason: str) -> None:
+        """Stop feeding a socket: no more market frames; keeps the first reason given."""
+        if sock.close_reason is None:
+            sock.close_reason = reason
+        if not sock.closing:
+            sock.closing = True
+            for tape in sock.subs:
+                tape.subscribers.pop(sock, None)
+
+    def disconnect(self, sock: SimSocket, code: int, reason: str | None = None) -> None:
+        """A code-50 packet with `code`, then close (queued behind what is already sent)."""
+        if sock.closing:
+            return
+        logger.info("socket %d: disconnect code %d", sock.id, code)
+        self._finish(sock, reason or f"{code} {p.DISCONNECT_REASONS.get(code, 'disconnect')}")
+        sock.queue.put_nowait((p.encode_disconnect(code), (), 1))
+        sock.queue.put_nowait(_CLOSE)
+
+    def token_superseded(self, old_fp: str) -> None:
+        """Renew/generate/issue made `old_fp` obsolete; with the kill policy its sockets go."""
+        if not self.renew_kills_sockets():
+            return
+        for sock in list(self.open.values()):
+            if sock.authorised and sock.token_fp == old_fp:
+                self.disconnect(sock, 807, "807 token superseded")
+
+    # --- the market loop ---
+
+    async def _run_market(self) -> None:
+        loop = asyncio.get_running_loop()
+        tps = self.ticks_per_second
+        interval = max(1.0 / tps, 1.0 / MAX_CYCLES_PER_SECOND)
+        per_cycle = tps * interval
+        carry = 0.0
+        deadline = loop.time()
+        while True:
+            carry += per_cycle
+            rounds, carry = int(carry), carry - int(carry)
+            if rounds:
+                try:
+                    self.cycle(rounds)
+                except Exception:  # the market must keep running
+                    logger.exception("market cycle failed")
+            deadline += interval
+            delay = deadline - loop.time()
+            if delay < 0:  # fell behind: carry on from now rather than burst
+                deadline, delay = loop.time(), 0
+            await asyncio.sleep(delay)
+
+    def cycle(self, rounds: int = 1) -> None:
+        """Tick every instrument `rounds` times; batch the packets per socket into frames."""
+        ltt = int(time.time()) + IST_OFFSET_S
+        stalled = time.monotonic() < self.stall_until
+        tick = self.market.tick
+        touched: set[SimSocket] = set()
+        for _ in range(rounds):
+            for tape in self.market.order:
+                tick(tape, ltt)
+                subscribers = tape.subscribers
+                if not subscribers or stalled:
+                    tape.oi_changed = False
+                    continue
+                idx = len(tape.cums) - 1
+                encoded: dict[str, bytes] = {}
+                for sock, mode in subscribers.items():
+                    packet = encoded.get(mode)
+                    if packet is None:
+                        packet = encoded[mode] = self._encode(tape, mode)
+                    sock.pending.append(packet)
+                    sock.pending_refs.append((tape, idx))
+                    touched.add(sock)
+                tape.oi_changed = False
+        for sock in touched:
+            self._flush(sock)
+
+    @staticmethod
+    def _encode(tape: Tape, mode: str) -> bytes:
+        if tape.is_index or mode == TICKER:
+            return tape.ticker_packet()
+        if mode == FULL:
+            return tape.full_packet()
+        if tape.oi_changed:
+            return tape.quote_packet() + tape.oi_packet()
+        return tape.quote_packet()
+
+    def _flush(self, sock: SimSocket) -> None:
+        packets, refs = sock.pending, sock.pending_refs
+        sock.pending, sock.pending_refs = [], []
+        if sock.closing:
+            return
+        if sock.queue.qsize() > MAX_QUEUED_FRAMES:
+            logger.warning("socket %d: consumer too slow, dropping it", sock.id)
+            self.disconnect(sock, 800, "slow consumer")
+            return
+        for start in range(0, len(packets), MAX_PACKETS_PER_FRAME):
+            chunk = packets[start : start + MAX_PACKETS_PER_FRAME]
+            frame = b"".join(chunk)
+            count = sum(2 if len(pkt) == _QUOTE_AND_OI else 1 for pkt in chunk)
+            sock.queue.put_nowait((frame, refs[start : start + MAX_PACKETS_PER_FRAME], count))
+
+    # --- faults ---
+
+    def drop_sockets(self) -> int:
+        """Cut every open socket at the TCP level (no close frame)."""
+        dropped = 0
+        for sock in list(self.open.values()):
+            self._finish(sock, "dropped (fault)")
+            while not sock.queue.empty():
+                sock.queue.get_nowait()
+            sock.queue.put_nowait(_CLOSE)
+            transport = sock.ws.transport
+            if transport is not None:
+                transport.abort()
+            dropped += 1
+        return dropped
+
+    def stall(self, seconds: float) -> None:
+        self.stall_until = time.monotonic() + seconds
+
+    def refuse_handshakes(self, seconds: float) -> None:
+        self.refuse_until = time.monotonic() + seconds
+
+    def clear(self) -> None:
+        self.stall_until = self.refuse_until = 0.0
+
+    def send_garbage(self, count: int) -> int:
+        """Random binary frames that no decoder can take for a packet: an unknown code and a
+        length field longer than the frame, so a parser must stop and count, not misread."""
+        rng = self._rng
+        for sock in self._live():
+            for _ in range(count):
+                body = os.urandom(rng.randrange(0, 120))
+                size = p.HEADER_SIZE + len(body)
+                head = p.HEADER.pack(rng.randrange(100, 256), min(65535, size + 1 + rng.randrange(500)),
+                                     rng.randrange(0, 256), rng.getrandbits(32))  # fmt: skip
+                sock.queue.put_nowait((head + body, (), 0))
+        return len(self._live())
+
+    def send_truncated(self) -> int:
+        """A frame cut mid-packet: a copy of an already delivered Quote, missing its tail."""
+        for sock in self._live():
+            tape = next(iter(sock.subs), None) or (
+                self.market.order[0] if self.market.order else None
+            )
+            if tape is None or not tape.ticks:
+                frame = p.encode_disconnect(800)[:7]
+            else:
+                frame = tape.quote_packet()[: self._rng.randrange(p.HEADER_SIZE, p.QUOTE_SIZE)]
+            sock.queue.put_nowait((frame, (), 0))
+        return len(self._live())
+
+    def disconnect_all(self, code: int) -> int:
+        live = self._live()
+        for sock in live:
+            self.disconnect(sock, code, f"{code} (fault)")
+        return len(live)
+
+    def _live(self) -> list[SimSocket]:
+        return [s for s in self.open.values() if s.authorised and not s.closing]
+
+    # --- the record ---
+
+    def stats(self) -> dict:
+        delivered = self._delivered_counts()
+        instruments = {}
+        for tape in self.market.order:
+            ticks = tape.ticks
+            instruments[tape.key] = {
+                "ticks": ticks,
+                "delivered": delivered.get(tape.key, 0),
+                "cum_volume": tape.cum,
+                "first_ltt": tape.ltts[0] if ticks else None,
+                "last_ltt": tape.ltts[-1] if ticks else None,
+            }
+        return {
+            "sockets_open": len(self.open),
+            "max_sockets_open": self.max_open,
+            "connections_total": len(self.sockets),
+            "handshakes_refused": self.handshakes_refused,
+            "instruments": instruments,
+            "sockets": [s.stats() for s in self.sockets],
+        }
+
+    def _delivered_counts(self) -> dict[str, int]:
+        by_key: dict[str, list[list[int]]] = {}
+        for sock in self.sockets:
+            for key, runs in sock.runs.items():
+                by_key.setdefault(key, []).extend(runs)
+        counts = {}
+        for key, runs in by_key.items():
+            runs.sort()
+            total, reach = 0, -1
+            for first, last in runs:
+                if last > reach:
+                    total += last - max(first, reach + 1) + 1
+                    reach = last
+            counts[key] = total
+        return counts
+
+    def sent(self, key: str) -> dict | None:
+        tape = self.market.find(key)
+        if tape is None:
+            return None
+        sent_on: list[list[int]] = [[] for _ in range(tape.ticks)]
+        for sock in self.sockets:
+            for first, last in sock.runs.get(tape.key, ()):
+                for idx in range(first, last + 1):
+                    sent_on[idx].append(sock.id)
+        ticks = [
+            [cum, ltt, ltp, on]
+            for cum, ltt, ltp, on in zip(tape.cums, tape.ltts, tape.ltps, sent_on, strict=True)
+        ]
+        return {"ticks": ticks}
+
+
+def _int(value: object) -> int:
+    try:
+        return int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return 0
