@@ -1,0 +1,276 @@
+"""Alerts: a JSON line per alert, Apprise channels, healthchecks.io pings, the on_alert hook.
+
+Severity escalates with the time left (chosen by the caller: warning while the token has more
+than `must_renew_before` left, critical below it or when a person must act). The same
+condition is not re-sent within `[alerts] repeat_every` unless its severity rises; the state
+lives next to the token file. A cleared condition sends one recovery message. A failing
+channel is a warning in the log: it never changes the exit code or hides the job's error.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dhanfeed.logs import redact
+
+if TYPE_CHECKING:
+    from dhanfeed.config import AlertsSection, HooksSection
+    from dhanfeed.token import Token
+
+logger = logging.getLogger(__name__)
+
+RANK = {"recovery": 0, "warning": 1, "critical": 2}
+_TITLE = "dhanfeed {severity}: {condition} (client {client_id})"
+
+
+class Alerter:
+    def __init__(
+        self,
+        section: AlertsSection,
+        *,
+        client_id: str,
+        state_path: Path,
+        token_file: Path | None = None,
+        hooks: HooksSection | None = None,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
+        self.section = section
+        self.client_id = client_id
+        self.state_path = state_path
+        self.token_file = token_file
+        self.hooks = hooks
+        self.clock = clock
+        self._raised: set[str] = set()  # conditions raised in this run: not resolved by it
+        self._http: Any = None
+
+    # -- public -------------------------------------------------------------------------------
+
+    def alert(
+        self,
+        condition: str,
+        severity: str,
+        message: str,
+        *,
+        token: Token | None = None,
+        source: str | None = None,
+    ) -> bool:
+        """Raise `condition`; True when it was sent (not suppressed by de-duplication)."""
+        now = self.clock()
+        message = redact(message)
+        self._raised.add(condition)
+        state = self._load_state()
+        previous = state.get(condition)
+        if previous and RANK.get(severity, 2) <= RANK.get(previous.get("severity", ""), 0):
+            last = _parse_time(previous.get("last_sent"))
+            if last and now - last < self.section.repeat_every:
+                logger.info(
+                    "alert %s (%s) not re-sent: already sent at %s",
+                    condition,
+                    severity,
+                    previous.get("last_sent"),
+                    extra={"alert_condition": condition},
+                )
+                previous["last_seen"] = now.isoformat()
+                self._save_state(state)
+                return False
+        state[condition] = {
+            "severity": severity,
+            "since": previous.get("since", now.isoformat()) if previous else now.isoformat(),
+            "last_sent": now.isoformat(),
+            "last_seen": now.isoformat(),
+            "message": message,
+        }
+        self._save_state(state)
+        self._send(condition, severity, message, token, source, now)
+        return True
+
+    def resolve(
+        self, *, token: Token | None = None, source: str | None = None, keep: tuple[str, ...] = ()
+    ) -> list[str]:
+        """Send a recovery message for each active condition not raised in this run."""
+        state = self._load_state()
+        cleared = [c for c in state if c not in self._raised and c not in keep]
+        if not cleared:
+            return []
+        now = self.clock()
+        for condition in cleared:
+            since = state.pop(condition).get("since", "?")
+            fp = (
+                f" token {token.fingerprint} valid until {token.expires_at.isoformat()}"
+                if token
+                else ""
+            )
+            self._send(
+                condition,
+                "recovery",
+                f"recovered: {condition} (active since {since}) has cleared;{fp}",
+                token,
+                source,
+                now,
+            )
+        self._save_state(state)
+        return cleared
+
+    def healthcheck(self, kind: str) -> None:
+        """healthchecks.io convention: <url>/start, <url> (success), <url>/fail."""
+        base = self.section.healthcheck_url.rstrip("/")
+        if not base:
+            return
+        url = {"start": f"{base}/start", "success": base, "fail": f"{base}/fail"}[kind]
+        try:
+            import requests
+
+            from dhanfeed.dhan_api import USER_AGENT
+
+            self._http = self._http or requests.Session()
+            resp = self._http.get(
+                url,
+                timeout=self.section.timeout.total_seconds(),
+                headers={"User-Agent": USER_AGENT},
+            )
+            if resp.status_code >= 400:
+                logger.warning("healthcheck ping %s answered HTTP %d", kind, resp.status_code)
+        except Exception as exc:  # a monitoring ping never hides the job's own result
+            logger.warning("healthcheck ping %s failed: %s", kind, exc.__class__.__name__)
+
+    def channels(self) -> list[str]:
+        """What is configured, for --dry-run (URLs reduced to their scheme: they hold keys)."""
+        out = [f"alert log: {self.section.log_file}"]
+        out += [f"apprise: {url.split(':', 1)[0]}://..." for url in self.section.urls]
+        if self.section.healthcheck_url:
+            out.append("healthcheck: configured")
+        if self.hooks and self.hooks.on_alert:
+            out.append("on_alert hook: configured")
+        if len(out) == 1:
+            out.append("no alert channel besides the log file ([alerts] urls is empty)")
+        return out
+
+    # -- channels -----------------------------------------------------------------------------
+
+    def _send(
+        self,
+        condition: str,
+        severity: str,
+        message: str,
+        token: Token | None,
+        source: str | None,
+        now: dt.datetime,
+    ) -> None:
+        record = {
+            "time": now.isoformat(),
+            "severity": severity,
+            "condition": condition,
+            "client_id": self.client_id,
+            "fingerprint": token.fingerprint if token else None,
+            "expires_at": token.expires_at.isoformat() if token else None,
+            "source": source,
+            "message": message,
+        }
+        log = logger.critical if severity == "critical" else logger.warning
+        log("alert %s %s: %s", severity, condition, message, extra={"alert_condition": condition})
+        self._write_line(record)
+        if self.section.urls:
+            self._apprise(condition, severity, message)
+        if self.hooks and self.hooks.on_alert:
+            from dhanfeed.hooks import hook_environment, run_hook
+
+            env = hook_environment(
+                event="alert",
+                client_id=self.client_id,
+                fingerprint=record["fingerprint"],
+                expires_at=token.expires_at if token else None,
+                source=source,
+                severity=severity,
+                message=message,
+                token_file=self.token_file,
+            )
+            run_hook("on_alert", self.hooks.on_alert, env, self.hooks.timeout.total_seconds())
+
+    def _write_line(self, record: dict[str, Any]) -> None:
+        path = Path(self.section.log_file)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as exc:
+            logger.warning("cannot write alert log %s: %s", path, exc.strerror or exc)
+
+    def _apprise(self, condition: str, severity: str, message: str) -> None:
+        """Send through Apprise in a helper thread, so a stuck channel cannot hang the run."""
+        title = _TITLE.format(severity=severity, condition=condition, client_id=self.client_id)
+        outcome: dict[str, Any] = {}
+
+        def send() -> None:
+            try:
+                import apprise
+
+                kind = {
+                    "critical": apprise.NotifyType.FAILURE,
+                    "warning": apprise.NotifyType.WARNING,
+                }.get(severity, apprise.NotifyType.SUCCESS)
+                sender = apprise.Apprise()
+                for url in self.section.urls:
+                    if not sender.add(url):
+                        logger.warning(
+                            "alert channel %s:// is not a valid Apprise URL", url.split(":", 1)[0]
+                        )
+                outcome["ok"] = bool(len(sender)) and bool(
+                    sender.notify(body=message, title=title, notify_type=kind)
+                )
+            except Exception as exc:
+                outcome["error"] = exc.__class__.__name__
+
+        worker = threading.Thread(target=send, name="apprise", daemon=True)
+        worker.start()
+        worker.join(self.section.timeout.total_seconds())
+        if worker.is_alive():
+            logger.warning(
+                "alert channels did not finish within %s; moving on", self.section.timeout
+            )
+        elif not outcome.get("ok"):
+            logger.warning(
+                "alert %s could not be delivered to every channel (%s)",
+                condition,
+                outcome.get("error", "a channel failed"),
+            )
+
+    # -- state --------------------------------------------------------------------------------
+
+    def _load_state(self) -> dict[str, dict[str, Any]]:
+        try:
+            raw = json.loads(self.state_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError):
+            logger.warning("alert state %s is unreadable; starting afresh", self.state_path)
+            return {}
+        return (
+            {k: v for k, v in raw.items() if isinstance(v, dict)} if isinstance(raw, dict) else {}
+        )
+
+    def _save_state(self, state: dict[str, dict[str, Any]]) -> None:
+        from dhanfeed.token_store import write_atomic
+
+        try:
+            write_atomic(self.state_path, (json.dumps(state, indent=2) + "\n").encode("utf-8"))
+        except OSError as exc:
+            logger.warning("cannot save alert state %s: %s", self.state_path, exc.strerror or exc)
+
+
+def alert_state_path(token_file: Path) -> Path:
+    """Kept next to the token file, so that it shares its directory and its lifetime."""
+    return token_file.with_name(token_file.name + ".alerts.json")
+
+
+def _parse_time(value: Any) -> dt.datetime | None:
+    try:
+        parsed = dt.datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else None

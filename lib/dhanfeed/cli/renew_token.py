@@ -1,0 +1,318 @@
+"""bin/renew_token: keep the Dhan token alive; run hourly from cron or a systemd timer.
+
+Exit codes (design.md): 0 ok / not due / postponed / renewed, 1 an attempt failed but the
+token is still valid, 2 usage or config error, 3 a person must log in, 75 another run holds
+the lock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import logging
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from dhanfeed.errors import DhanfeedError, ExitCode, TokenFileError, UsageError
+
+if TYPE_CHECKING:
+    from dhanfeed.config import Config
+    from dhanfeed.renewal import Outcome
+
+logger = logging.getLogger("dhanfeed.cli.renew_token")
+PROG = "renew_token"
+_API_SHARE = 0.75  # of run_timeout for Dhan calls; the rest is for writing and alerting
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # one line, exit 2, like every other bad input
+        raise UsageError(f"{message} (see --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=PROG, description="Renew the Dhan access token when due (run hourly).")
+    p.add_argument(
+        "--config", metavar="PATH", help="config file (default: $DHANFEED_CONFIG or ./config.toml)"
+    )
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--check",
+        action="store_true",
+        help="read-only status; exit 0 while the token is valid, 3 otherwise",
+    )
+    mode.add_argument(
+        "--set-token", action="store_true", help="read a hand-made token from stdin and install it"
+    )
+    p.add_argument("--force", action="store_true", help="renew now, whatever the window")
+    p.add_argument(
+        "--dry-run", action="store_true", help="check everything, change nothing at Dhan or on disk"
+    )
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout instead of text")
+    p.add_argument("--debug", action="store_true", help="debug logging and tracebacks")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = None
+    try:
+        args = build_parser().parse_args(argv)
+        if args.check and (args.force or args.dry_run):
+            raise UsageError("--check cannot be combined with --force or --dry-run")
+        if args.set_token and (args.force or args.dry_run):
+            raise UsageError("--set-token cannot be combined with --force or --dry-run")
+        return _run(args)
+    except DhanfeedError as exc:
+        return _fail(args, exc, exc.exit_code)
+    except KeyboardInterrupt:
+        return _fail(args, DhanfeedError("interrupted"), ExitCode.RENEWAL_FAILED)
+    except Exception as exc:  # noqa: BLE001 - the last resort: say so, with the traceback
+        if logging.getLogger().handlers:
+            logger.exception("unexpected error")
+        print(f"{PROG}: unexpected error: {exc.__class__.__name__}", file=sys.stderr)
+        traceback.print_exc()
+        return int(ExitCode.RENEWAL_FAILED)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from dhanfeed.config import load_config
+    from dhanfeed.logs import setup_logging
+
+    config = load_config(args.config)
+    setup_logging(PROG, config.logging.dir, level=config.logging.level, debug=args.debug)
+    if args.check:
+        return _check(config, args)
+    with _run_timeout(config.token.run_timeout.total_seconds()):
+        outcome = _renew(config, args)
+    return _report(args, outcome)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _renew(config: Config, args: argparse.Namespace) -> Outcome:
+    from dhanfeed.alerts import Alerter, alert_state_path
+    from dhanfeed.credentials import load_credentials
+    from dhanfeed.renewal import Renewer
+    from dhanfeed.token_store import TokenStore
+
+    clock = _now
+    store = TokenStore(config.token.file)
+    credentials = load_credentials(config.totp)
+    alerter = None
+    if not args.dry_run:
+        alerter = Alerter(
+            config.alerts,
+            client_id=config.dhan.client_id,
+            state_path=alert_state_path(config.token.file),
+            token_file=config.token.file,
+            hooks=config.hooks,
+            clock=clock,
+        )
+    deadline = time.monotonic() + config.token.run_timeout.total_seconds() * _API_SHARE
+    renewer = Renewer(
+        config=config,
+        store=store,
+        api=_api_factory(config, deadline),
+        credentials=credentials,
+        alerter=alerter,
+        clock=clock,
+        on_renew=lambda record: _on_renew(config, record),
+    )
+    if args.set_token:
+        text = sys.stdin.read()
+        if not text.strip():
+            raise UsageError("--set-token: no token on stdin (paste it, then Ctrl-D)")
+        outcome = renewer.set_token(text)
+    else:
+        outcome = renewer.run(force=args.force, dry_run=args.dry_run)
+    if args.dry_run:
+        outcome.details.extend(
+            Alerter(
+                config.alerts,
+                client_id=config.dhan.client_id,
+                state_path=alert_state_path(config.token.file),
+                hooks=config.hooks,
+            ).channels()
+        )
+    else:
+        _metrics(config, outcome)
+    logger.info(
+        "run finished: %s (exit %d)",
+        outcome.status,
+        int(outcome.exit_code),
+        extra={"exit_code": int(outcome.exit_code), "status": outcome.status},
+    )
+    return outcome
+
+
+def _check(config: Config, args: argparse.Namespace) -> int:
+    """Read-only status for a person or a monitor. No lock, no network, no writes."""
+    from dhanfeed.credentials import load_credentials
+    from dhanfeed.renewal import Policy, decide
+    from dhanfeed.token import format_remaining
+    from dhanfeed.token_store import TokenStore
+
+    now = _now()
+    record = TokenStore(config.token.file).read()  # TokenFileError → exit 3
+    token = record.token
+    if token.client_id != config.dhan.client_id:
+        raise TokenFileError(
+            f"token file {config.token.file} is for client {token.client_id}, "
+            f"the config says {config.dhan.client_id}"
+        )
+    try:
+        can_regenerate = load_credentials(config.totp) is not None
+    except DhanfeedError:
+        can_regenerate = False
+    decision = decide(token, now, Policy.from_config(config), can_regenerate=can_regenerate)
+    ist = token.expires_at.astimezone(config.session.tz).strftime("%Y-%m-%d %H:%M %Z")
+    code = ExitCode.MANUAL_LOGIN if token.expired(now) else ExitCode.OK
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "status": "valid" if code == 0 else "expired",
+                    "client_id": token.client_id,
+                    "fingerprint": token.fingerprint,
+                    "source": record.source,
+                    "expires_at": token.expires_at.isoformat(),
+                    "remaining_s": int(token.remaining(now).total_seconds()),
+                    "action": decision.action.value,
+                    "reason": decision.reason,
+                    "due_at": decision.due_at.isoformat() if decision.due_at else None,
+                    "exit_code": int(code),
+                }
+            )
+        )
+    else:
+        print(f"client {token.client_id}, token {token.fingerprint} (source {record.source})")
+        print(f"expires {ist} ({format_remaining(token.remaining(now))})")
+        print(f"next run: {decision.action.value}: {decision.reason}")
+    return int(code)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _api_factory(config: Config, deadline: float) -> Any:
+    cache: dict[str, Any] = {}
+
+    def api() -> Any:
+        if "api" not in cache:
+            import requests
+
+            from dhanfeed.dhan_api import DhanApi
+
+            cache["api"] = DhanApi(
+                requests.Session(),
+                api_base=config.dhan.api_base,
+                auth_base=config.dhan.auth_base,
+                client_id=config.dhan.client_id,
+                read_timeout=config.dhan.timeout.total_seconds(),
+                deadline=deadline,
+            )
+        return cache["api"]
+
+    return api
+
+
+def _on_renew(config: Config, record: Any) -> None:
+    if not config.hooks.on_renew:
+        return
+    from dhanfeed.hooks import hook_environment, run_hook
+
+    env = hook_environment(
+        event="renew",
+        client_id=record.client_id,
+        fingerprint=record.fingerprint,
+        expires_at=record.token.expires_at,
+        source=record.source,
+        severity="info",
+        message=f"new token {record.fingerprint} written",
+        token_file=config.token.file,
+    )
+    run_hook("on_renew", config.hooks.on_renew, env, config.hooks.timeout.total_seconds())
+
+
+def _metrics(config: Config, outcome: Outcome) -> None:
+    from dhanfeed.renew_metrics import write_renew_metrics
+
+    write_renew_metrics(
+        config.metrics_dir,
+        client_id=config.dhan.client_id,
+        now=_now(),
+        exit_code=int(outcome.exit_code),
+        expires_at=outcome.token.expires_at if outcome.token else None,
+    )
+
+
+def _report(args: argparse.Namespace, outcome: Outcome) -> int:
+    if args.json:
+        print(json.dumps(outcome.as_json()))
+    else:
+        stream = sys.stdout if outcome.exit_code == 0 else sys.stderr
+        for line in outcome.details:
+            print(f"  {line}", file=stream)
+        print(f"{PROG}: {outcome.status}: {outcome.reason}", file=stream)
+    return int(outcome.exit_code)
+
+
+def _fail(args: argparse.Namespace | None, exc: BaseException, code: int) -> int:
+    debug = bool(args and args.debug)
+    if logging.getLogger().handlers:  # before set-up, logging would only repeat the line
+        logger.error("%s", exc, exc_info=debug, extra={"exit_code": int(code)})
+    if args is not None and args.json:
+        print(
+            json.dumps(
+                {
+                    "status": "error",
+                    "action": None,
+                    "reason": str(exc),
+                    "expires_at": None,
+                    "fingerprint": None,
+                    "exit_code": int(code),
+                }
+            )
+        )
+    print(f"{PROG}: {exc}", file=sys.stderr)
+    if debug:
+        traceback.print_exception(exc)
+    return int(code)
+
+
+class RunTimeout(DhanfeedError):
+    exit_code = ExitCode.RENEWAL_FAILED
+
+
+@contextlib.contextmanager
+def _run_timeout(seconds: float) -> Iterator[None]:
+    """A backstop bound on the whole run (the HTTP calls have their own, shorter ones)."""
+
+    def expire(signum: int, frame: Any) -> None:
+        raise RunTimeout(f"the run took longer than run_timeout ({seconds:g}s); stopped")
+
+    try:
+        previous = signal.signal(signal.SIGALRM, expire)
+    except ValueError:  # not the main thread (tests calling main() from a thread)
+        yield
+        return
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

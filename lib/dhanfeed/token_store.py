@@ -1,0 +1,245 @@
+"""The token file: lock, read and validate, durable atomic write, recovery copy.
+
+Knows nothing of Dhan. Writers hold `<file>.lock` (a sidecar that is never deleted, so two
+runs always lock the same inode); readers never lock: `os.replace` means they see the old
+file or the new one, never a mixture.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import json
+import os
+import stat
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from dhanfeed.errors import LockBusy, TokenFileError
+from dhanfeed.token import Token, TokenFormatError, fingerprint, parse_token
+
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+SOURCES = ("renew", "totp", "manual")
+REQUIRED = ("client_id", "access_token", "expires_at")
+_TEMP_PREFIX = "."
+_TEMP_SUFFIX = ".tmp"
+
+
+class TokenFileMissing(TokenFileError):
+    """There is no token file (yet)."""
+
+
+class TokenExpired(TokenFileError):
+    """The token file is fine but its token has expired."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenRecord:
+    """One token file: the token plus where it came from and when it was written."""
+
+    token: Token
+    source: str  # renew | totp | manual
+    written_at: dt.datetime
+
+    @property
+    def client_id(self) -> str:
+        return self.token.client_id
+
+    @property
+    def fingerprint(self) -> str:
+        return self.token.fingerprint
+
+    @classmethod
+    def from_token(cls, token: Token, source: str, now: dt.datetime) -> TokenRecord:
+        return cls(token, source, now.astimezone(dt.UTC))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "client_id": self.token.client_id,
+            "access_token": self.token.access_token,
+            "expires_at": self.token.expires_at.isoformat(),
+            "issued_at": self.token.issued_at.isoformat(),
+            "source": self.source,
+            "written_at": self.written_at.isoformat(),
+            "fingerprint": self.token.fingerprint,
+        }
+
+
+class TokenStore:
+    def __init__(self, path: os.PathLike[str] | str) -> None:
+        self.path = Path(path)
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self.recovery_path = self.path.with_name(self.path.name + ".recovery")
+
+    # -- lock ---------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Take the writer lock without waiting; raise LockBusy when another run holds it."""
+        import filelock  # lazy: only the runs that write need it
+
+        _ensure_dir(self.path.parent)
+        lock = filelock.FileLock(self.lock_path, mode=FILE_MODE, is_singleton=False)
+        try:
+            lock.acquire(blocking=False)
+        except filelock.Timeout:
+            raise LockBusy(
+                f"another renew_token run holds {self.lock_path}; nothing done"
+            ) from None
+        try:
+            yield
+        finally:
+            lock.release()
+
+    # -- read ---------------------------------------------------------------------------------
+
+    def read(self, path: Path | None = None) -> TokenRecord:
+        """Read and check the token file; raise TokenFileError with one clear sentence."""
+        path = path or self.path
+        data = read_private_file(path, what="token file")
+        try:
+            raw = json.loads(data)
+        except (UnicodeDecodeError, ValueError):
+            raise TokenFileError(f"token file {path} is not valid JSON (corrupt?)") from None
+        if not isinstance(raw, dict):
+            raise TokenFileError(f"token file {path} is not a JSON object")
+        missing = [key for key in REQUIRED if not raw.get(key)]
+        if missing:
+            raise TokenFileError(f"token file {path} lacks {', '.join(missing)}")
+        try:
+            token = parse_token(str(raw["access_token"]))
+        except TokenFormatError as exc:
+            raise TokenFileError(f"token file {path}: access_token is unreadable: {exc}") from None
+        if str(raw["client_id"]) != token.client_id:
+            raise TokenFileError(
+                f"token file {path}: client_id {raw['client_id']} does not match the token's "
+                f"client {token.client_id}"
+            )
+        if raw.get("fingerprint") and raw["fingerprint"] != fingerprint(token.access_token):
+            raise TokenFileError(f"token file {path}: fingerprint does not match the token")
+        source = str(raw.get("source") or "manual")
+        return TokenRecord(token, source, _parse_time(raw.get("written_at")) or token.issued_at)
+
+    # -- write --------------------------------------------------------------------------------
+
+    def write(self, record: TokenRecord) -> None:
+        """Durable, atomic replace: temp file (0600) in the same directory, fsync, rename.
+
+        Call under `lock()`: leftovers of a run killed mid-write are removed first.
+        """
+        remove_stale_temp_files(self.path)
+        write_atomic(self.path, _encode(record))
+
+    def write_recovery(self, record: TokenRecord) -> None:
+        write_atomic(self.recovery_path, _encode(record))
+
+
+def current_token(path: os.PathLike[str] | str, *, now: dt.datetime | None = None) -> Token:
+    """The public API for users' programs: read the token file, check it, return the Token.
+
+    Raises TokenFileError (missing, unreadable, unsafe permissions, a symlink, corrupt) or its
+    subclass TokenExpired. Cheap enough to call again after every HTTP 401.
+    """
+    record = TokenStore(path).read()
+    now = now or dt.datetime.now(dt.UTC)
+    if record.token.expired(now):
+        raise TokenExpired(
+            f"token in {path} ({record.fingerprint}) expired at "
+            f"{record.token.expires_at.isoformat()}; is renew_token running?"
+        )
+    return record.token
+
+
+def read_private_file(path: Path, *, what: str) -> bytes:
+    """Read a file that must be a regular file, not a symlink, with no group/other access.
+
+    Like ssh's StrictModes: a secret that others could read is refused, not used.
+    """
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        raise TokenFileMissing(f"no {what} at {path}") from None
+    except OSError as exc:
+        raise TokenFileError(f"cannot read {what} {path}: {exc.strerror}") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise TokenFileError(f"{what} {path} is a symlink; refusing it (use a regular file)")
+    if not stat.S_ISREG(st.st_mode):
+        raise TokenFileError(f"{what} {path} is not a regular file")
+    if st.st_mode & 0o077:
+        raise TokenFileError(
+            f"{what} {path} is accessible by group or others (mode "
+            f"{stat.S_IMODE(st.st_mode):04o}); refusing it; run: chmod 600 {path}"
+        )
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise TokenFileError(f"cannot read {what} {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        return f.read()
+
+
+def write_atomic(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
+    """Write `data` so that `path` is either the old file or the new one, even after a crash.
+
+    Raises OSError (the old file untouched, the temp file removed) when the write fails.
+    """
+    _ensure_dir(path.parent)
+    fd, tmp = tempfile.mkstemp(
+        dir=path.parent, prefix=f"{_TEMP_PREFIX}{path.name}.", suffix=_TEMP_SUFFIX
+    )
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def remove_stale_temp_files(path: Path) -> int:
+    """Temp files left by a run killed mid-write (call under the lock)."""
+    removed = 0
+    for stale in path.parent.glob(f"{_TEMP_PREFIX}{path.name}.*{_TEMP_SUFFIX}"):
+        with contextlib.suppress(OSError):
+            stale.unlink()
+            removed += 1
+    return removed
+
+
+def _encode(record: TokenRecord) -> bytes:
+    return (json.dumps(record.to_json(), indent=2) + "\n").encode("utf-8")
+
+
+def _ensure_dir(directory: Path) -> None:
+    directory.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems cannot fsync a directory; the rename is still atomic
+    finally:
+        os.close(fd)
+
+
+def _parse_time(value: Any) -> dt.datetime | None:
+    try:
+        parsed = dt.datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else None
