@@ -36,6 +36,7 @@ __all__ = ["Gap", "Store", "StoreError", "StoreWriter", "Tick"]
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
+LOG_FAILURES_EVERY_S = 30.0
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS candles (
     segment TEXT NOT NULL,
@@ -348,6 +349,7 @@ class StoreWriter:
         self._pending_lock = threading.Lock()
         self.errors = 0  # failed commits
         self.last_error: str | None = None
+        self._logged_at: float | None = None
         self.lost_rows = 0  # ticks dropped while the database failed, or handed in after close
         self.commits = 0
         self.rows_written = 0
@@ -399,9 +401,11 @@ class StoreWriter:
         Returns True when every row was written. If the database keeps failing, the thread gives
         up at the deadline, counts the rows it could not write in `lost_rows` and logs them.
         """
+        lost_before = self.lost_rows
         if not self._closed:
             self._closed = True
-            self._queue.put(("stop", self._clock() + max(0.0, timeout)))
+            # The thread gives up a little before the join does, so that it can count the loss.
+            self._queue.put(("stop", self._clock() + 0.8 * max(0.0, timeout)))
         self._thread.join(timeout)
         if self._thread.is_alive():
             logger.error("store writer did not stop within %.1fs", timeout)
@@ -410,7 +414,7 @@ class StoreWriter:
             self.store.close()
         except sqlite3.Error as exc:  # closing cannot lose committed data; note it
             logger.warning("closing database %s: %s", self.store.path, exc)
-        return self._pending == 0
+        return self._pending == 0 and self.lost_rows == lost_before
 
     # -- the thread -----------------------------------------------------------------------
 
@@ -489,7 +493,10 @@ class StoreWriter:
         except StoreError as exc:
             self.errors += 1
             self.last_error = str(exc)
-            logger.error("store write failed (%d so far), will retry: %s", self.errors, exc)
+            now = time.monotonic()
+            if self._logged_at is None or now - self._logged_at >= LOG_FAILURES_EVERY_S:
+                self._logged_at = now  # a failing disk must not also flood the log
+                logger.error("store write failed (%d so far), will retry: %s", self.errors, exc)
             return False
         n = len(bars) + len(ticks) + len(gaps)
         self.commits += 1

@@ -1,0 +1,360 @@
+"""The SQLite store against a real file: schema, WAL, upsert across a restart, writer thread."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import random
+import sqlite3
+import threading
+import time
+import zoneinfo
+
+import pytest
+
+from dhanfeed.candles import Bar, CandleBuilder, Carry
+from dhanfeed.errors import DhanfeedError
+from dhanfeed.store import Gap, Store, StoreError, StoreWriter, Tick
+
+IST = zoneinfo.ZoneInfo("Asia/Kolkata")
+SEG, SID = "NSE_EQ", 1333
+T0 = int(dt.datetime(2026, 1, 5, 9, 15, tzinfo=IST).timestamp())  # 03:45:00Z
+
+
+def bar(start: int = T0, *, o=100.0, h=101.0, lo=99.0, c=100.5, v=10, n=2, cum=10, iv=60) -> Bar:
+    return Bar(SEG, SID, iv, start, o, h, lo, c, v, n, cum)
+
+
+def tick(i: int, sid: int = SID) -> Tick:
+    return Tick(SEG, sid, T0 + i, 100.0 + i, 1, i + 1, T0 + i + 0.25)
+
+
+def wait_for(predicate, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()
+
+
+@pytest.fixture
+def db(tmp_path):
+    return tmp_path / "data" / "candles.sqlite"
+
+
+class FrozenClock:
+    """A monotonic clock that moves only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# -- schema and opening -----------------------------------------------------------------------
+
+
+def test_the_database_and_its_directory_are_created_in_wal_mode(db):
+    with Store(db, store_ticks=True) as store:
+        assert store.journal_mode() == "wal"
+    assert db.is_file()
+    other = sqlite3.connect(db)  # a second connection sees the persistent WAL setting
+    try:
+        assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        other.close()
+
+
+def test_the_tables_have_the_columns_and_key_of_the_issue(db):
+    Store(db).close()
+    conn = sqlite3.connect(db)
+    try:
+        info = {
+            t: conn.execute(f"PRAGMA table_info({t})").fetchall()
+            for t in ("candles", "ticks", "gaps")
+        }
+    finally:
+        conn.close()
+    candles = [row[1] for row in info["candles"]]
+    assert candles == ["segment", "security_id", "interval_s", "start_utc", "open", "high", "low",
+                       "close", "volume", "ticks", "cum_volume_end"]  # fmt: skip
+    key = [row[1] for row in sorted(info["candles"], key=lambda r: r[5]) if row[5]]
+    assert key == ["segment", "security_id", "interval_s", "start_utc"]
+    ticks = [row[1] for row in info["ticks"]]
+    assert ticks[:7] == [
+        "segment",
+        "security_id",
+        "ltt_utc",
+        "ltp",
+        "ltq",
+        "cum_volume",
+        "received_utc",
+    ]
+    assert [row[1] for row in info["gaps"]] == [
+        "segment",
+        "security_id",
+        "start_utc",
+        "end_utc",
+        "reason",
+    ]
+
+
+def test_a_database_under_a_regular_file_is_a_store_error_of_one_line(tmp_path):
+    (tmp_path / "data").write_text("not a directory")
+    with pytest.raises(StoreError) as err:
+        Store(tmp_path / "data" / "candles.sqlite")
+    assert isinstance(err.value, DhanfeedError) and err.value.exit_code == 1
+    assert "data/candles.sqlite" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_database_path_that_is_a_directory_is_a_store_error(tmp_path):
+    (tmp_path / "candles.sqlite").mkdir()
+    with pytest.raises(StoreError, match="cannot write database .*candles.sqlite"):
+        Store(tmp_path / "candles.sqlite")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through file modes")
+def test_a_read_only_directory_is_a_store_error(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir(mode=0o500)
+    with pytest.raises(StoreError):
+        Store(ro / "candles.sqlite")
+
+
+def test_a_file_that_is_not_sqlite_is_a_store_error(tmp_path):
+    path = tmp_path / "candles.sqlite"
+    path.write_bytes(b"definitely not a database" * 100)
+    with pytest.raises(StoreError):
+        Store(path)
+
+
+def test_opening_a_missing_database_read_only_is_a_store_error(tmp_path):
+    with pytest.raises(StoreError, match="no database at"):
+        Store.open_readonly(tmp_path / "nope.sqlite")
+    assert not (tmp_path / "nope.sqlite").exists()
+
+
+# -- the upsert -------------------------------------------------------------------------------
+
+
+def test_writing_the_rest_of_a_bar_merges_it_with_the_stored_part(db):
+    with Store(db) as store:
+        store.write([bar(o=100, h=103, lo=99, c=101, v=40, n=3, cum=40)])
+        store.write([bar(o=102, h=102.5, lo=97, c=98, v=15, n=2, cum=55)])
+        (merged,) = store.candles()
+    assert merged == bar(o=100, h=103, lo=97, c=98, v=55, n=5, cum=55)
+
+
+def test_a_ticker_bar_keeps_a_null_cumulative_volume_and_is_left_out_of_the_carry(db):
+    with Store(db) as store:
+        store.write([Bar("IDX_I", 13, 60, T0, 1, 2, 0.5, 1.5, 0, 4, None), bar(cum=70)])
+        assert store.candles(segment="IDX_I")[0].cum_volume_end is None
+        assert store.carry() == {(SEG, SID, 60): Carry(T0, 70)}
+
+
+def test_the_carry_is_the_newest_bar_of_each_instrument_and_interval(db):
+    with Store(db) as store:
+        store.write([bar(T0, cum=10), bar(T0 + 60, cum=25), bar(T0, iv=300, cum=25)])
+        store.write([bar(T0 + 120, cum=31)])
+        assert store.carry() == {
+            (SEG, SID, 60): Carry(T0 + 120, 31),
+            (SEG, SID, 300): Carry(T0, 25),
+        }
+
+
+def test_a_write_is_all_or_nothing(db):
+    with Store(db) as store:
+        bad_tick = Tick(SEG, SID, T0, None, 1, 1, T0)  # ltp NOT NULL
+        with pytest.raises(StoreError):
+            store.write([bar()], [bad_tick])
+        assert store.candles() == []
+        store.write([bar()], [tick(1)])
+        assert store.candle_count() == 1
+
+
+def test_ticks_are_stored_only_when_asked(tmp_path):
+    with Store(tmp_path / "a.sqlite", store_ticks=False) as store:
+        store.write([bar()], [tick(1), tick(2)])
+        assert store.tick_counts() == {}
+    with Store(tmp_path / "b.sqlite", store_ticks=True) as store:
+        store.write([], [tick(1), tick(2), tick(3, sid=2885)])
+        assert store.tick_counts() == {(SEG, SID): 2, (SEG, 2885): 1}
+        assert store.ticks(SEG, 2885) == [tick(3, sid=2885)]
+
+
+def test_read_helpers_filter_by_instrument_interval_and_time(db):
+    with Store(db) as store:
+        store.write(
+            [bar(T0 + 60 * i, v=i + 1) for i in range(5)]
+            + [Bar(SEG, 2885, 60, T0, 1, 1, 1, 1, 7, 1, 7), bar(T0, iv=300, v=15)],
+            gaps=[Gap(SEG, SID, T0 + 10.5, T0 + 11.25, "swap: old socket killed")],
+        )
+        got = store.candles(SEG, SID, 60, start_utc=T0 + 60, end_utc=T0 + 180)
+        assert [b.start_utc for b in got] == [T0 + 60, T0 + 120]
+        assert store.volume_sums(60) == {(SEG, SID): 15, (SEG, 2885): 7}
+        assert store.volume_sums(300) == {(SEG, SID): 15}
+        assert store.instruments() == [(SEG, SID), (SEG, 2885)]
+        assert store.intervals() == [60, 300]
+        assert store.gaps() == [Gap(SEG, SID, T0 + 10.5, T0 + 11.25, "swap: old socket killed")]
+
+
+# -- restart in the middle of a bar -----------------------------------------------------------
+
+
+def market(n: int, seed: int = 7) -> list[tuple[float, int, int]]:
+    """n trades over about six minutes: (ltp, IST-epoch LTT, cumulative volume)."""
+    rng = random.Random(seed)
+    out, cum, price, t = [], 0, 1500.0, T0 + 19800 + 5
+    for _ in range(n):
+        t += rng.choice([0, 1, 2, 3, 17])  # sometimes a quiet stretch
+        cum += rng.randint(1, 500)
+        price = round(price + rng.uniform(-1, 1), 2)
+        out.append((price, t, cum))
+    return out
+
+
+def feed(builder: CandleBuilder, trades) -> list[Bar]:
+    bars: list[Bar] = []
+    for ltp, ltt, cum in trades:
+        now = ltt - 19800 + 0.2
+        bars += builder.close_due(now)
+        assert builder.add_trade(SEG, SID, ltp, ltt, cum, now) == "ok"
+    return bars
+
+
+@pytest.mark.parametrize("k", [1, 37, 80, 119])
+def test_a_restart_in_the_middle_of_a_bar_gives_the_bars_of_an_uninterrupted_run(tmp_path, k):
+    trades = market(120)
+    intervals = [60, 300]
+    uninterrupted = CandleBuilder(intervals)
+    expected = feed(uninterrupted, trades) + uninterrupted.flush()
+
+    first = CandleBuilder(intervals)
+    with Store(tmp_path / "c.sqlite") as store:  # the collector before the restart
+        store.write(feed(first, trades[:k]) + first.flush())
+    with Store(tmp_path / "c.sqlite") as store:  # and after it
+        second = CandleBuilder(intervals, carry=store.carry())
+        store.write(feed(second, trades[k:]) + second.flush())
+        stored = store.candles()
+        sums = store.volume_sums(60), store.volume_sums(300)
+
+    key = lambda b: (b.interval_s, b.start_utc)  # noqa: E731
+    assert sorted(stored, key=key) == sorted(expected, key=key)
+    assert sums == ({(SEG, SID): trades[-1][2]}, {(SEG, SID): trades[-1][2]})
+
+
+# -- the writer thread ------------------------------------------------------------------------
+
+
+def test_the_writer_batches_many_puts_into_one_transaction(db):
+    clock = FrozenClock()  # time never reaches the batch deadline: only flush writes
+    store = Store(db)
+    writer = StoreWriter(store, clock=clock)
+    try:
+        for i in range(100):
+            writer.put_ticks([tick(10 * i + j) for j in range(10)])
+        writer.put_bars([bar()])
+        writer.put_gap(Gap(SEG, SID, T0, T0 + 1.5, "reconnect"))
+        assert writer.flush(10)
+        assert (writer.commits, writer.rows_written, writer.pending) == (1, 1002, 0)
+        assert store.tick_counts() == {(SEG, SID): 1000}
+    finally:
+        assert writer.close(10)
+
+
+def test_the_writer_commits_every_max_rows(db):
+    store = Store(db)
+    writer = StoreWriter(store, clock=FrozenClock(), max_rows=250)
+    try:
+        for i in range(100):
+            writer.put_ticks([tick(10 * i + j) for j in range(10)])
+        assert wait_for(lambda: writer.commits == 4)
+        assert writer.pending == 0 and writer.flush(10)
+        assert writer.commits == 4
+    finally:
+        writer.close(10)
+
+
+def test_the_writer_commits_a_batch_once_its_delay_has_passed_without_a_flush(db):
+    clock = FrozenClock()
+    store = Store(db)
+    writer = StoreWriter(store, clock=clock, max_delay_s=0.05)
+    try:
+        writer.put_bars([bar()])
+        writer.put_ticks([tick(1)])
+        time.sleep(0.1)  # real time passes, the writer's clock does not
+        assert writer.commits == 0 and writer.pending == 2
+        clock.now += 0.06
+        assert wait_for(lambda: writer.commits == 1)
+        assert store.candle_count() == 1
+    finally:
+        writer.close(10)
+
+
+def test_puts_from_several_threads_all_arrive(db):
+    store = Store(db)
+    writer = StoreWriter(store, max_delay_s=0.01, max_rows=300)
+
+    def produce(sid: int) -> None:
+        for i in range(50):
+            writer.put_ticks([tick(10 * i + j, sid=sid) for j in range(10)])
+
+    threads = [threading.Thread(target=produce, args=(sid,)) for sid in (1, 2, 3, 4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert writer.flush(10)
+    assert store.tick_counts() == {(SEG, sid): 500 for sid in (1, 2, 3, 4)}
+    assert writer.close(10)
+
+
+def test_a_failing_write_is_counted_kept_and_retried_until_it_succeeds(db, caplog):
+    store = Store(db)
+    writer = StoreWriter(store, max_delay_s=0.01, retry_s=0.02)
+    other = sqlite3.connect(db)
+    try:
+        other.execute("ALTER TABLE candles RENAME TO candles_away")  # writes now fail
+        other.commit()
+        writer.put_bars([bar()])
+        assert wait_for(lambda: writer.errors >= 2)
+        assert "candles" in writer.last_error and str(db) in writer.last_error
+        assert writer.pending == 1
+        assert not writer.flush(0.05)
+        assert any("store write failed" in r.getMessage() for r in caplog.records)
+        other.execute("ALTER TABLE candles_away RENAME TO candles")
+        other.commit()
+        assert writer.flush(10)
+        assert writer.pending == 0 and writer.lost_rows == 0
+        assert store.candles() == [bar()]
+    finally:
+        other.close()
+        writer.close(10)
+
+
+def test_close_is_bounded_when_the_database_keeps_failing_and_reports_the_lost_rows(db):
+    store = Store(db)
+    writer = StoreWriter(store, max_delay_s=0.01, retry_s=0.02)
+    other = sqlite3.connect(db)
+    try:
+        other.execute("DROP TABLE ticks")
+        other.commit()
+        writer.put_ticks([tick(1), tick(2)])
+        assert wait_for(lambda: writer.errors >= 1)
+        assert writer.close(0.3) is False
+        assert writer.lost_rows == 2
+    finally:
+        other.close()
+
+
+def test_close_writes_what_is_pending_and_later_puts_are_counted_as_lost(db):
+    store = Store(db)
+    writer = StoreWriter(store, clock=FrozenClock())
+    writer.put_bars([bar()])
+    assert writer.close(10)
+    writer.put_bars([bar(T0 + 60)])
+    assert writer.lost_rows == 1
+    with Store.open_readonly(db) as reader:
+        assert reader.candles() == [bar()]
