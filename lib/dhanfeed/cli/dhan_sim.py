@@ -113,6 +113,10 @@ def options_from(args: argparse.Namespace) -> SimOptions:
 
 
 async def serve(options: SimOptions, issue_token_path: str | None) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     sim = Simulator(options)
     try:
         urls = await sim.start()
@@ -133,10 +137,6 @@ async def serve(options: SimOptions, issue_token_path: str | None) -> None:
                 f"cannot write token file {issue_token_path}: {exc.strerror}"
             ) from None
         logger.info("issued SELF token %s into %s", issued.fingerprint, issue_token_path)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     sys.stdout.write(json.dumps(urls) + "\n")
     sys.stdout.flush()
     logger.info("dhan_sim listening: REST %s, feed %s", urls["api_base"], urls["feed_url"])
