@@ -24,7 +24,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -152,9 +152,12 @@ class Store:
                     f"{self.path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False
                 )
                 conn.execute("PRAGMA query_only = ON")
-                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
             except sqlite3.Error as exc:
                 raise StoreError(f"cannot read database {self.path}: {exc}") from None
+            if "candles" not in tables:
+                conn.close()
+                raise StoreError(f"{self.path} is not a dhanfeed database (no candles table)")
             return conn
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -247,6 +250,18 @@ class Store:
         end_utc: int | None = None,
     ) -> list[Bar]:
         """Bars ordered by instrument, interval and time; `start_utc` ≤ bar start < `end_utc`."""
+        return list(self.iter_candles(segment, security_id, interval_s, start_utc, end_utc))
+
+    def iter_candles(
+        self,
+        segment: str | None = None,
+        security_id: int | None = None,
+        interval_s: int | None = None,
+        start_utc: int | None = None,
+        end_utc: int | None = None,
+        chunk: int = 5000,
+    ) -> Iterator[Bar]:
+        """Like `candles`, a chunk at a time (an export of months of bars stays small)."""
         where, params = [], []
         for column, op, value in (
             ("segment", "=", segment),
@@ -258,11 +273,21 @@ class Store:
             if value is not None:
                 where.append(f"{column} {op} ?")
                 params.append(value)
-        sql = f"SELECT {_BAR_COLUMNS} FROM candles"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY segment, security_id, interval_s, start_utc"
-        return [Bar(*row) for row in self._query(sql, params)]
+        # Keyset paging on the primary key: each chunk starts after the last bar of the one before.
+        after: tuple = ()
+        while True:
+            page = list(where)
+            if after:
+                page.append("(segment, security_id, interval_s, start_utc) > (?, ?, ?, ?)")
+            sql = f"SELECT {_BAR_COLUMNS} FROM candles"
+            if page:
+                sql += " WHERE " + " AND ".join(page)
+            sql += " ORDER BY segment, security_id, interval_s, start_utc LIMIT ?"
+            rows = self._query(sql, [*params, *after, chunk])
+            yield from (Bar(*row) for row in rows)
+            if len(rows) < chunk:
+                return
+            after = tuple(rows[-1][:4])
 
     def instruments(self) -> list[tuple[str, int]]:
         """Instruments that have at least one candle."""

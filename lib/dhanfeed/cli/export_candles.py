@@ -1,0 +1,287 @@
+"""`bin/export_candles`: candles from the collector's SQLite file as CSV or JSON lines.
+
+Exit codes: 0 candles written; 1 no data (no database file, a database without candles, an
+instrument or interval it does not hold, nothing in the time range) or the database cannot be
+read; 2 usage or configuration error. Every failure is one line on stderr; nothing is written
+to the output then.
+
+Logging is not set up: stdout carries the data, and this read-only tool has nothing to log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import json
+import os
+import sys
+import tempfile
+import traceback
+import zoneinfo
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import IO
+
+from dhanfeed.candles import Bar
+from dhanfeed.config import Instrument, load_config, parse_duration, parse_instrument
+from dhanfeed.errors import DhanfeedError, ExitCode, UsageError
+from dhanfeed.store import Store
+
+PROG = "export_candles"
+ZONES = {"ist": zoneinfo.ZoneInfo("Asia/Kolkata"), "utc": dt.UTC}
+COLUMNS = ["time", "segment", "security_id", "interval_s", "open", "high", "low", "close",
+           "volume", "ticks"]  # fmt: skip
+PRICE_DECIMALS = 4  # Dhan sends prices as float32: 1500.1 arrives as 1500.0999755859375
+
+EPILOG = """\
+times:
+  --from and --to take a date (2026-01-05) or a date and time (2026-01-05 09:15, or
+  2026-01-05T09:15:00) in the zone of --tz, unless they carry their own offset (+05:30, Z).
+  --from keeps bars starting at or after it; --to keeps bars starting before it, and a bare
+  date for --to means the end of that day.
+
+output:
+  columns: time (bar start, ISO 8601 with offset), segment, security_id, interval_s, open,
+  high, low, close, volume, ticks. Prices are rounded to 4 decimals.
+
+exit codes:
+  0 written, 1 no data (no database, no candles, unknown instrument or interval, empty range)
+  or an unreadable database, 2 usage or configuration error.
+
+examples:
+  bin/export_candles --instrument NSE_EQ:1333 --from 2026-01-05 --to 2026-01-05 > rel.csv
+  bin/export_candles --interval 5m --format jsonl --tz utc --output data/5m.jsonl
+"""
+
+
+class NoData(DhanfeedError):
+    exit_code = ExitCode.RENEWAL_FAILED  # 1: nothing to export
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one clear line, not usage + error
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = _Parser(
+        prog=PROG,
+        description="Export OHLCV candles from the collector's SQLite database as CSV or JSON lines.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    where = ap.add_mutually_exclusive_group()
+    where.add_argument("--config", metavar="PATH",
+                       help="config file whose collector.database to read (default: "
+                            "$DHANFEED_CONFIG, else ./config.toml)")  # fmt: skip
+    where.add_argument("--database", metavar="PATH", help="read this SQLite file instead")
+    ap.add_argument("--instrument", action="append", metavar="SEGMENT:ID", default=[],
+                    help="e.g. NSE_EQ:1333; repeat for several (default: all)")  # fmt: skip
+    ap.add_argument("--interval", metavar="DURATION",
+                    help="bar length such as 1m, 5m, 60m or 1h (default: the shortest stored)")  # fmt: skip
+    ap.add_argument(
+        "--from", dest="start", metavar="WHEN", help="keep bars starting at or after WHEN"
+    )
+    ap.add_argument(
+        "--to",
+        dest="end",
+        metavar="WHEN",
+        help="keep bars starting before WHEN (a bare date: through that day)",
+    )
+    ap.add_argument("--tz", choices=sorted(ZONES), default="ist",
+                    help="zone of --from/--to and of the time column (default: ist)")  # fmt: skip
+    ap.add_argument("--format", choices=["csv", "jsonl"], default="csv", help="default: csv")
+    ap.add_argument("--output", metavar="FILE", help="write to FILE (atomically) instead of stdout")
+    ap.add_argument("--debug", action="store_true", help="tracebacks for expected errors too")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = None
+    try:
+        args = build_parser().parse_args(argv)
+        return run(args)
+    except DhanfeedError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        if args is not None and args.debug:
+            traceback.print_exc()
+        return int(exc.exit_code)
+    except BrokenPipeError:  # `| head`: the reader has what it wanted
+        sys.stderr.close()
+        return int(ExitCode.OK)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return int(ExitCode.RENEWAL_FAILED)
+    except Exception as exc:  # noqa: BLE001 - the last resort: say so, with the traceback
+        print(f"{PROG}: unexpected error: {exc.__class__.__name__}", file=sys.stderr)
+        traceback.print_exc()
+        return int(ExitCode.RENEWAL_FAILED)
+
+
+def run(args: argparse.Namespace) -> int:
+    tz = ZONES[args.tz]
+    instruments = [_instrument(text) for text in args.instrument]
+    interval_s = _interval(args.interval) if args.interval else None
+    start = _when(args.start, tz, end_of_day=False) if args.start else None
+    end = _when(args.end, tz, end_of_day=True) if args.end else None
+    if start is not None and end is not None and start >= end:
+        raise UsageError(f"--from {args.start} is not before --to {args.end}")
+    path = Path(args.database) if args.database else load_config(args.config).collector.database
+    with Store.open_readonly(path) as store:
+        bars = _select(store, path, instruments, interval_s, start, end)
+        first = next(bars, None)
+        if first is None:
+            raise NoData(f"no candles in {path} {_describe(instruments, interval_s, args)}")
+        _write(args, [first], bars, tz)
+    return int(ExitCode.OK)
+
+
+def _select(
+    store: Store,
+    path: Path,
+    instruments: list[Instrument],
+    interval_s: int | None,
+    start: int | None,
+    end: int | None,
+) -> Iterator[Bar]:
+    stored = store.instruments()
+    if not stored:
+        raise NoData(f"database {path} has no candles yet (is the collector running?)")
+    known = set(stored)
+    for inst in instruments:
+        if (inst.segment, inst.security_id) not in known:
+            sample = ", ".join(f"{s}:{i}" for s, i in stored[:5]) + (
+                " ..." if len(stored) > 5 else ""
+            )
+            raise NoData(f"no candles for {inst.key} in {path} (it has {len(stored)}: {sample})")
+    intervals = store.intervals()
+    if interval_s is None:
+        interval_s = intervals[0]
+    elif interval_s not in intervals:
+        have = ", ".join(_label(iv) for iv in intervals)
+        raise NoData(f"no {_label(interval_s)} candles in {path} (it has {have})")
+    if not instruments:
+        return store.iter_candles(interval_s=interval_s, start_utc=start, end_utc=end)
+    return _chain(
+        store.iter_candles(i.segment, i.security_id, interval_s, start, end) for i in instruments
+    )
+
+
+def _chain(iterables: Iterable[Iterator[Bar]]) -> Iterator[Bar]:
+    for it in iterables:
+        yield from it
+
+
+def _write(args: argparse.Namespace, head: list[Bar], rest: Iterator[Bar], tz: dt.tzinfo) -> None:
+    if not args.output or args.output == "-":
+        _emit(sys.stdout, args.format, _chain([iter(head), rest]), tz)
+        sys.stdout.flush()
+        return
+    target = Path(args.output)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    except OSError as exc:
+        raise UsageError(f"cannot write {target}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
+            _emit(out, args.format, _chain([iter(head), rest]), tz)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)  # a reader (or cron's next run) never sees half a file
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _emit(out: IO[str], fmt: str, bars: Iterable[Bar], tz: dt.tzinfo) -> None:
+    rows = (_row(bar, tz) for bar in bars)
+    if fmt == "csv":
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(COLUMNS)
+        writer.writerows([row[c] for c in COLUMNS] for row in rows)
+    else:
+        for row in rows:
+            out.write(json.dumps(row, separators=(",", ":")) + "\n")
+
+
+def _row(bar: Bar, tz: dt.tzinfo) -> dict[str, object]:
+    return {
+        "time": dt.datetime.fromtimestamp(bar.start_utc, tz).isoformat(),
+        "segment": bar.segment,
+        "security_id": bar.security_id,
+        "interval_s": bar.interval_s,
+        "open": round(bar.open, PRICE_DECIMALS),
+        "high": round(bar.high, PRICE_DECIMALS),
+        "low": round(bar.low, PRICE_DECIMALS),
+        "close": round(bar.close, PRICE_DECIMALS),
+        "volume": bar.volume,
+        "ticks": bar.ticks,
+    }
+
+
+# -- argument parsing -------------------------------------------------------------------------
+
+
+def _instrument(text: str) -> Instrument:
+    try:
+        return parse_instrument(text)
+    except ValueError as exc:
+        raise UsageError(f"--instrument: {exc}") from None
+
+
+def _interval(text: str) -> int:
+    try:
+        seconds = parse_duration(text).total_seconds()
+    except ValueError as exc:
+        raise UsageError(f"--interval: {exc}") from None
+    if seconds <= 0 or seconds % 60:
+        raise UsageError(
+            f"--interval: expected a whole number of minutes like 1m or 5m, got {text!r}"
+        )
+    return int(seconds)
+
+
+def _when(text: str, tz: dt.tzinfo, *, end_of_day: bool) -> int:
+    """Epoch seconds for a --from/--to value; a bare date for --to means the next midnight."""
+    raw = text.strip()
+    try:
+        if len(raw) == 10:
+            day = dt.date.fromisoformat(raw)
+            moment = dt.datetime.combine(day, dt.time(0), tzinfo=tz)
+            if end_of_day:
+                moment += dt.timedelta(days=1)
+            return int(moment.timestamp())
+        moment = dt.datetime.fromisoformat(raw.replace(" ", "T", 1))
+    except ValueError:
+        flag = "--to" if end_of_day else "--from"
+        raise UsageError(
+            f"{flag}: expected a date like 2026-01-05 or a time like '2026-01-05 09:15', got {text!r}"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=tz)
+    return int(moment.timestamp())
+
+
+def _label(interval_s: int) -> str:
+    return f"{interval_s // 60}m"
+
+
+def _describe(
+    instruments: list[Instrument], interval_s: int | None, args: argparse.Namespace
+) -> str:
+    parts = []
+    if instruments:
+        parts.append("for " + ", ".join(i.key for i in instruments))
+    if interval_s:
+        parts.append(f"at {_label(interval_s)}")
+    if args.start:
+        parts.append(f"from {args.start}")
+    if args.end:
+        parts.append(f"to {args.end}")
+    parts.append(f"({args.tz})")
+    return " ".join(parts)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
