@@ -303,6 +303,14 @@ class Renewer:
         )
         if dry_run:
             return self._dry_run(record, decision, now)
+        if decision.clock_behind:
+            self._alert(
+                "clock_behind", "warning",
+                f"the system clock is behind the issue time of token {token.fingerprint if token else '?'}"
+                f" ({now.isoformat()} < {token.issued_at.isoformat() if token else '?'}): fix NTP; "
+                "renewal timing is computed from the token's issue time meanwhile",
+                token, record.source if record else None,
+            )
         if decision.action in (Action.NOT_DUE, Action.POSTPONED):
             self._resolve(token, record.source if record else None)
             status = "ok" if decision.action is Action.NOT_DUE else "postponed"
@@ -565,7 +573,7 @@ class Renewer:
         return Outcome(
             code,
             "dry-run",
-            f"would {decision.action.value}: {decision.reason}",
+            f"nothing changed; the run would {decision.action.value}: {decision.reason}",
             decision.action,
             token,
             record.source if record else None,

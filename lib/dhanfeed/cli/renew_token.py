@@ -193,7 +193,7 @@ def _check(config: Config, args: argparse.Namespace) -> int:
     else:
         print(f"client {token.client_id}, token {token.fingerprint} (source {record.source})")
         print(f"expires {ist} ({format_remaining(token.remaining(now))})")
-        print(f"next run: {decision.action.value}: {decision.reason}")
+        print(f"next run: {decision.reason}")
     return int(code)
 
 
