@@ -45,6 +45,8 @@ class Sim:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()  # else a ResourceWarning, an error under filterwarnings
 
 
 def launch_sim(*args: str, env: dict[str, str] | None = None) -> Sim:
