@@ -244,9 +244,6 @@ class Collector:
             "duplicates": self.builder.duplicates,
             "late": self.builder.late,
             "dropped": p.dropped + self.writer.lost_rows,
-            "skipped_packets": sum(
-                c.skipped for w in self.supervisor.workers for c in w.connections()
-            ),
             "queue": p.queue.qsize(),
             "last_data_utc": p.last_data_utc,
             "bars_closed": p.bars_closed,

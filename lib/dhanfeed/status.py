@@ -94,9 +94,9 @@ class StatusReporter:
         self.textfile = (
             None if metrics_port or textfile_dir is None else Path(textfile_dir) / TEXTFILE
         )
+        self.last: Snapshot | None = None
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(_SnapshotCollector(self))
-        self.last: Snapshot | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._server: Any = None

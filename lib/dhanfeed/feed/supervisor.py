@@ -201,6 +201,7 @@ class Supervisor:
         self.connects = 0
         self.swaps = 0
         self.gaps = 0
+        self.skipped = 0  # undecodable packets on sockets already closed
         self.swap_log: deque[SwapRecord] = deque(maxlen=50)
         self._alerted: set[str] = set()
         self.workers = [
@@ -293,6 +294,8 @@ class Supervisor:
                 "reconnects": self.reconnects,
                 "swaps": self.swaps,
                 "gaps": self.gaps,
+                "skipped_packets": self.skipped
+                + sum(c.skipped for w in self.workers for c in w.connections()),
                 "swap_log": [s.as_dict() for s in list(self.swap_log)[-10:]],
             }
 
@@ -434,6 +437,7 @@ class ShardWorker(threading.Thread):
         closed_utc = time.time() - (time.monotonic() - (conn.closed_at or time.monotonic()))
         self._begin_gap(closed_utc, conn.close_reason)
         self.conn = None
+        sup.count("skipped", conn.skipped)
         code = conn.disconnect_code
         stable = bool(conn.last_data) and (
             (conn.closed_at or 0) - (conn.opened_at or 0) >= timing.stable_after_s
@@ -545,6 +549,7 @@ class ShardWorker(threading.Thread):
             self._end_gap(subscribed)
             old.close_reason = old.close_reason or "replaced by a new token"
             old.close(timing.close_timeout_s)
+            sup.count("skipped", old.skipped)
             overlap_end = time.time()
             record.overlap_s = 0.0 if old_closed_first else round(overlap_end - subscribed, 3)
             record.duplicates_dropped = max(0, sup.duplicates() - dups_before)

@@ -1,0 +1,441 @@
+"""End to end: the real `bin/collector` subprocess against the real `bin/dhan_sim`.
+
+"No data lost" (design.md): for every instrument the sum of candle volumes equals the
+cumulative volume of the last tick the simulator delivered to us, and every tick it
+delivered is stored exactly once. Durations are scaled down: 1-minute bars with a 1 s grace,
+a few instruments at 20 ticks per second, and the 60 s floors after 805 / HTTP 429 lowered
+through the test-only `$DHANFEED_COLLECTOR_TIMING`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import BIN, Sim
+
+INSTRUMENTS = ["NSE_EQ:1333", "NSE_EQ:11536", "NSE_FNO:55796"]
+SIM_ARGS = ("--instruments", ",".join(INSTRUMENTS), "--ticks-per-second", "20")
+TIMING = {
+    "floor_805_s": 3,
+    "floor_429_s": 3,
+    "token_grace_s": 1,
+    "live_quiet_s": 1,
+    "stable_after_s": 5,
+}
+
+
+def write_config(workdir: Path, sim: Sim, **collector: str) -> Path:
+    settings = {"stale_after": '"30s"', **collector}
+    extra = "".join(f"{k} = {v}\n" for k, v in settings.items())
+    config = workdir / "config.toml"
+    config.write_text(
+        f"""
+[dhan]
+client_id = "{sim.client_id}"
+api_base = "{sim.api_base}"
+auth_base = "{sim.auth_base}"
+feed_url = "{sim.feed_url}"
+
+[token]
+file = "state/token.json"
+
+[session]
+days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+start = "00:00"
+end = "23:59:59"
+
+[logging]
+dir = "logs"
+
+[collector]
+instruments = {json.dumps(INSTRUMENTS)}
+mode = "quote"
+intervals = ["1m"]
+database = "data/candles.sqlite"
+store_ticks = true
+grace = "1s"
+status_every = "0.3s"
+{extra}""",
+        encoding="utf-8",
+    )
+    return config
+
+
+class Collector:
+    """A `bin/collector` subprocess and what it leaves behind."""
+
+    runs = itertools.count(1)
+
+    def __init__(self, workdir: Path, config: Path) -> None:
+        self.workdir = workdir
+        self.config = config
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.stderr_path = workdir / f"collector-{next(self.runs)}.err"
+
+    def start(self) -> Collector:
+        env = {**os.environ, "DHANFEED_COLLECTOR_TIMING": json.dumps(TIMING)}
+        with self.stderr_path.open("wb") as err:  # a file: a full pipe would block the child
+            self.proc = subprocess.Popen(
+                [str(BIN / "collector"), "--config", str(self.config)],
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                env=env,
+            )
+        return self
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text()
+
+    def status(self) -> dict:
+        try:
+            return json.loads((self.workdir / "state" / "collector_status.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def wait_for(self, what: str, check: Callable[[dict], bool], timeout: float = 20) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None and self.proc.poll() is None, self.output()
+            status = self.status()
+            if status and check(status):
+                return status
+            time.sleep(0.1)
+        raise AssertionError(f"timed out waiting for {what}; status: {self.status()}")
+
+    def wait_live(self, min_packets: int = 1) -> dict:
+        return self.wait_for(
+            "a live socket with data",
+            lambda s: s.get("sockets_live") == 1 and s.get("packets", 0) >= min_packets,
+        )
+
+    def terminate(self, timeout: float = 10) -> int:
+        """SIGTERM; the collector promises to be gone within 10 s."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def output(self) -> str:
+        code = self.proc.poll() if self.proc else None
+        return f"collector exited {code}; stderr: {self.stderr()[-2000:]}"
+
+    def log(self) -> str:
+        path = self.workdir / "logs" / "collector.log"
+        return path.read_text() if path.exists() else ""
+
+    @contextlib.contextmanager
+    def db(self) -> Iterator[sqlite3.Connection]:
+        conn = sqlite3.connect(self.workdir / "data" / "candles.sqlite")
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Iterator[Path]:
+    (tmp_path / "state").mkdir()
+    yield tmp_path
+
+
+@pytest.fixture
+def collectors() -> Iterator[list[Collector]]:
+    started: list[Collector] = []
+    yield started
+    for c in started:
+        c.kill()
+
+
+def start_collector(
+    collectors: list[Collector], workdir: Path, sim: Sim, **collector: str
+) -> Collector:
+    c = Collector(workdir, write_config(workdir, sim, **collector)).start()
+    collectors.append(c)
+    return c
+
+
+def start_sim_with_token(start_sim: Callable[..., Sim], workdir: Path, *args: str) -> Sim:
+    return start_sim(*SIM_ARGS, "--issue-token", str(workdir / "state" / "token.json"), *args)
+
+
+def issue_token(sim: Sim, workdir: Path) -> None:
+    sim.admin("issue-token", {"path": str(workdir / "state" / "token.json")})
+
+
+def delivered_ticks(sim: Sim, key: str) -> list[list]:
+    """[cum_volume, ltt, ltp, [socket ids]] of every tick sent to at least one socket."""
+    return [t for t in sim.admin(f"sent?instrument={key}")["ticks"] if t[3]]
+
+
+def assert_nothing_lost(sim: Sim, c: Collector) -> dict[str, list[list]]:
+    """Sum of candle volumes == last delivered cumulative volume; each delivered tick stored once."""
+    delivered_by_key = {}
+    with c.db() as db:
+        for key in INSTRUMENTS:
+            seg, sid = key.split(":")
+            delivered = delivered_ticks(sim, key)
+            assert delivered, f"the simulator delivered nothing for {key}"
+            volume = db.execute(
+                "SELECT sum(volume) FROM candles WHERE segment=? AND security_id=? AND interval_s=60",
+                (seg, int(sid)),
+            ).fetchone()[0]
+            assert volume == max(t[0] for t in delivered), key
+            stored = [
+                cum
+                for (cum,) in db.execute(
+                    "SELECT cum_volume FROM ticks WHERE segment=? AND security_id=?",
+                    (seg, int(sid)),
+                )
+            ]
+            assert len(stored) == len(set(stored)), f"a tick of {key} was stored twice"
+            assert sorted(stored) == sorted(t[0] for t in delivered), f"ticks of {key} differ"
+            delivered_by_key[key] = delivered
+    return delivered_by_key
+
+
+def our_sockets(sim: Sim) -> list[dict]:
+    return sim.admin("stats")["sockets"]
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def test_every_delivered_tick_is_stored_once_and_sigterm_writes_the_open_bars(
+    start_sim: Callable[..., Sim], workdir: Path, collectors: list[Collector]
+) -> None:
+    sim = start_sim_with_token(start_sim, workdir)
+    c = start_collector(collectors, workdir, sim)
+    c.wait_live(min_packets=100)
+
+    second = start_collector(collectors, workdir, sim)  # same client id: refused at once
+    assert second.proc is not None
+    assert second.proc.wait(timeout=20) == 75
+    assert "another collector" in second.stderr()
+
+    assert c.terminate() == 0
+    delivered = assert_nothing_lost(sim, c)
+    with c.db() as db:
+        for key, ticks in delivered.items():
+            seg, sid = key.split(":")
+            last_cum, last_ltt = ticks[-1][0], ticks[-1][1]
+            bar_start = (last_ltt - 19800) // 60 * 60  # 1-minute bars: anchoring is moot
+            row = db.execute(
+                "SELECT cum_volume_end FROM candles WHERE segment=? AND security_id=?"
+                " AND interval_s=60 AND start_utc=?",
+                (seg, int(sid), bar_start),
+            ).fetchone()
+            assert row == (last_cum,), f"the open bar of {key} was not written at SIGTERM"
+    status = c.status()
+    assert status["state"] == "stopped" and status["duplicates"] == 0 and status["dropped"] == 0
+    token = json.loads((workdir / "state" / "token.json").read_text())["access_token"]
+    for text in (c.log(), json.dumps(status), (workdir / "state" / "collector.prom").read_text()):
+        assert token not in text
+    assert "dhanfeed_collector_packets_total" in (workdir / "state" / "collector.prom").read_text()
+
+
+def test_token_swaps_with_sockets_kept_lose_nothing_and_store_no_duplicate(
+    start_sim: Callable[..., Sim], workdir: Path, collectors: list[Collector]
+) -> None:
+    sim = start_sim_with_token(start_sim, workdir, "--renew-keeps-sockets")
+    c = start_collector(collectors, workdir, sim)
+    c.wait_live(min_packets=50)
+    swaps = 10
+    for n in range(1, swaps + 1):
+        issue_token(sim, workdir)
+        c.wait_for(f"swap {n}", lambda s, n=n: s.get("swaps") == n and s.get("sockets_live") == 1)
+        time.sleep(2)
+    assert c.terminate() == 0
+
+    assert_nothing_lost(sim, c)
+    stats = sim.admin("stats")
+    assert stats["max_sockets_open"] <= 2  # one shard: its socket plus the swap's new one
+    assert stats["connections_total"] == swaps + 1
+    assert all(s["close_reason"] == "client request 12" for s in stats["sockets"])
+    status = c.status()
+    assert status["swaps"] == swaps and status["reconnects"] == 0
+    assert all(s["outcome"] == "made-before-break" for s in status["swap_log"])
+    assert status["duplicates"] > 0  # the overlaps did deliver packets twice
+    with c.db() as db:
+        assert db.execute("SELECT count(*) FROM gaps").fetchone()[0] == 0
+
+
+def test_token_swaps_with_sockets_killed_keep_volume_exact_and_record_short_gaps(
+    start_sim: Callable[..., Sim], workdir: Path, collectors: list[Collector]
+) -> None:
+    sim = start_sim_with_token(start_sim, workdir, "--renew-kills-sockets")
+    c = start_collector(collectors, workdir, sim)
+    c.wait_live(min_packets=50)
+    issued: list[tuple[float, float]] = []
+    for n in range(1, 7):
+        before = time.time()
+        issue_token(sim, workdir)
+        issued.append((before, time.time()))
+        c.wait_for(
+            f"reconnect {n}", lambda s, n=n: s.get("gaps") == n and s.get("sockets_live") == 1
+        )
+        time.sleep(2)
+    assert c.terminate() == 0
+
+    assert_nothing_lost(sim, c)
+    assert sim.admin("stats")["max_sockets_open"] <= 2
+    with c.db() as db:
+        for key in INSTRUMENTS:
+            seg, sid = key.split(":")
+            gaps = db.execute(
+                "SELECT start_utc, end_utc, reason FROM gaps WHERE segment=? AND security_id=?"
+                " ORDER BY start_utc",
+                (seg, int(sid)),
+            ).fetchall()
+            assert len(gaps) == len(issued), key  # each kill left exactly one recorded gap
+            for (start, end, reason), (before, after) in zip(gaps, issued, strict=True):
+                assert before - 0.5 <= start <= after + 0.5
+                assert 0 <= end - start < 2.0
+                assert "807" in reason
+
+
+def test_the_collector_survives_every_fault_without_a_connection_storm(
+    start_sim: Callable[..., Sim], workdir: Path, collectors: list[Collector]
+) -> None:
+    sim = start_sim_with_token(start_sim, workdir)
+    c = start_collector(collectors, workdir, sim, stale_after='"2s"')
+    c.wait_live(min_packets=50)
+
+    def connections() -> int:
+        return sim.admin("stats")["connections_total"]
+
+    def live_again(after: int) -> dict:
+        return c.wait_for(
+            "a new live socket",
+            lambda s: s.get("connects", 0) > after and s.get("sockets_live") == 1,
+            timeout=30,
+        )
+
+    # 1. every socket dropped at the TCP level: one reconnect, after a backoff
+    connects = c.status()["connects"]
+    sim.admin("fault", {"kind": "drop_sockets"})
+    live_again(connects)
+    assert connections() == 2
+
+    # 2. a stall with pings: no data for 4 s; the stale watchdog (2 s) replaces the socket
+    connects = c.status()["connects"]
+    sim.admin("fault", {"kind": "stall", "seconds": 4})
+    live_again(connects)
+    c.wait_for("data after the stall", lambda s: time.time() - (s["last_data_utc"] or 0) < 1)
+    assert 3 <= connections() <= 5
+
+    # 3. garbage and a truncated frame: skipped and counted, the socket stays
+    before = connections()
+    sim.admin("fault", {"kind": "garbage", "count": 20})
+    sim.admin("fault", {"kind": "truncated"})
+    c.wait_for("skipped packets counted", lambda s: s.get("skipped_packets", 0) >= 21)
+    assert connections() == before
+
+    # 4. 805: wait at least the (scaled-down) floor before reconnecting
+    connects = c.status()["connects"]
+    fault_at = time.time()
+    sim.admin("fault", {"kind": "disconnect", "code": 805})
+    live_again(connects)
+    newest = our_sockets(sim)[-1]
+    assert newest["opened_at"] - fault_at >= TIMING["floor_805_s"] - 0.1
+    assert connections() == before + 1
+
+    # 5. 807 while the token file still holds the same token: wait for a new file, no retries
+    before = connections()
+    connects = c.status()["connects"]
+    sim.admin("fault", {"kind": "disconnect", "code": 807})
+    c.wait_for("waiting for a token", lambda s: s.get("sockets_live") == 0)
+    time.sleep(TIMING["token_grace_s"] + 1.5)
+    assert connections() == before  # no hammering with a rejected token
+    assert c.log().count("waiting for a new token file") == 1  # alerted once
+    issue_token(sim, workdir)
+    live_again(connects)
+    assert connections() == before + 1
+
+    # 6. handshakes refused with HTTP 429: retry no sooner than the floor
+    sim.admin("fault", {"kind": "handshake_429", "seconds": 2})
+    connects = c.status()["connects"]
+    sim.admin("fault", {"kind": "drop_sockets"})
+    live_again(connects + 1)
+    refused = sim.admin("stats")["handshakes_refused"]
+    assert 1 <= refused <= 2
+
+    c.wait_live()
+    assert c.terminate() == 0
+    volumes_exact(sim, c)
+    assert connections() <= 12  # 8 policy reconnects at most over the whole run
+
+
+def volumes_exact(sim: Sim, c: Collector) -> None:
+    """Volume is exact even where ticks were lost in flight (TCP resets, stalls)."""
+    with c.db() as db:
+        for key in INSTRUMENTS:
+            seg, sid = key.split(":")
+            expected = max(t[0] for t in delivered_ticks(sim, key))
+            got = db.execute(
+                "SELECT sum(volume) FROM candles WHERE segment=? AND security_id=? AND interval_s=60",
+                (seg, int(sid)),
+            ).fetchone()[0]
+            assert got == expected, key
+
+
+def test_sigkill_in_the_middle_of_a_bar_then_restart_gives_exact_volume_and_no_duplicate_bar(
+    start_sim: Callable[..., Sim], workdir: Path, collectors: list[Collector]
+) -> None:
+    sim = start_sim_with_token(start_sim, workdir)
+    c = start_collector(collectors, workdir, sim)
+    c.wait_live(min_packets=100)
+    c.kill()  # SIGKILL: the open bar and the last batch are lost with the process
+    c2 = start_collector(collectors, workdir, sim)
+    c2.wait_live(min_packets=100)
+    assert c2.terminate() == 0
+
+    volumes_exact(sim, c2)
+    with c2.db() as db:
+        rows = db.execute(
+            "SELECT segment, security_id, interval_s, start_utc, count(*) FROM candles"
+            " GROUP BY 1, 2, 3, 4 HAVING count(*) > 1"
+        ).fetchall()
+        assert rows == []
+        bars = db.execute("SELECT count(*) FROM candles").fetchone()[0]
+        assert bars >= len(INSTRUMENTS)
+
+
+def test_a_missing_token_file_is_waited_for_with_one_alert(
+    start_sim: Callable[..., Sim], workdir: Path, collectors: list[Collector]
+) -> None:
+    sim = start_sim(*SIM_ARGS)
+    c = start_collector(collectors, workdir, sim)
+    c.wait_for("waiting", lambda s: s.get("sockets_live") == 0 and s.get("token_fp") is None)
+    time.sleep(1)
+    assert sim.admin("stats")["connections_total"] == 0
+    assert c.log().count("no usable token file") == 1
+    issue_token(sim, workdir)
+    c.wait_live()
+    assert c.terminate() == 0
+
+
+def test_an_unwritable_database_is_one_line_and_exit_1(
+    start_sim: Callable[..., Sim], workdir: Path, collectors: list[Collector]
+) -> None:
+    sim = start_sim_with_token(start_sim, workdir)
+    (workdir / "data").write_text("a file where the database directory should be")
+    c = start_collector(collectors, workdir, sim)
+    assert c.proc is not None
+    assert c.proc.wait(timeout=20) == 1
+    err = c.stderr()
+    assert err.count("\n") == 1 and "database" in err and "Traceback" not in err
