@@ -174,8 +174,8 @@ class Store:
             if str(mode).lower() != "wal":
                 raise sqlite3.OperationalError(f"cannot switch to WAL mode (got {mode})")
             conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute("BEGIN IMMEDIATE")  # proves the file is writable now, not at the first bar
-            conn.executescript(_SCHEMA)  # executescript commits the transaction
+            # A write transaction proves the file is writable now, not at the first bar.
+            conn.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except (sqlite3.Error, OSError) as exc:
             if conn is not None:
@@ -380,7 +380,7 @@ class StoreWriter:
         self.rows_written = 0
         self.bars_written = 0
         self.ticks_written = 0
-        self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
+        self._thread = threading.Thread(target=self._guarded_run, name="store-writer", daemon=True)
         self._thread.start()
 
     @property
@@ -442,6 +442,15 @@ class StoreWriter:
         return self._pending == 0 and self.lost_rows == lost_before
 
     # -- the thread -----------------------------------------------------------------------
+
+    def _guarded_run(self) -> None:
+        try:
+            self._run()
+        except Exception as exc:  # a bug here must not silently stop every write
+            self._closed = True
+            self.errors += 1
+            self.last_error = f"store writer stopped: {exc.__class__.__name__}: {exc}"
+            logger.exception("store writer stopped; rows handed in from now on are lost")
 
     def _run(self) -> None:
         bars: list[Bar] = []
