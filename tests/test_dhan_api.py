@@ -13,12 +13,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pyotp
 import pytest
 import requests
-from renew_support import PLANTED_PIN, PLANTED_TOTP_SECRET, remember_secret
 
 from dhanfeed import __version__
 from dhanfeed.dhan_api import DhanApi
 from dhanfeed.errors import DhanApiError
 from dhanfeed.token import parse_token
+from renew_support import PLANTED_PIN, PLANTED_TOTP_SECRET, remember_secret
 
 
 @pytest.fixture
@@ -136,7 +136,10 @@ def test_an_unreachable_server_is_one_line_without_path_or_query(http):
     with pytest.raises(DhanApiError) as info:
         client(http, base).generate_access_token(PLANTED_PIN, lambda: "123456")
     text = str(info.value)
-    assert text == f"generateAccessToken: cannot reach {base} (connection failed) (gave up after 3 tries)"
+    assert (
+        text
+        == f"generateAccessToken: cannot reach {base} (connection failed) (gave up after 3 tries)"
+    )
     assert PLANTED_PIN not in text and "123456" not in text
     assert info.value.retryable
 

@@ -6,10 +6,10 @@ import datetime as dt
 import zoneinfo
 
 import pytest
-from renew_support import make_token
 
 from dhanfeed.renewal import Action, Policy, decide
 from dhanfeed.session import SessionCalendar
+from renew_support import make_token
 
 IST = zoneinfo.ZoneInfo("Asia/Kolkata")
 MONDAY = dt.date(2026, 1, 5)  # a Monday
@@ -101,7 +101,9 @@ def test_a_listed_holiday_has_no_session():
     token = make_token(exp=ist(REPUBLIC_DAY, 18))
     workday = decide(token, ist(REPUBLIC_DAY, 12, 30), policy(), can_regenerate=False)
     assert workday.action is Action.POSTPONED
-    holiday = decide(token, ist(REPUBLIC_DAY, 12, 30), policy((REPUBLIC_DAY,)), can_regenerate=False)
+    holiday = decide(
+        token, ist(REPUBLIC_DAY, 12, 30), policy((REPUBLIC_DAY,)), can_regenerate=False
+    )
     assert holiday.action is Action.RENEW
 
 
@@ -112,7 +114,9 @@ def test_a_holiday_moves_the_pre_open_check_to_the_next_trading_day():
     assert d.due_at == ist(REPUBLIC_DAY, 10)
 
 
-@pytest.mark.parametrize(("can_regenerate", "action"), [(True, Action.REGENERATE), (False, Action.MANUAL)])
+@pytest.mark.parametrize(
+    ("can_regenerate", "action"), [(True, Action.REGENERATE), (False, Action.MANUAL)]
+)
 def test_an_expired_token_is_regenerated_with_totp_or_needs_a_person(can_regenerate, action):
     token = make_token(exp=ist(MONDAY, 10))
     d = decide(token, ist(MONDAY, 10, 1), policy(), can_regenerate=can_regenerate)
@@ -120,14 +124,18 @@ def test_an_expired_token_is_regenerated_with_totp_or_needs_a_person(can_regener
     assert f"token {token.fingerprint} expired at 2026-01-05 10:00 IST" in d.reason
 
 
-@pytest.mark.parametrize(("can_regenerate", "action"), [(True, Action.REGENERATE), (False, Action.MANUAL)])
+@pytest.mark.parametrize(
+    ("can_regenerate", "action"), [(True, Action.REGENERATE), (False, Action.MANUAL)]
+)
 def test_no_token_at_all_is_regenerated_with_totp_or_needs_a_person(can_regenerate, action):
     d = decide(None, ist(MONDAY, 10), policy(), can_regenerate=can_regenerate)
     assert d.action is action
     assert d.reason.startswith("no token file")
 
 
-@pytest.mark.parametrize(("can_regenerate", "action"), [(True, Action.REGENERATE), (False, Action.MANUAL)])
+@pytest.mark.parametrize(
+    ("can_regenerate", "action"), [(True, Action.REGENERATE), (False, Action.MANUAL)]
+)
 def test_a_due_app_token_cannot_be_renewed(can_regenerate, action):
     token = make_token(exp=ist(MONDAY, 23), kind="APP")
     d = decide(token, ist(MONDAY, 18), policy(), can_regenerate=can_regenerate)
@@ -171,9 +179,8 @@ def test_a_calendar_without_session_days_never_postpones():
 
 
 def test_the_policy_is_built_from_the_config(tmp_path):
-    from renew_support import write_config
-
     from dhanfeed.config import load_config
+    from renew_support import write_config
 
     path = write_config(
         tmp_path, token='renew_before = "5h"\nmust_renew_before = "1h"',

@@ -15,7 +15,16 @@ import time
 from pathlib import Path
 
 import pytest
+
 from conftest import BIN
+from dhanfeed import current_token
+from dhanfeed.errors import LockBusy, TokenFileError
+from dhanfeed.token_store import (
+    TokenExpired,
+    TokenFileMissing,
+    TokenRecord,
+    TokenStore,
+)
 from renew_support import (
     CLIENT_ID,
     file_state,
@@ -24,15 +33,6 @@ from renew_support import (
     remember_secret,
     write_config,
     write_token_file,
-)
-
-from dhanfeed import current_token
-from dhanfeed.errors import LockBusy, TokenFileError
-from dhanfeed.token_store import (
-    TokenExpired,
-    TokenFileMissing,
-    TokenRecord,
-    TokenStore,
 )
 
 NOW = dt.datetime.now(dt.UTC)
@@ -273,7 +273,9 @@ def test_twenty_runs_at_once_renew_exactly_once_and_a_reader_never_sees_a_partia
     runs = [
         subprocess.Popen(
             [str(BIN / "renew_token"), "--config", str(config), "--json"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )  # fmt: skip
         for _ in range(20)
     ]

@@ -9,11 +9,13 @@ channel is a warning in the log: it never changes the exit code or hides the job
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
 import threading
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -208,21 +210,21 @@ class Alerter:
 
         def send() -> None:
             try:
-                import apprise
+                with _quiet_deprecations():
+                    import apprise
 
-                kind = {
-                    "critical": apprise.NotifyType.FAILURE,
-                    "warning": apprise.NotifyType.WARNING,
-                }.get(severity, apprise.NotifyType.SUCCESS)
-                sender = apprise.Apprise()
-                for url in self.section.urls:
-                    if not sender.add(url):
-                        logger.warning(
-                            "alert channel %s:// is not a valid Apprise URL", url.split(":", 1)[0]
-                        )
-                outcome["ok"] = bool(len(sender)) and bool(
-                    sender.notify(body=message, title=title, notify_type=kind)
-                )
+                    kind = {
+                        "critical": apprise.NotifyType.FAILURE,
+                        "warning": apprise.NotifyType.WARNING,
+                    }.get(severity, apprise.NotifyType.SUCCESS)
+                    sender = apprise.Apprise()
+                    for url in self.section.urls:
+                        if not sender.add(url):
+                            scheme = url.split(":", 1)[0]
+                            logger.warning("alert channel %s:// is not a valid Apprise URL", scheme)
+                    outcome["ok"] = bool(len(sender)) and bool(
+                        sender.notify(body=message, title=title, notify_type=kind)
+                    )
             except Exception as exc:
                 outcome["error"] = exc.__class__.__name__
 
@@ -261,6 +263,14 @@ class Alerter:
             write_atomic(self.state_path, (json.dumps(state, indent=2) + "\n").encode("utf-8"))
         except OSError as exc:
             logger.warning("cannot save alert state %s: %s", self.state_path, exc.strerror or exc)
+
+
+@contextlib.contextmanager
+def _quiet_deprecations() -> Iterator[None]:
+    """Apprise's plugins import modules that Python 3.11 deprecates (imghdr); not our concern."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        yield
 
 
 def alert_state_path(token_file: Path) -> Path:
