@@ -131,3 +131,11 @@ def test_durations_are_written_with_a_unit(text, seconds):
 def test_bad_durations_are_refused(text):
     with pytest.raises(ValueError):
         parse_duration(text)
+
+
+def test_default_paths_are_relative_to_the_config_file_not_the_working_directory(tmp_path):
+    cfg = load_config(write(tmp_path, '[dhan]\nclient_id = "1000000001"\n'), environ={})
+    assert cfg.token.file == tmp_path / "state/token.json"
+    assert cfg.alerts.log_file == tmp_path / "logs/token_alerts.log"
+    assert cfg.logging.dir == tmp_path / "logs"
+    assert cfg.collector.database == tmp_path / "data/candles.sqlite"

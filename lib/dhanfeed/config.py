@@ -259,6 +259,8 @@ def _parse_section(
                 and field.default_factory is dataclasses.MISSING
             ):
                 problems.append(f"at '{where}': required")
+            elif isinstance(field.default, FilePath):  # defaults are relative to the config too
+                values[key] = _convert(FilePath, str(field.default), base)
             continue
         try:
             values[key] = _convert(hints[key], raw[key], base)
