@@ -184,7 +184,8 @@ class FeedServer:
                     await asyncio.wait_for(writer, 3)
                 except (TimeoutError, asyncio.CancelledError):
                     writer.cancel()
-            sock.closed_at = time.time()
+            if sock.closed_at is None:
+                sock.closed_at = time.time()
             self.open.pop(sock.id, None)
             logger.info("socket %d closed: %s", sock.id, sock.close_reason)
 
@@ -263,6 +264,8 @@ class FeedServer:
             await ws.close()
         except ConnectionClosed:
             pass
+        if sock.closed_at is None:
+            sock.closed_at = time.time()
 
     def _finish(self, sock: SimSocket, reason: str) -> None:
         """Stop feeding a socket: no more market frames; keeps the first reason given."""
