@@ -1,3 +1,4 @@
+import datetime as dt
 import json
 import logging
 
@@ -49,3 +50,11 @@ def test_the_log_file_is_reopened_after_logrotate_moves_it(tmp_path):
     log.warning("after")
     assert "after" in (tmp_path / "rot.log").read_text()
     assert "after" not in (tmp_path / "rot.log.1").read_text()
+
+
+def test_each_line_carries_an_iso_utc_time(tmp_path):
+    setup_logging("iso", tmp_path)
+    logging.getLogger("dhanfeed.test").info("hello")
+    close_logging()
+    record = json.loads((tmp_path / "iso.log").read_text())
+    assert dt.datetime.fromisoformat(record["time"]).utcoffset() == dt.timedelta(0)

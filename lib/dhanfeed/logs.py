@@ -65,9 +65,10 @@ def setup_logging(
     close_logging()  # a second call (tests call main() many times) replaces, never stacks
     root.setLevel(logging.DEBUG if debug else level.upper())
     fmt = JsonFormatter(
-        "{asctime}{levelname}{name}{message}",
+        "{levelname}{name}{message}",
         style="{",
-        rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+        rename_fields={"levelname": "level", "name": "logger"},
+        timestamp="time",  # ISO 8601 in UTC, first key
     )
     redactor = RedactingFilter()
     if to_stdout or log_dir is None:
