@@ -68,6 +68,14 @@ def run(args: argparse.Namespace) -> int:
     from dhanfeed.collector import Collector  # after argument parsing: --help stays fast
     from dhanfeed.feed.supervisor import Timing
 
+    stop = threading.Event()  # set by SIGTERM/SIGINT; installed first so start-up is covered
+
+    def on_signal(signum: int, frame: object) -> None:
+        logger.info("signal %s: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     config = load_config(args.config)
     setup_logging(
         "collector",
@@ -93,20 +101,12 @@ def run(args: argparse.Namespace) -> int:
             f" (lock {lock_file} is held)"
         ) from None
     try:
-        return _run_locked(config, timing, Collector)
+        return _run_locked(config, timing, Collector, stop)
     finally:
         lock.release()
 
 
-def _run_locked(config, timing, collector_cls) -> int:  # noqa: ANN001
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: object) -> None:
-        logger.info("signal %s: stopping", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+def _run_locked(config, timing, collector_cls, stop: threading.Event) -> int:  # noqa: ANN001
     collector = collector_cls(config, timing=timing)  # StoreError (exit 1) if unwritable
     collector.start()
     while not stop.wait(1.0):

@@ -205,6 +205,7 @@ class FeedConnection:
         if self.disconnect_code is not None:
             text = protocol.DISCONNECT_REASONS.get(self.disconnect_code, "unknown reason")
             reason = f"disconnect {self.disconnect_code} ({text})"
+        ws.shutdown()  # the fd goes with the thread, whoever ended the socket
         self._mark_closed(reason)
 
     def _on_frame(self, data: bytes) -> None:
