@@ -31,7 +31,7 @@ MAX_SOCKETS_PER_CLIENT = 5
 PING_INTERVAL_S = 10.0
 PING_TIMEOUT_S = 30.0  # a ping unanswered 30 s after it was sent: silent ≈ 40 s
 MAX_PACKETS_PER_FRAME = 100
-MAX_QUEUED_FRAMES = 2000  # a consumer this far behind is dropped (as a real server would)
+MAX_QUEUED_FRAMES = 20_000  # a consumer this far behind (tens of seconds) is dropped with 800
 MAX_CYCLES_PER_SECOND = 20.0
 
 TICKER, QUOTE, FULL = "ticker", "quote", "full"
