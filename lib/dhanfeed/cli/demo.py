@@ -22,7 +22,6 @@ import requests
 
 ROOT = Path(__file__).resolve().parents[3]
 BIN = ROOT / "bin"
-TOKEN_TTL = "90s"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,15 +36,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long the collector records (default $DEMO_SECONDS or 180)",
     )
     p.add_argument("--dir", type=Path, default=ROOT / "demo-run", help="working folder (wiped)")
-    p.add_argument("--renew-every", type=float, default=10.0, help="seconds between renew runs")
+    p.add_argument(
+        "--token-ttl", type=int, default=90, help="simulated token lifetime in seconds (default 90)"
+    )
+    p.add_argument(
+        "--renew-every",
+        type=float,
+        help="seconds between renew runs, standing in for cron's hour (default: ttl / 9)",
+    )
     p.add_argument("--quiet", action="store_true", help="no live status line")
     return p
 
 
-def write_config(workdir: Path, sim: dict) -> Path:
+def write_config(workdir: Path, sim: dict, ttl: int) -> Path:
     config = workdir / "config.toml"
     config.write_text(
-        f"""# Written by the demo: the simulator's addresses and a 90 s token lifetime.
+        f"""# Written by the demo: the simulator's addresses and a {ttl} s token lifetime.
 [dhan]
 client_id = "{sim["client_id"]}"
 api_base = "{sim["api_base"]}"
@@ -55,8 +61,8 @@ timeout = "5s"
 
 [token]
 file = "state/token.json"
-renew_before = "45s"
-must_renew_before = "20s"
+renew_before = "{ttl // 2}s"
+must_renew_before = "{ttl // 4}s"
 
 [session]
 days = []  # no trading session: renew whenever due
@@ -119,7 +125,7 @@ class Demo:
         sim_proc = self.spawn(
             str(BIN / "dhan_sim"),
             "--rest-port", "0", "--feed-port", "0",
-            "--token-ttl", TOKEN_TTL,
+            "--token-ttl", f"{self.args.token_ttl}s",
             "--renew-kills-sockets",
             "--ticks-per-second", "4",
             "--seed", "7",
@@ -133,7 +139,7 @@ class Demo:
         sim = json.loads(line)
         self.admin = sim["admin_url"].rstrip("/")
         sim["instruments"] = sorted(self.stats()["instruments"])
-        config = write_config(self.workdir, sim)
+        config = write_config(self.workdir, sim, self.args.token_ttl)
         print(f"demo: simulator at {sim['api_base']} with {len(sim['instruments'])} instruments")
 
         collector = self.spawn(
@@ -148,7 +154,7 @@ class Demo:
                 return 1
             if time.monotonic() >= next_renew:
                 self.renew(config)
-                next_renew += self.args.renew_every
+                next_renew += self.args.renew_every or self.args.token_ttl / 9
             if not self.args.quiet:
                 self.show_status(left)
             time.sleep(1)
@@ -245,7 +251,19 @@ class Demo:
         print()
         print(f"renew runs        {self.renewals_run} ({self.renew_failures} failed)")
         print(f"renewals at Dhan  {stats['rest_calls'].get('RenewToken', 0)}")
-        print(f"token swaps       {status.get('swaps', 0)}")
+        print(f"token swaps       {status.get('swaps', 0)} (make-before-break)")
+        print(f"reconnects        {status.get('reconnects', 0)} (old sockets killed by Dhan)")
+        try:
+            current_fp = json.loads((self.workdir / "state" / "token.json").read_text())[
+                "fingerprint"
+            ]
+        except (OSError, ValueError, KeyError):
+            current_fp = None
+        on_current = status.get("token_fp") == current_fp
+        print(
+            f"collector token   {status.get('token_fp')} ({'current' if on_current else 'STALE'})"
+        )
+        ok &= on_current
         print(f"packets lost      {lost_total}")
         print(f"candles written   {candles}")
         print(f"longest gap       {longest_gap:.2f} s")
