@@ -31,6 +31,7 @@ JWT = re.compile(r"eyJ[\w-]{5,}\.eyJ[\w-]{5,}\.")  # a token, whatever its signa
 TIMING = {
     "floor_805_s": 3,
     "floor_429_s": 3,
+    "slow_806_s": 3,
     "token_grace_s": 1,
     "live_quiet_s": 1,
     "stable_after_s": 2,
@@ -378,14 +379,24 @@ def test_the_collector_survives_every_fault_without_a_connection_storm(
     assert connections() == before + 1
     settle()
 
-    # 6. 807 while the token file still holds the same token: wait for a new file, no retries
+    # 6. 806 (no data plan): a critical alert, then slow retries (scaled down here)
+    connects = c.status()["connects"]
+    fault_at = time.time()
+    sim.admin("fault", {"kind": "disconnect", "code": 806})
+    live_again(connects)
+    assert our_sockets(sim)[-1]["opened_at"] - fault_at >= TIMING["slow_806_s"] - 0.1
+    alerts = (workdir / "logs" / "token_alerts.log").read_text()
+    assert "collector-feed-806-no-data-plan" in alerts and "critical" in alerts
+    settle()
+
+    # 7. 807 while the token file still holds the same token: wait for a new file, no retries
     before = connections()
     connects = c.status()["connects"]
     sim.admin("fault", {"kind": "disconnect", "code": 807})
     c.wait_for("waiting for a token", lambda s: s.get("sockets_live") == 0)
     time.sleep(TIMING["token_grace_s"] + 1.5)
     assert connections() == before  # no hammering with a rejected token
-    assert c.log().count("waiting for a new token file") == 1  # alerted once
+    assert c.log().count("ALERT token-rejected") == 1  # alerted once
     issue_token(sim, workdir)
     live_again(connects)
     assert connections() == before + 1
@@ -443,7 +454,7 @@ def test_a_missing_token_file_is_waited_for_with_one_alert(
     c.wait_for("waiting", lambda s: s.get("sockets_live") == 0 and s.get("token_fp") is None)
     time.sleep(1)
     assert sim.admin("stats")["connections_total"] == 0
-    assert c.log().count("no usable token file") == 1
+    assert c.log().count("ALERT token-missing") == 1
     issue_token(sim, workdir)
     c.wait_live()
     assert c.terminate() == 0

@@ -106,8 +106,40 @@ def run(args: argparse.Namespace) -> int:
         lock.release()
 
 
+def make_alert(config):  # noqa: ANN001, ANN201
+    """The supervisor's alert callback: logged, then sent through `dhanfeed.alerts` off-thread
+    (a slow channel or hook must never hold up a socket worker)."""
+    from dhanfeed.alerts import Alerter
+    from dhanfeed.feed.supervisor import log_alert
+
+    alerter = Alerter(
+        config.alerts,
+        client_id=config.dhan.client_id,
+        state_path=config.state_dir / "collector_alerts.json",  # not the renewer's state
+        token_file=config.token.file,
+        hooks=config.hooks,
+    )
+    lock = threading.Lock()  # the alert state file is read-modify-written
+
+    def send(condition: str, level: str, message: str) -> None:
+        with lock:
+            try:
+                alerter.alert(f"collector-{condition}", level, message, source="collector")
+            except Exception:  # noqa: BLE001 - an alert channel never stops the collector
+                logger.exception("alert %s could not be sent", condition)
+
+    def alert(condition: str, level: str, message: str) -> None:
+        log_alert(condition, level, message)
+        severity = "critical" if level in ("critical", "error") else "warning"
+        threading.Thread(
+            target=send, args=(condition, severity, message), name="alert", daemon=True
+        ).start()
+
+    return alert
+
+
 def _run_locked(config, timing, collector_cls, stop: threading.Event) -> int:  # noqa: ANN001
-    collector = collector_cls(config, timing=timing)  # StoreError (exit 1) if unwritable
+    collector = collector_cls(config, timing=timing, alert=make_alert(config))  # StoreError: exit 1
     collector.start()
     while not stop.wait(1.0):
         pass

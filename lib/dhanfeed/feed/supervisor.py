@@ -455,7 +455,7 @@ class ShardWorker(threading.Thread):
             return self._token_rejected(conn)
         if code == 806:
             sup.alert(
-                "feed-806",
+                "feed-806-no-data-plan",
                 "critical",
                 "Dhan refused the feed: Data APIs not subscribed (806). Subscribe to Data APIs;"
                 " the collector keeps retrying slowly.",
