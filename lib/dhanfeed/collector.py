@@ -106,7 +106,10 @@ class Pipeline(threading.Thread):
 
     def stop(self, timeout: float) -> None:
         """Drain what the sockets handed in, flush the open bars, end the thread."""
-        self.queue.put(None)
+        try:
+            self.queue.put(None, timeout=timeout / 2)
+        except queue.Full:
+            logger.error("pipeline queue full at shutdown: %d frames not drained", QUEUE_FRAMES)
         self.join(timeout)
 
     def _consume(self, received_utc: float, packets: list) -> list[Tick]:

@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 Sink = Callable[["FeedConnection", list, float], None]
 
 CONNECTING, OPEN, CLOSED = "connecting", "open", "closed"
+USER_AGENT = "dhanfeed-collector/0.1"
 
 
 class ConnectFailed(Exception):
@@ -99,7 +100,11 @@ class FeedConnection:
         """Handshake (bounded by connect_timeout), then start the receive thread."""
         ws = websocket.WebSocket(enable_multithread=True, skip_utf8_validation=True)
         try:
-            ws.connect(feed_url(self._base_url, self.token), timeout=self._connect_timeout)
+            ws.connect(
+                feed_url(self._base_url, self.token),
+                timeout=self._connect_timeout,
+                header=[f"User-Agent: {USER_AGENT}"],
+            )
         except websocket.WebSocketBadStatusException as exc:
             ws.shutdown()
             self._mark_closed(f"handshake refused: HTTP {exc.status_code}")

@@ -1,0 +1,79 @@
+"""Status file and metrics: one snapshot, written atomically, same figures in both."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import requests
+
+from dhanfeed.status import STATUS_FILE, TEXTFILE, StatusReporter
+
+SNAP = {
+    "pid": 4242,
+    "up": 1,
+    "token_fp": "0123456789ab",
+    "sockets_live": 2,
+    "last_data_utc": 1_800_000_000.5,
+    "packets": 1234,
+    "swaps": 3,
+    "reconnects": 1,
+    "duplicates": 17,
+    "late": 2,
+}
+
+
+def test_the_status_file_and_the_textfile_carry_the_same_figures(tmp_path: Path) -> None:
+    reporter = StatusReporter(
+        lambda: dict(SNAP), status_path=tmp_path / STATUS_FILE, every_s=60, textfile_dir=tmp_path
+    )
+    reporter.write_once()
+    status = json.loads((tmp_path / STATUS_FILE).read_text())
+    assert status == SNAP
+    prom = (tmp_path / TEXTFILE).read_text()
+    for line in (
+        "dhanfeed_collector_up 1.0",
+        "dhanfeed_collector_sockets_live 2.0",
+        "dhanfeed_collector_packets_total 1234.0",
+        "dhanfeed_collector_swaps_total 3.0",
+        "dhanfeed_collector_reconnects_total 1.0",
+        "dhanfeed_collector_duplicates_total 17.0",
+        "dhanfeed_collector_late_ticks_total 2.0",
+        "dhanfeed_collector_last_data_timestamp_seconds 1.8000000005e+09",
+    ):
+        assert line in prom
+    assert not list(tmp_path.glob(".*.tmp"))  # the temp file was renamed, not left behind
+
+
+def test_stop_writes_a_final_status_that_says_down(tmp_path: Path) -> None:
+    reporter = StatusReporter(
+        lambda: dict(SNAP), status_path=tmp_path / STATUS_FILE, every_s=60, textfile_dir=tmp_path
+    )
+    reporter.start()
+    reporter.stop()
+    status = json.loads((tmp_path / STATUS_FILE).read_text())
+    assert status["up"] == 0 and status["state"] == "stopped"
+    assert "dhanfeed_collector_up 0.0" in (tmp_path / TEXTFILE).read_text()
+
+
+def test_with_a_port_the_metrics_are_served_over_http_and_no_textfile_is_written(
+    tmp_path: Path,
+) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    reporter = StatusReporter(
+        lambda: dict(SNAP),
+        status_path=tmp_path / STATUS_FILE,
+        every_s=60,
+        metrics_port=port,
+        textfile_dir=tmp_path,
+    )
+    reporter.start()
+    try:
+        body = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    finally:
+        reporter.stop()
+    assert "dhanfeed_collector_packets_total 1234.0" in body
+    assert not (tmp_path / TEXTFILE).exists()
