@@ -196,6 +196,7 @@ class Outcome:
     due_at: dt.datetime | None = None
     old_fingerprint: str | None = None
     details: list[str] = dataclasses.field(default_factory=list)  # dry-run findings
+    error: BaseException | None = dataclasses.field(default=None, repr=False)  # for --debug
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -239,7 +240,7 @@ class Renewer:
             try:
                 outcome = self._run_locked(force=force, dry_run=dry_run)
             except TokenFileError as exc:
-                outcome = Outcome(exc.exit_code, "failed", str(exc))
+                outcome = Outcome(exc.exit_code, "failed", str(exc), error=exc)
                 self._alert("token_file_unusable", "critical", f"{exc}; a person must fix it")
             if self.alerter:
                 self.alerter.healthcheck("success" if outcome.exit_code == 0 else "fail")
@@ -305,11 +306,13 @@ class Renewer:
             return self._dry_run(record, decision, now)
         if decision.clock_behind:
             self._alert(
-                "clock_behind", "warning",
+                "clock_behind",
+                "warning",
                 f"the system clock is behind the issue time of token {token.fingerprint if token else '?'}"
                 f" ({now.isoformat()} < {token.issued_at.isoformat() if token else '?'}): fix NTP; "
                 "renewal timing is computed from the token's issue time meanwhile",
-                token, record.source if record else None,
+                token,
+                record.source if record else None,
             )
         if decision.action in (Action.NOT_DUE, Action.POSTPONED):
             self._resolve(token, record.source if record else None)
@@ -349,7 +352,9 @@ class Renewer:
                 issued, source = self._regenerate(), "totp"
             new = self._check_new(issued, self.clock())
         except RenewalFailed as exc:
-            return self._failed(str(exc), action, token, record)
+            outcome = self._failed(str(exc), action, token, record)
+            outcome.error = exc
+            return outcome
         try:
             new_record = self._write(new, source, self.clock(), record)
         except OSError as exc:

@@ -72,8 +72,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return _fail(args, DhanfeedError("interrupted"), ExitCode.RENEWAL_FAILED)
     except Exception as exc:  # noqa: BLE001 - the last resort: say so, with the traceback
-        if logging.getLogger().handlers:
-            logger.exception("unexpected error")
         print(f"{PROG}: unexpected error: {exc.__class__.__name__}", file=sys.stderr)
         traceback.print_exc()
         return int(ExitCode.RENEWAL_FAILED)
@@ -81,15 +79,23 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from dhanfeed.config import load_config
-    from dhanfeed.logs import setup_logging
+    from dhanfeed.logs import close_logging, setup_logging
 
     config = load_config(args.config)
     setup_logging(PROG, config.logging.dir, level=config.logging.level, debug=args.debug)
-    if args.check:
-        return _check(config, args)
-    with _run_timeout(config.token.run_timeout.total_seconds()):
-        outcome = _renew(config, args)
-    return _report(args, outcome)
+    try:
+        if args.check:
+            return _check(config, args)
+        with _run_timeout(config.token.run_timeout.total_seconds()):
+            outcome = _renew(config, args)
+        return _report(args, outcome)
+    except DhanfeedError as exc:
+        return _fail(args, exc, exc.exit_code)
+    except Exception:
+        logger.exception("unexpected error")  # into the log file too, before it closes
+        raise
+    finally:
+        close_logging()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -216,6 +222,8 @@ def _api_factory(config: Config, deadline: float) -> Any:
                 client_id=config.dhan.client_id,
                 read_timeout=config.dhan.timeout.total_seconds(),
                 deadline=deadline,
+                # pauses in proportion to the call timeout: 1 s then 2 s for Dhan's 15 s
+                backoff=min(1.0, config.dhan.timeout.total_seconds() / 8),
             )
         return cache["api"]
 
@@ -260,6 +268,8 @@ def _report(args: argparse.Namespace, outcome: Outcome) -> int:
         for line in outcome.details:
             print(f"  {line}", file=stream)
         print(f"{PROG}: {outcome.status}: {outcome.reason}", file=stream)
+    if args.debug and outcome.error is not None:
+        traceback.print_exception(outcome.error)
     return int(outcome.exit_code)
 
 

@@ -1,0 +1,640 @@
+"""bin/renew_token's main(): every bad input and every REST fault of the simulator gives one
+line, the right exit code, the token file untouched and an alert line."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import os
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from dhanfeed.cli.renew_token import main
+from dhanfeed.token_store import TokenRecord, TokenStore
+from renew_support import (
+    CLIENT_ID,
+    PLANTED_PIN,
+    PLANTED_TOTP_SECRET,
+    alert_lines,
+    file_state,
+    make_jwt,
+    make_token,
+    remember_secret,
+    write_config,
+    write_token_file,
+)
+
+NOW = dt.datetime.now(dt.UTC)
+SIM_TTL = "10m"  # tokens the simulator issues on renewal: not due under the policy below
+POLICY = 'renew_before = "2m"\nmust_renew_before = "30s"\nrun_timeout = "60s"'
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch):
+    for name in ("DHAN_PIN", "DHAN_TOTP_SECRET", "CREDENTIALS_DIRECTORY", "DHANFEED_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+
+
+class Run:
+    def __init__(self, code: int, out: str, err: str) -> None:
+        self.code, self.out, self.err = code, out, err
+
+    @property
+    def json(self) -> dict:
+        return json.loads(self.out)
+
+
+@pytest.fixture
+def run(capsys, monkeypatch):
+    def invoke(*args: str, stdin: str | None = None) -> Run:
+        if stdin is not None:
+            monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+        code = main(list(args))
+        captured = capsys.readouterr()
+        return Run(code, captured.out, captured.err)
+
+    return invoke
+
+
+class Setup:
+    """A temporary install: config, state/token.json, logs/ — optionally against a simulator."""
+
+    def __init__(self, root: Path, sim=None, **config) -> None:
+        self.root = root
+        self.sim = sim
+        if sim is not None:
+            config.setdefault("api_base", sim.api_base)
+        config.setdefault("token", POLICY)
+        self.config = write_config(root, **config)
+        self.token_file = root / "state" / "token.json"
+
+    def issue(self, ttl_s: float = 60) -> dict:
+        """A fresh SELF token from the simulator, written as the token file (due under POLICY)."""
+        token = self.sim.admin("issue-token", {"ttl_s": ttl_s, "path": str(self.token_file)})
+        remember_secret(token["access_token"])
+        return token
+
+    def args(self, *more: str) -> list[str]:
+        return ["--config", str(self.config), *more]
+
+    def alerts(self) -> list[dict]:
+        return alert_lines(self.root)
+
+    def rest_calls(self, endpoint: str) -> int:
+        return self.sim.admin("stats")["rest_calls"].get(endpoint, 0)
+
+
+def one_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    assert len(lines) == 1, text
+    assert "Traceback" not in text
+    return lines[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input
+
+
+def test_a_missing_config_is_exit_2_in_one_line(tmp_path, run):
+    r = run("--config", str(tmp_path / "nope.toml"))
+    assert r.code == 2
+    assert "no config file at" in r.err and "Traceback" not in r.err
+
+
+def test_a_config_that_is_not_toml_is_exit_2(tmp_path, run):
+    path = tmp_path / "config.toml"
+    path.write_text("[dhan\nclient_id = 1")
+    r = run("--config", str(path))
+    assert r.code == 2
+    assert "not valid TOML" in r.err and "Traceback" not in r.err
+
+
+def test_an_unknown_flag_is_exit_2_in_one_line(run):
+    r = run("--renew-now")
+    assert r.code == 2
+    assert one_line(r.err).startswith("renew_token: unrecognized arguments: --renew-now")
+
+
+def test_check_and_force_together_are_refused(tmp_path, run):
+    r = run("--config", str(write_config(tmp_path)), "--check", "--force")
+    assert r.code == 2
+    assert "cannot be combined" in one_line(r.err)
+
+
+def _corrupt(path: Path) -> None:
+    path.write_text('{"client_id": "1000000001", "access_tok')
+
+
+def _open_to_group(path: Path) -> None:
+    os.chmod(path, 0o640)
+
+
+def _symlink(path: Path) -> None:
+    real = path.with_name("real.json")
+    os.replace(path, real)
+    os.symlink(real, path)
+
+
+def _other_client(path: Path) -> None:
+    token = make_token(exp=NOW + dt.timedelta(hours=20), client_id="2000000002")
+    TokenStore(path).write(TokenRecord.from_token(token, "manual", NOW))
+
+
+@pytest.mark.parametrize(
+    ("spoil", "message"),
+    [
+        (_corrupt, "is not valid JSON (corrupt?)"),
+        (
+            _open_to_group,
+            "is accessible by group or others (mode 0640); refusing it; run: chmod 600",
+        ),
+        (_symlink, "is a symlink; refusing it"),
+        (_other_client, "is for client 2000000002, the config says 1000000001"),
+    ],
+)
+def test_an_unusable_token_file_is_exit_3_untouched_with_a_critical_alert(
+    tmp_path, run, spoil, message
+):
+    s = Setup(tmp_path)
+    write_token_file(s.token_file, make_token(exp=NOW + dt.timedelta(seconds=50)))  # due
+    spoil(s.token_file)
+    before = file_state(s.token_file)
+    r = run(*s.args())
+    assert r.code == 3
+    assert message in one_line(r.err)
+    assert file_state(s.token_file) == before
+    (alert,) = s.alerts()
+    assert alert["severity"] == "critical" and alert["condition"] == "token_file_unusable"
+
+
+def test_a_missing_token_file_without_totp_is_exit_3_with_a_runbook_alert(tmp_path, run):
+    s = Setup(tmp_path)
+    r = run(*s.args())
+    assert r.code == 3
+    assert "no token file, and no PIN+TOTP is configured" in one_line(r.err)
+    assert not s.token_file.exists()
+    (alert,) = s.alerts()
+    assert alert["condition"] == "manual_login_needed" and alert["severity"] == "critical"
+    assert "--set-token" in alert["message"] and "market data has stopped" in alert["message"]
+
+
+def test_a_totp_secret_file_readable_by_others_is_refused(tmp_path, run):
+    pin, secret = tmp_path / "pin", tmp_path / "seed"
+    pin.write_text(PLANTED_PIN)
+    secret.write_text(PLANTED_TOTP_SECRET)
+    os.chmod(pin, 0o600)
+    os.chmod(secret, 0o644)
+    s = Setup(tmp_path, extra=f'\n[totp]\npin_file = "{pin}"\nsecret_file = "{secret}"')
+    write_token_file(s.token_file, make_token(exp=NOW + dt.timedelta(hours=20)))
+    r = run(*s.args())
+    assert r.code == 2
+    assert f"[totp] secret_file {secret} is accessible by group or others" in one_line(r.err)
+    assert PLANTED_TOTP_SECRET not in r.err
+
+
+def test_an_expected_error_shows_a_traceback_only_with_debug(tmp_path, run):
+    s = Setup(tmp_path)
+    write_token_file(s.token_file, make_token(exp=NOW + dt.timedelta(hours=20)))
+    _corrupt(s.token_file)
+    assert "Traceback" not in run(*s.args()).err
+    assert "Traceback" in run(*s.args("--debug")).err
+
+
+# ---------------------------------------------------------------------------------------------
+# REST faults of the simulator
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "mode", "message"),
+    [
+        ("RenewToken", "500", "RenewToken failed: RenewToken: HTTP 500 DH-908"),
+        ("RenewToken", "html", "RenewToken: HTTP 502 from Dhan (an HTML page)"),
+        ("RenewToken", "hang", "RenewToken: no answer from"),
+        ("RenewToken", "malformed", "RenewToken: answer is not JSON (malformed JSON, HTTP 200)"),
+        ("*", "500", "RenewToken: HTTP 500 DH-908"),
+    ],
+)
+def test_every_rest_fault_is_exit_1_with_the_old_token_intact_and_an_alert(
+    tmp_path, run, start_sim, endpoint, mode, message
+):
+    sim = start_sim("--token-ttl", SIM_TTL)
+    s = Setup(tmp_path, sim, timeout="0.5s")
+    old = s.issue(60)
+    before = file_state(s.token_file)
+    sim.admin("fault", {"kind": "rest", "endpoint": endpoint, "mode": mode, "count": 10})
+    r = run(*s.args())
+    assert r.code == 1
+    line = one_line(r.err)
+    assert message in line
+    assert f"the current token {old['fingerprint']} stays valid" in line
+    assert line.endswith("the next run retries")
+    assert file_state(s.token_file) == before
+    assert sim.admin("stats")["current_token_fp"] == old["fingerprint"]
+    (alert,) = s.alerts()
+    assert alert["condition"] == "renewal_failed"
+    assert alert["severity"] == "warning"  # 60 s left > must_renew_before (30 s)
+    assert alert["fingerprint"] == old["fingerprint"]
+
+
+def test_an_unreachable_server_is_exit_1(tmp_path, run):
+    s = Setup(tmp_path, api_base="http://127.0.0.1:9")
+    write_token_file(s.token_file, make_token(exp=NOW + dt.timedelta(seconds=90)))
+    before = file_state(s.token_file)
+    r = run(*s.args())
+    assert r.code == 1
+    assert "RenewToken: cannot reach http://127.0.0.1:9 (connection failed)" in one_line(r.err)
+    assert file_state(s.token_file) == before
+    assert s.alerts()[0]["condition"] == "renewal_failed"
+
+
+class NoToken(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802
+        body = b'{"status": "success"}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_an_answer_without_a_token_is_exit_1(tmp_path, run):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), NoToken)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        s = Setup(tmp_path, api_base=f"http://127.0.0.1:{server.server_address[1]}")
+        write_token_file(s.token_file, make_token(exp=NOW + dt.timedelta(seconds=90)))
+        before = file_state(s.token_file)
+        r = run(*s.args())
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert r.code == 1
+    assert "RenewToken: answer has no 'token' or 'accessToken' (keys: status)" in one_line(r.err)
+    assert file_state(s.token_file) == before
+    assert len(s.alerts()) == 1
+
+
+def test_a_failure_close_to_expiry_is_critical(tmp_path, run, start_sim):
+    sim = start_sim("--token-ttl", SIM_TTL)
+    s = Setup(tmp_path, sim)
+    s.issue(20)  # under must_renew_before (30 s)
+    sim.admin("fault", {"kind": "rest", "endpoint": "RenewToken", "mode": "500", "count": 10})
+    assert run(*s.args()).code == 1
+    assert s.alerts()[0]["severity"] == "critical"
+
+
+def test_a_recovery_message_follows_a_cleared_failure(tmp_path, run, start_sim):
+    sim = start_sim("--token-ttl", SIM_TTL)
+    s = Setup(tmp_path, sim)
+    s.issue(60)
+    sim.admin("fault", {"kind": "rest", "endpoint": "RenewToken", "mode": "500", "count": 3})
+    assert run(*s.args()).code == 1
+    r = run(*s.args())
+    assert r.code == 0
+    assert [(a["condition"], a["severity"]) for a in s.alerts()] == [
+        ("renewal_failed", "warning"),
+        ("renewal_failed", "recovery"),
+    ]
+    assert run(*s.args()).code == 0
+    assert len(s.alerts()) == 2  # nothing more to recover from
+
+
+# ---------------------------------------------------------------------------------------------
+# Renewal and regeneration against the simulator
+
+
+@pytest.mark.parametrize("field", ["token", "accessToken"])
+def test_a_due_token_is_renewed_written_confirmed_and_announced(tmp_path, run, start_sim, field):
+    sim = start_sim("--token-ttl", SIM_TTL, "--renew-field", field)
+    hook_out = tmp_path / "hook.json"
+    hook = (
+        f"{sys.executable} -c 'import json, os; print(json.dumps(dict(os.environ)))' > {hook_out}"
+    )
+    s = Setup(tmp_path, sim, extra=f'\n[hooks]\non_renew = "{hook}"')
+    old = s.issue(60)
+    r = run(*s.args())
+    assert r.code == 0, r.err
+    record = TokenStore(s.token_file).read()
+    remember_secret(record.token.access_token)
+    assert record.source == "renew"
+    assert record.fingerprint == sim.admin("stats")["current_token_fp"] != old["fingerprint"]
+    assert os.stat(s.token_file).st_mode & 0o777 == 0o600
+    assert s.rest_calls("RenewToken") == 1 and s.rest_calls("profile") == 1
+    assert one_line(r.out).startswith(
+        f"renew_token: renewed: renewed (renew): {old['fingerprint']} -> {record.fingerprint}"
+    )
+    env = json.loads(hook_out.read_text())
+    assert env["DHANFEED_FINGERPRINT"] == record.fingerprint
+    assert env["DHANFEED_SOURCE"] == "renew"
+    assert record.token.access_token not in hook_out.read_text()
+    prom = (tmp_path / "state" / "renew_token.prom").read_text()
+    assert f'dhanfeed_renew_last_exit_code{{client_id="{CLIENT_ID}"}} 0.0' in prom
+    expiry = f'dhanfeed_token_expiry_timestamp_seconds{{client_id="{CLIENT_ID}"}}'
+    assert f"{expiry} {float(record.token.expires_at.timestamp()):.9e}" in prom
+    log = (tmp_path / "logs" / "renew_token.log").read_text()
+    assert "decision: renew: due: less than renew_before" in log
+    assert s.alerts() == []
+
+
+def test_a_second_run_right_after_a_renewal_is_not_due(tmp_path, run, start_sim):
+    sim = start_sim("--token-ttl", SIM_TTL)
+    s = Setup(tmp_path, sim)
+    s.issue(60)
+    assert run(*s.args()).code == 0
+    r = run(*s.args("--json"))
+    assert r.code == 0
+    assert r.json["status"] == "ok" and r.json["action"] == "not_due"
+    assert s.rest_calls("RenewToken") == 1
+
+
+def totp_by_env(monkeypatch, tmp_path) -> str:
+    monkeypatch.setenv("DHAN_PIN", PLANTED_PIN)
+    monkeypatch.setenv("DHAN_TOTP_SECRET", PLANTED_TOTP_SECRET)
+    return ""
+
+
+def totp_by_files(monkeypatch, tmp_path) -> str:
+    pin, secret = tmp_path / "pin", tmp_path / "seed"
+    pin.write_text(PLANTED_PIN + "\n")
+    secret.write_text(PLANTED_TOTP_SECRET + "\n")
+    os.chmod(pin, 0o600)
+    os.chmod(secret, 0o400)
+    return f'\n[totp]\npin_file = "{pin}"\nsecret_file = "{secret}"'
+
+
+def totp_by_systemd(monkeypatch, tmp_path) -> str:
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "dhan_pin").write_text(PLANTED_PIN)
+    (creds / "dhan_totp_secret").write_text(PLANTED_TOTP_SECRET)
+    for f in creds.iterdir():
+        os.chmod(f, 0o400)
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    return ""
+
+
+@pytest.mark.parametrize("configure", [totp_by_env, totp_by_files, totp_by_systemd])
+def test_an_expired_token_is_regenerated_with_pin_and_totp(
+    tmp_path, run, start_sim, monkeypatch, configure
+):
+    sim = start_sim(
+        "--token-ttl", SIM_TTL, "--pin", PLANTED_PIN, "--totp-secret", PLANTED_TOTP_SECRET
+    )
+    s = Setup(tmp_path, sim, extra=configure(monkeypatch, tmp_path))
+    write_token_file(s.token_file, make_token(exp=NOW - dt.timedelta(minutes=5)))
+    r = run(*s.args())
+    assert r.code == 0, r.err
+    record = TokenStore(s.token_file).read()
+    remember_secret(record.token.access_token)
+    assert record.source == "totp" and record.token.consumer_type == "APP"
+    assert s.rest_calls("generateAccessToken") == 1 and s.rest_calls("RenewToken") == 0
+    assert PLANTED_PIN not in r.out + r.err
+
+
+def test_an_expired_token_without_totp_is_exit_3_with_a_critical_runbook(tmp_path, run, start_sim):
+    sim = start_sim("--token-ttl", SIM_TTL)
+    s = Setup(tmp_path, sim)
+    write_token_file(s.token_file, make_token(exp=NOW - dt.timedelta(minutes=5)))
+    before = file_state(s.token_file)
+    r = run(*s.args())
+    assert r.code == 3
+    assert "expired at" in one_line(r.err) and "a person must log in" in r.err
+    assert file_state(s.token_file) == before
+    (alert,) = s.alerts()
+    assert alert["severity"] == "critical" and alert["condition"] == "manual_login_needed"
+    assert "MANUAL LOGIN NEEDED" in alert["message"] and "--set-token" in alert["message"]
+    assert s.rest_calls("RenewToken") == 0
+
+
+def test_a_token_refused_by_dhan_is_regenerated_when_totp_is_configured(
+    tmp_path, run, start_sim, monkeypatch
+):
+    sim = start_sim(
+        "--token-ttl", SIM_TTL, "--pin", PLANTED_PIN, "--totp-secret", PLANTED_TOTP_SECRET
+    )
+    s = Setup(tmp_path, sim)
+    s.issue(60)
+    remember_secret(sim.admin("issue-token", {})["access_token"])  # supersedes the file's token
+    totp_by_env(monkeypatch, tmp_path)
+    r = run(*s.args())
+    assert r.code == 0, r.err
+    assert TokenStore(s.token_file).read().source == "totp"
+    assert s.rest_calls("RenewToken") == 1 and s.rest_calls("generateAccessToken") == 1
+
+
+def test_a_token_refused_by_dhan_without_totp_needs_a_person(tmp_path, run, start_sim):
+    sim = start_sim("--token-ttl", SIM_TTL)
+    s = Setup(tmp_path, sim)
+    s.issue(60)
+    remember_secret(sim.admin("issue-token", {})["access_token"])
+    before = file_state(s.token_file)
+    r = run(*s.args())
+    assert r.code == 3
+    assert "RenewToken failed: RenewToken: HTTP 401 DH-901" in one_line(r.err)
+    assert file_state(s.token_file) == before
+    assert s.alerts()[0]["severity"] == "critical"
+
+
+@pytest.mark.parametrize("mode", ["500", "html", "malformed"])
+def test_a_failing_regeneration_of_an_expired_token_is_exit_3(
+    tmp_path, run, start_sim, monkeypatch, mode
+):
+    sim = start_sim(
+        "--token-ttl", SIM_TTL, "--pin", PLANTED_PIN, "--totp-secret", PLANTED_TOTP_SECRET
+    )
+    s = Setup(tmp_path, sim, timeout="0.5s")
+    totp_by_env(monkeypatch, tmp_path)
+    write_token_file(s.token_file, make_token(exp=NOW - dt.timedelta(minutes=5)))
+    before = file_state(s.token_file)
+    sim.admin(
+        "fault", {"kind": "rest", "endpoint": "generateAccessToken", "mode": mode, "count": 10}
+    )
+    r = run(*s.args())
+    assert r.code == 3
+    assert "PIN+TOTP regeneration failed: generateAccessToken:" in one_line(r.err)
+    assert file_state(s.token_file) == before
+    assert s.alerts()[0]["severity"] == "critical"
+
+
+def test_a_failing_profile_check_after_renewal_is_a_warning_only(tmp_path, run, start_sim):
+    sim = start_sim("--token-ttl", SIM_TTL)
+    s = Setup(tmp_path, sim, timeout="0.5s")
+    old = s.issue(60)
+    sim.admin("fault", {"kind": "rest", "endpoint": "profile", "mode": "500", "count": 10})
+    r = run(*s.args())
+    assert r.code == 0
+    assert TokenStore(s.token_file).read().fingerprint != old["fingerprint"]
+    (alert,) = s.alerts()
+    assert alert["condition"] == "profile_check_failed" and alert["severity"] == "warning"
+
+
+# ---------------------------------------------------------------------------------------------
+# --check, --dry-run, --force, --set-token, --json
+
+
+def test_check_reports_a_valid_token_and_what_the_next_run_would_do(tmp_path, run, start_sim):
+    sim = start_sim("--token-ttl", SIM_TTL)
+    s = Setup(tmp_path, sim)
+    token = s.issue(300)
+    r = run(*s.args("--check"))
+    assert r.code == 0
+    lines = r.out.splitlines()
+    assert lines[0] == f"client {CLIENT_ID}, token {token['fingerprint']} (source manual)"
+    assert lines[1].startswith("expires ") and " IST (in 4m " in lines[1]
+    assert lines[2].startswith("next run: not due: ")
+    assert s.rest_calls("RenewToken") == 0 and s.rest_calls("profile") == 0
+    j = run(*s.args("--check", "--json")).json
+    assert j["status"] == "valid" and j["fingerprint"] == token["fingerprint"]
+    assert j["action"] == "not_due" and j["exit_code"] == 0
+
+
+@pytest.mark.parametrize("state", ["missing", "expired", "corrupt"])
+def test_check_is_exit_3_for_a_missing_expired_or_unreadable_token(tmp_path, run, state):
+    s = Setup(tmp_path)
+    if state != "missing":
+        write_token_file(s.token_file, make_token(exp=NOW - dt.timedelta(minutes=1)))
+    if state == "corrupt":
+        _corrupt(s.token_file)
+    r = run(*s.args("--check"))
+    assert r.code == 3
+    assert not s.alerts()
+
+
+def test_dry_run_checks_everything_and_changes_nothing(tmp_path, run, start_sim):
+    sim = start_sim("--token-ttl", SIM_TTL)
+    s = Setup(tmp_path, sim)
+    token = s.issue(60)  # due
+    before = file_state(s.token_file)
+    r = run(*s.args("--dry-run"))
+    assert r.code == 0
+    assert "the run would renew: due" in r.out
+    assert "profile check of the current token: ok" in r.out
+    assert "no alert channel besides the log file" in r.out
+    assert file_state(s.token_file) == before
+    assert s.rest_calls("RenewToken") == 0 and s.rest_calls("profile") == 1
+    assert sim.admin("stats")["current_token_fp"] == token["fingerprint"]
+    assert not (tmp_path / "state" / "renew_token.prom").exists()
+
+
+def test_force_renews_a_token_that_is_not_due(tmp_path, run, start_sim):
+    sim = start_sim("--token-ttl", SIM_TTL)
+    s = Setup(tmp_path, sim)
+    old = s.issue(3600)
+    assert run(*s.args()).code == 0
+    assert s.rest_calls("RenewToken") == 0
+    r = run(*s.args("--force", "--json"))
+    assert r.code == 0
+    assert r.json["status"] == "renewed" and r.json["action"] == "renew"
+    assert r.json["fingerprint"] == sim.admin("stats")["current_token_fp"] != old["fingerprint"]
+    assert set(r.json) >= {"status", "action", "reason", "expires_at", "fingerprint", "exit_code"}
+
+
+def test_set_token_installs_a_hand_made_token_as_manual(tmp_path, run):
+    s = Setup(tmp_path)
+    raw = make_jwt(exp=NOW + dt.timedelta(hours=20))
+    r = run(*s.args("--set-token"), stdin=raw + "\n")
+    assert r.code == 0, r.err
+    record = TokenStore(s.token_file).read()
+    assert record.source == "manual" and record.token.access_token == raw
+    assert raw not in r.out + r.err
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "no token on stdin"),
+        ("not-a-token", "not a Dhan token: not a JWT"),
+        (None, "the token is for client 2000000002, the config says 1000000001"),
+        ("expired", "expired at"),
+    ],
+)
+def test_set_token_refuses_bad_tokens_with_exit_2(tmp_path, run, text, message):
+    s = Setup(tmp_path)
+    write_token_file(s.token_file, make_token(exp=NOW + dt.timedelta(hours=3)))
+    before = file_state(s.token_file)
+    if text is None:
+        text = make_jwt(exp=NOW + dt.timedelta(hours=20), client_id="2000000002")
+    elif text == "expired":
+        text = make_jwt(exp=NOW - dt.timedelta(hours=1))
+    r = run(*s.args("--set-token"), stdin=text)
+    assert r.code == 2
+    assert message in one_line(r.err)
+    assert file_state(s.token_file) == before
+
+
+# ---------------------------------------------------------------------------------------------
+# The worst case: Dhan issued a new token, and it cannot be written
+
+
+def test_a_recovery_file_left_by_a_failed_write_is_installed_by_the_next_run(tmp_path, run):
+    s = Setup(tmp_path)
+    write_token_file(s.token_file, make_token(exp=NOW + dt.timedelta(minutes=5)))
+    newer = make_token(exp=NOW + dt.timedelta(hours=23))
+    TokenStore(s.token_file).write_recovery(TokenRecord.from_token(newer, "renew", NOW))
+    r = run(*s.args())
+    assert r.code == 0, r.err
+    assert TokenStore(s.token_file).read().fingerprint == newer.fingerprint
+    assert not TokenStore(s.token_file).recovery_path.exists()
+    assert "installed token" in (tmp_path / "logs" / "renew_token.log").read_text()
+
+
+@pytest.fixture
+def sim_before_fakefs(start_sim):
+    """Started before pyfakefs takes over: a subprocess needs the real os and io."""
+    return start_sim("--token-ttl", SIM_TTL)
+
+
+def test_a_full_disk_after_renewal_keeps_the_old_file_and_raises_a_critical_alert(
+    tmp_path, sim_before_fakefs, fs
+):
+    """pyfakefs for the disk, the real simulator for Dhan: the worst case, end to end."""
+    import zoneinfo
+
+    import requests
+
+    from dhanfeed.alerts import Alerter, alert_state_path
+    from dhanfeed.config import load_config
+    from dhanfeed.dhan_api import DhanApi
+    from dhanfeed.renewal import Renewer
+    from dhanfeed.token import parse_token
+
+    for tzdir in zoneinfo.TZPATH:
+        if os.path.isdir(tzdir):
+            fs.add_real_directory(tzdir)
+    sim = sim_before_fakefs
+    fs.create_dir(tmp_path)
+    s = Setup(tmp_path, sim)
+    issued = sim.admin("issue-token", {"ttl_s": 60})
+    remember_secret(issued["access_token"])
+    write_token_file(s.token_file, parse_token(issued["access_token"]))
+    content = s.token_file.read_bytes()
+    config = load_config(s.config)
+    with TokenStore(s.token_file).lock():
+        pass  # the sidecar exists from earlier runs (it is never deleted)
+    fs.set_disk_usage(fs.get_disk_usage().used + 200)  # no room for a second token file
+    with requests.Session() as http:
+        api = DhanApi(http, api_base=sim.api_base, auth_base=sim.api_base, client_id=CLIENT_ID)
+        alerter = Alerter(
+            config.alerts, client_id=CLIENT_ID, state_path=alert_state_path(s.token_file)
+        )
+        renewer = Renewer(
+            config=config, store=TokenStore(s.token_file), api=lambda: api, credentials=None,
+            alerter=alerter, clock=lambda: dt.datetime.now(dt.UTC),
+        )  # fmt: skip
+        outcome = renewer.run()
+    assert outcome.exit_code == 3
+    assert s.token_file.read_bytes() == content  # the old file survives, whole
+    new_fp = sim.admin("stats")["current_token_fp"]
+    assert new_fp != issued["fingerprint"]  # Dhan has moved on: the old token is dead
+    assert f"Dhan issued new token {new_fp}" in outcome.reason
+    assert "could not be written either" in outcome.reason
+    assert outcome.token is not None and outcome.token.fingerprint == new_fp
+    remember_secret(outcome.token.access_token)
