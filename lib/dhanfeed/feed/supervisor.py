@@ -13,7 +13,7 @@
   is replaced (server pings do not count).
 - A stretch with no live socket for a shard's instruments is reported as a gap.
 
-The policies (sharding, backoff, session) are pure functions; `Timing` holds every delay so
+The policies (sharding, backoff) are pure functions; `Timing` holds every delay so
 that tests can scale them down.
 """
 
@@ -326,15 +326,24 @@ class ShardWorker(threading.Thread):
     # -- the loop --------------------------------------------------------------------------
 
     def run(self) -> None:
+        crashes = 0
         try:
-            self._loop()
-        except Exception:  # noqa: BLE001 - keep the reason; the process's status shows it
-            logger.exception("shard %d: worker crashed", self.index)
-            self.phase = "crashed"
+            while not self.sup.stopping.is_set():
+                try:
+                    self._loop()
+                    return
+                except Exception:  # noqa: BLE001 - a bug must not end the shard for good
+                    logger.exception("shard %d: worker failed; restarting it", self.index)
+                    for conn in self.connections():
+                        conn.close(self.sup.timing.close_timeout_s)
+                    self.conn = self.spare = None
+                    self._begin_gap(time.time(), "collector error")
+                    self._sleep(backoff_delay(crashes, self.sup.timing))
+                    crashes += 1
         finally:
             for conn in self.connections():
                 conn.close(self.sup.timing.close_timeout_s)
-            self._end_gap(time.time(), force=True)
+            self._end_gap(time.time(), reason_suffix="until shutdown")
 
     def _loop(self) -> None:
         sup, timing = self.sup, self.sup.timing
@@ -605,16 +614,15 @@ class ShardWorker(threading.Thread):
         if self.gap_start is None:
             self.gap_start, self.gap_reason = start_utc, reason
 
-    def _end_gap(self, end_utc: float, force: bool = False) -> None:
+    def _end_gap(self, end_utc: float, reason_suffix: str = "") -> None:
         if self.gap_start is None:
             return
         start, self.gap_start = self.gap_start, None
-        if force:
-            return  # shutting down: the restart's gap is not ours to guess
         self.sup.count("gaps")
-        gap = Gap(
-            tuple(self.instruments), start, max(start, end_utc), self.gap_reason or "socket closed"
-        )
+        reason = self.gap_reason or "socket closed"
+        if reason_suffix:
+            reason = f"{reason} ({reason_suffix})"
+        gap = Gap(tuple(self.instruments), start, max(start, end_utc), reason)
         logger.info(
             "shard %d: gap of %.3fs for %d instruments (%s)",
             self.index,
