@@ -35,6 +35,14 @@ OI_SIZE = HEADER_SIZE + _OI.size  # 12
 PREV_CLOSE_SIZE = HEADER_SIZE + _PREV_CLOSE.size  # 16
 DISCONNECT_SIZE = HEADER_SIZE + _DISCONNECT.size  # 10
 
+# Decoding fast paths (Quote and Full are nearly all of a session's traffic): one unpack of the
+# whole packet that skips the code and length bytes ("xxx") yields the packet's fields in
+# order, segment and security id first, and `tuple.__new__` builds the NamedTuple from that
+# tuple in C, without the Python-level `__new__` a keyword-capable constructor costs.
+_QUOTE_PACKET = struct.Struct("<xxxBI" + _QUOTE.format[1:])
+_FULL_PACKET = struct.Struct("<xxxBI" + _FULL_HEAD.format[1:] + 5 * _DEPTH.format[1:])
+_new = tuple.__new__
+
 # Request codes (JSON text frames): subscribe, unsubscribe per mode; 12 = disconnect.
 MODES = {"ticker": (15, 16), "quote": (17, 18), "full": (21, 22)}
 REQUEST_DISCONNECT = 12
@@ -155,35 +163,49 @@ class Decoded(NamedTuple):
 def decode_frame(frame: bytes | bytearray | memoryview) -> Decoded:
     """Walk a binary frame packet by packet; never raises on bad input."""
     packets: list[Packet] = []
+    append = packets.append
     skipped = 0
     offset, end = 0, len(frame)
     unpack_header = HEADER.unpack_from
     while offset < end:
         if end - offset < HEADER_SIZE:
-            return Decoded(packets, skipped + 1)  # trailing bytes too short for a header
+            return _new(Decoded, (packets, skipped + 1))  # trailing bytes too short for a header
         code, length, segment, security_id = unpack_header(frame, offset)
         if length < HEADER_SIZE or offset + length > end:
-            return Decoded(packets, skipped + 1)  # cannot trust the length: stop walking
-        packet = _decode_one(code, segment, security_id, frame, offset, length)
-        if packet is None:
-            skipped += 1
+            return _new(Decoded, (packets, skipped + 1))  # cannot trust the length: stop walking
+        if code == QUOTE and length >= QUOTE_SIZE:
+            append(_new(Quote, _QUOTE_PACKET.unpack_from(frame, offset)))
+        elif code == FULL and length >= FULL_SIZE:
+            append(_decode_full(frame, offset))
         else:
-            packets.append(packet)
+            packet = _decode_one(code, segment, security_id, frame, offset, length)
+            if packet is None:
+                skipped += 1
+            else:
+                append(packet)
         offset += length
-    return Decoded(packets, skipped)
+    return _new(Decoded, (packets, skipped))
+
+
+_FULL_HEAD_FIELDS = len(Full._fields) - 1  # every field but depth
+
+
+def _decode_full(buf, off: int) -> Full:  # noqa: ANN001
+    v = _FULL_PACKET.unpack_from(buf, off)
+    h = _FULL_HEAD_FIELDS  # segment .. day_low; then 5 depth levels of 6 values
+    depth = (
+        _new(DepthLevel, v[h : h + 6]),
+        _new(DepthLevel, v[h + 6 : h + 12]),
+        _new(DepthLevel, v[h + 12 : h + 18]),
+        _new(DepthLevel, v[h + 18 : h + 24]),
+        _new(DepthLevel, v[h + 24 : h + 30]),
+    )
+    return _new(Full, (*v[:h], depth))
 
 
 def _decode_one(code: int, seg: int, sid: int, buf, off: int, length: int) -> Packet | None:  # noqa: ANN001
+    """The packets that are not Quote or Full (decode_frame's fast paths)."""
     body = off + HEADER_SIZE
-    if code == QUOTE and length >= QUOTE_SIZE:
-        return Quote(seg, sid, *_QUOTE.unpack_from(buf, body))
-    if code == FULL and length >= FULL_SIZE:
-        head = _FULL_HEAD.unpack_from(buf, body)
-        depth_at = body + _FULL_HEAD.size
-        depth = tuple(
-            DepthLevel(*_DEPTH.unpack_from(buf, depth_at + i * _DEPTH.size)) for i in range(5)
-        )
-        return Full(seg, sid, *head, depth)
     if code == TICKER and length >= TICKER_SIZE:
         return Ticker(seg, sid, *_TICKER.unpack_from(buf, body))
     if code == OI and length >= OI_SIZE:
