@@ -14,7 +14,7 @@ from dhanfeed.token_store import TokenRecord, TokenStore
 
 CLIENT_ID = "1000000001"
 # Every secret a test hands to the code: the final scan looks for these in what was written.
-PLANTED_PIN = "731942"
+PLANTED_PIN = "73194205"  # 8 digits: no timestamp in a log matches it by chance
 PLANTED_TOTP_SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
 SECRETS_SEEN: set[str] = set()  # tokens made here, for the end-of-suite scan
 SCAN_DIRS: set[Path] = set()  # directories whose logs, alerts and metrics get scanned
