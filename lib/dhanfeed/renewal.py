@@ -266,7 +266,7 @@ class Renewer:
             )
         with self.store.lock():
             old = self._read_current()
-            record = self._write(token, "manual", now, old)
+            record = self._write(token, "manual", now)
         self._after_write(record)
         reason = f"set by hand: {self._renewed_text(old, token)}"
         logger.info(reason)
@@ -356,7 +356,7 @@ class Renewer:
             outcome.error = exc
             return outcome
         try:
-            new_record = self._write(new, source, self.clock(), record)
+            new_record = self._write(new, source, self.clock())
         except OSError as exc:
             return self._write_failed(exc, new, source, action, record)
         reason = f"renewed ({source}): {self._renewed_text(record, new)}"
@@ -412,9 +412,7 @@ class Renewer:
             )
         return new
 
-    def _write(
-        self, token: Token, source: str, now: dt.datetime, old: TokenRecord | None
-    ) -> TokenRecord:
+    def _write(self, token: Token, source: str, now: dt.datetime) -> TokenRecord:
         from dhanfeed.token_store import TokenRecord
 
         record = TokenRecord.from_token(token, source, now)
