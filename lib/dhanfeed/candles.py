@@ -94,14 +94,30 @@ def bucket_start(utc: int, interval_s: int) -> int:
     return anchor + (utc - anchor) // interval_s * interval_s
 
 
+class _Series:
+    """The state of one (instrument, interval); add_trade reaches it without building a key."""
+
+    __slots__ = ("base", "base_day", "closed_upto", "bar")
+
+    def __init__(self) -> None:
+        self.base = 0  # cumulative volume already given to bars
+        self.base_day: int | None = None  # IST day of that base (None: unknown)
+        self.closed_upto = -1  # start of the newest bar already closed
+        self.bar: Bar | None = None  # the open bar touched last (a shortcut into _open)
+
+
 @dataclasses.dataclass(slots=True)
 class _Instrument:
-    """De-duplication state of one instrument."""
+    """De-duplication state of one instrument, and its series (one per interval, in order)."""
 
+    series: list[_Series]
     day: int | None = None  # IST day of the highest cumulative volume seen
     cum: int | None = None  # highest cumulative volume seen that day
     ticker_ltt: int | None = None  # last accepted Ticker LTT and the prices seen in that second
     ticker_prices: set[float] = dataclasses.field(default_factory=set)
+
+
+_ANCHOR_UTC_S = SESSION_ANCHOR_IST_S - IST_OFFSET_S  # 09:15 IST as seconds after 00:00 UTC
 
 
 class CandleBuilder:
@@ -128,10 +144,8 @@ class CandleBuilder:
         self.duplicates = 0
         self.late = 0
         self.accepted = 0
+        self._slot = {iv: i for i, iv in enumerate(self.intervals_s)}  # interval → series index
         self._instruments: dict[tuple[str, int], _Instrument] = {}
-        self._base: dict[Key, int] = {}  # cumulative volume already given to bars
-        self._base_day: dict[Key, int | None] = {}  # IST day of that base (None: unknown)
-        self._closed_upto: dict[Key, int] = {}  # start of the newest bar already closed
         # Open bars grouped by (interval, start): closing is a walk over the due groups only.
         self._open: dict[tuple[int, int], dict[tuple[str, int], Bar]] = {}
         for key, value in (carry or {}).items():
@@ -141,11 +155,18 @@ class CandleBuilder:
                 day: int | None = ist_day(start)
             else:
                 cum, day = int(value), None
-            self._base[key] = cum
-            self._base_day[key] = day
-            inst = self._instruments.setdefault((seg, int(sid)), _Instrument())
+            inst = self._instrument((seg, int(sid)))
+            if iv in self._slot:
+                series = inst.series[self._slot[iv]]
+                series.base, series.base_day = cum, day
             if inst.cum is None or (day or 0, cum) > (inst.day or 0, inst.cum):
                 inst.day, inst.cum = day, cum
+
+    def _instrument(self, key: tuple[str, int]) -> _Instrument:
+        inst = self._instruments.get(key)
+        if inst is None:
+            inst = self._instruments[key] = _Instrument([_Series() for _ in self.intervals_s])
+        return inst
 
     @property
     def open_bars(self) -> int:
@@ -165,9 +186,13 @@ class CandleBuilder:
         `ltt_ist` is Dhan's IST-epoch LTT; `cum_volume` the day's cumulative volume (None for
         Ticker packets); `now_utc` the receive time (epoch s) used for the late rule.
         """
-        utc = ist_to_utc(int(ltt_ist))
-        day = ist_day(utc)
-        inst = self._instruments.setdefault((segment, security_id), _Instrument())
+        # Hot path (every packet of every instrument): ist_to_utc, ist_day and bucket_start
+        # are inlined, and the per-interval state is reached through the instrument.
+        ltt = int(ltt_ist)
+        utc = ltt - IST_OFFSET_S
+        day = ltt // DAY_S  # == ist_day(utc)
+        ikey = (segment, security_id)
+        inst = self._instruments.get(ikey) or self._instrument(ikey)
         new_day = False
         if cum_volume is None:
             if inst.ticker_ltt is not None:
@@ -193,35 +218,43 @@ class CandleBuilder:
             inst.day, inst.cum = day, cum_volume
 
         outcome = OK
-        for iv in self.intervals_s:
-            key = (segment, security_id, iv)
-            start = bucket_start(utc, iv)
-            if start + iv + self.grace_s <= now_utc or start <= self._closed_upto.get(key, -1):
+        grace = self.grace_s
+        anchor = day * DAY_S + _ANCHOR_UTC_S  # 09:15 IST of the tick's IST day, in UTC
+        for iv, series in zip(self.intervals_s, inst.series, strict=True):
+            start = anchor + (utc - anchor) // iv * iv  # == bucket_start(utc, iv)
+            if start + iv + grace <= now_utc or start <= series.closed_upto:
                 outcome = LATE  # the base stays: this volume goes to the next bar
                 continue
             volume = 0
             if cum_volume is not None:
-                base = self._base.get(key, 0)
-                base_day = self._base_day.get(key)
+                base = series.base
+                base_day = series.base_day
                 if cum_volume < base and (new_day or (base_day is not None and day > base_day)):
                     base = 0  # Dhan restarts the cumulative volume every day
-                volume = max(0, cum_volume - base)
-                self._base[key] = cum_volume
-                self._base_day[key] = day
-            group = self._open.setdefault((iv, start), {})
-            bar = group.get((segment, security_id))
-            if bar is None:
-                group[(segment, security_id)] = Bar(
-                    segment, security_id, iv, start, ltp, ltp, ltp, ltp, volume, 1, cum_volume
-                )
-            else:
-                bar.high = max(bar.high, ltp)
-                bar.low = min(bar.low, ltp)
-                bar.close = ltp
-                bar.volume += volume
-                bar.ticks += 1
-                if cum_volume is not None:
-                    bar.cum_volume_end = cum_volume
+                volume = cum_volume - base if cum_volume > base else 0
+                series.base = cum_volume
+                series.base_day = day
+            bar = series.bar
+            if bar is None or bar.start_utc != start:
+                group = self._open.get((iv, start))
+                if group is None:
+                    group = self._open[(iv, start)] = {}
+                bar = group.get(ikey)
+                if bar is None:
+                    series.bar = group[ikey] = Bar(
+                        segment, security_id, iv, start, ltp, ltp, ltp, ltp, volume, 1, cum_volume
+                    )
+                    continue
+                series.bar = bar
+            if ltp > bar.high:
+                bar.high = ltp
+            if ltp < bar.low:
+                bar.low = ltp
+            bar.close = ltp
+            bar.volume += volume
+            bar.ticks += 1
+            if cum_volume is not None:
+                bar.cum_volume_end = cum_volume
         if outcome == LATE:
             self.late += 1
         else:
@@ -242,8 +275,11 @@ class CandleBuilder:
         for group in groups:
             bars = self._open.pop(group)
             for bar in bars.values():
-                key = bar.key
-                if bar.start_utc > self._closed_upto.get(key, -1):
-                    self._closed_upto[key] = bar.start_utc
+                inst = self._instruments[(bar.segment, bar.security_id)]
+                series = inst.series[self._slot[bar.interval_s]]
+                if bar.start_utc > series.closed_upto:
+                    series.closed_upto = bar.start_utc
+                if series.bar is bar:
+                    series.bar = None  # a closed bar is the caller's now
                 out.append(bar)
         return out
