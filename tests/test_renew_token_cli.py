@@ -9,6 +9,7 @@ import json
 import os
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -335,13 +336,38 @@ def test_a_due_token_is_renewed_written_confirmed_and_announced(tmp_path, run, s
     assert env["DHANFEED_FINGERPRINT"] == record.fingerprint
     assert env["DHANFEED_SOURCE"] == "renew"
     assert record.token.access_token not in hook_out.read_text()
-    prom = (tmp_path / "state" / "renew_token.prom").read_text()
-    assert f'dhanfeed_renew_last_exit_code{{client_id="{CLIENT_ID}"}} 0.0' in prom
-    expiry = f'dhanfeed_token_expiry_timestamp_seconds{{client_id="{CLIENT_ID}"}}'
-    assert f"{expiry} {float(record.token.expires_at.timestamp()):.9e}" in prom
+    metrics = prom_values(tmp_path / "state" / "renew_token.prom")
+    assert metrics["dhanfeed_renew_last_exit_code"] == 0
+    assert metrics["dhanfeed_token_expiry_timestamp_seconds"] == record.token.expires_at.timestamp()
+    assert abs(metrics["dhanfeed_renew_last_success_timestamp_seconds"] - time.time()) < 60
     log = (tmp_path / "logs" / "renew_token.log").read_text()
     assert "decision: renew: due: less than renew_before" in log
     assert s.alerts() == []
+
+
+def prom_values(path: Path) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families = text_string_to_metric_families(path.read_text())
+    return {
+        s.name: s.value for f in families for s in f.samples if s.labels == {"client_id": CLIENT_ID}
+    }
+
+
+def test_a_failed_run_records_its_exit_code_and_keeps_the_last_success(tmp_path, run, start_sim):
+    sim = start_sim("--token-ttl", SIM_TTL)
+    s = Setup(tmp_path, sim)
+    s.issue(3600)
+    assert run(*s.args()).code == 0
+    first = prom_values(tmp_path / "state" / "renew_token.prom")
+    sim.admin("fault", {"kind": "rest", "endpoint": "RenewToken", "mode": "500", "count": 10})
+    assert run(*s.args("--force")).code == 1
+    after = prom_values(tmp_path / "state" / "renew_token.prom")
+    assert after["dhanfeed_renew_last_exit_code"] == 1
+    assert (
+        after["dhanfeed_renew_last_success_timestamp_seconds"]
+        == (first["dhanfeed_renew_last_success_timestamp_seconds"])
+    )
 
 
 def test_a_second_run_right_after_a_renewal_is_not_due(tmp_path, run, start_sim):
