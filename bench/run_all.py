@@ -1,0 +1,115 @@
+"""`make bench`: run the five benchmarks and print one table (about 12 minutes on 2 cores).
+
+Installs Dhan's official SDK (bench/requirements.txt) into this interpreter's environment on
+demand: it is a benchmark-only peer, never a runtime or test dependency.
+
+    .venv/bin/python bench/run_all.py [--quick]
+
+--quick runs every benchmark on a smaller scale (for checking the scripts, not for figures).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+
+def ensure_sdk() -> None:
+    if importlib.util.find_spec("dhanhq") is not None:
+        return
+    print("installing the benchmark-only peer from bench/requirements.txt ...", flush=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "-r", str(HERE / "requirements.txt")],
+        check=True,
+    )
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = subprocess.run(["free", "-h"], capture_output=True, text=True).stdout.splitlines()
+    total = mem[1].split()[1] if len(mem) > 1 else "?"
+    return (
+        f"{os.cpu_count()} cores ({cpu}), {total} RAM, Python {platform.python_version()},"
+        f" {platform.system()} {platform.release()}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args(argv)
+    ensure_sdk()
+
+    import bench_cron
+    import bench_decode
+    import bench_e2e
+    import bench_memory
+    import bench_swap
+
+    started = time.monotonic()
+    print(f"dhanfeed benchmarks, {time.strftime('%Y-%m-%d %H:%M %Z')}; {machine()}", flush=True)
+    q = args.quick
+    rows = []
+    timings = {}
+
+    def timed(name: str, fn):  # noqa: ANN001, ANN202
+        t0 = time.monotonic()
+        out = fn()
+        timings[name] = time.monotonic() - t0
+        return out
+
+    rows += timed("1", lambda: bench_decode.main(["--runs", "1" if q else "3"]
+                                                 + (["--packets", "200000"] if q else [])))  # fmt: skip
+    rows += timed("5", lambda: bench_cron.main(["--runs", "5" if q else "30"]))
+    swap_rows, swap_results = timed("3", lambda: bench_swap.main(["--swaps", "10" if q else "100"]))
+    rows += timed("2", lambda: bench_e2e.main(["--rates", "1" if q else "1,2,3"]
+                                              + (["--instruments", "5000"] if q else []))[0])  # fmt: skip
+    rows += swap_rows
+    rows += timed(
+        "4",
+        lambda: bench_memory.main(
+            ["--seconds", "15" if q else "75"], swap_rss=swap_results["keeps"]["rss_kib"]
+        ),
+    )
+    rows.sort(key=lambda r: r.bench)
+
+    width = [max(len(r.bench) for r in rows), max(len(r.metric) for r in rows),
+             max(len(r.value) for r in rows), max(len(r.goal) for r in rows)]  # fmt: skip
+    line = "+-" + "-+-".join("-" * w for w in width) + "-+------+"
+    print()
+    print(line)
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(("bench", "metric", "value", "goal"),
+                                                         width, strict=True)) + " |      |")  # fmt: skip
+    print(line)
+    for r in rows:
+        cells = (r.bench, r.metric, r.value, r.goal)
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(cells, width, strict=True))
+              + f" | {r.status():<4} |")  # fmt: skip
+    print(line)
+    total = time.monotonic() - started
+    print(
+        "wall time: "
+        + ", ".join(f"bench {k} {v:.0f}s" for k, v in sorted(timings.items()))
+        + f"; total {total / 60:.1f} min"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
