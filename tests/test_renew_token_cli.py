@@ -7,6 +7,7 @@ import datetime as dt
 import io
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -30,7 +31,11 @@ from renew_support import (
     write_token_file,
 )
 
-NOW = dt.datetime.now(dt.UTC)
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)  # at use: the suite may reach a test minutes after import
+
+
 SIM_TTL = "10m"  # tokens the simulator issues on renewal: not due under the policy below
 POLICY = 'renew_before = "2m"\nmust_renew_before = "30s"\nrun_timeout = "60s"'
 
@@ -142,8 +147,8 @@ def _symlink(path: Path) -> None:
 
 
 def _other_client(path: Path) -> None:
-    token = make_token(exp=NOW + dt.timedelta(hours=20), client_id="2000000002")
-    TokenStore(path).write(TokenRecord.from_token(token, "manual", NOW))
+    token = make_token(exp=now() + dt.timedelta(hours=20), client_id="2000000002")
+    TokenStore(path).write(TokenRecord.from_token(token, "manual", now()))
 
 
 @pytest.mark.parametrize(
@@ -162,7 +167,7 @@ def test_an_unusable_token_file_is_exit_3_untouched_with_a_critical_alert(
     tmp_path, run, spoil, message
 ):
     s = Setup(tmp_path)
-    write_token_file(s.token_file, make_token(exp=NOW + dt.timedelta(seconds=50)))  # due
+    write_token_file(s.token_file, make_token(exp=now() + dt.timedelta(seconds=50)))  # due
     spoil(s.token_file)
     before = file_state(s.token_file)
     r = run(*s.args())
@@ -191,7 +196,7 @@ def test_a_totp_secret_file_readable_by_others_is_refused(tmp_path, run):
     os.chmod(pin, 0o600)
     os.chmod(secret, 0o644)
     s = Setup(tmp_path, extra=f'\n[totp]\npin_file = "{pin}"\nsecret_file = "{secret}"')
-    write_token_file(s.token_file, make_token(exp=NOW + dt.timedelta(hours=20)))
+    write_token_file(s.token_file, make_token(exp=now() + dt.timedelta(hours=20)))
     r = run(*s.args())
     assert r.code == 2
     assert f"[totp] secret_file {secret} is accessible by group or others" in one_line(r.err)
@@ -200,7 +205,7 @@ def test_a_totp_secret_file_readable_by_others_is_refused(tmp_path, run):
 
 def test_an_expected_error_shows_a_traceback_only_with_debug(tmp_path, run):
     s = Setup(tmp_path)
-    write_token_file(s.token_file, make_token(exp=NOW + dt.timedelta(hours=20)))
+    write_token_file(s.token_file, make_token(exp=now() + dt.timedelta(hours=20)))
     _corrupt(s.token_file)
     assert "Traceback" not in run(*s.args()).err
     assert "Traceback" in run(*s.args("--debug")).err
@@ -244,7 +249,7 @@ def test_every_rest_fault_is_exit_1_with_the_old_token_intact_and_an_alert(
 
 def test_an_unreachable_server_is_exit_1(tmp_path, run):
     s = Setup(tmp_path, api_base="http://127.0.0.1:9")
-    write_token_file(s.token_file, make_token(exp=NOW + dt.timedelta(seconds=90)))
+    write_token_file(s.token_file, make_token(exp=now() + dt.timedelta(seconds=90)))
     before = file_state(s.token_file)
     r = run(*s.args())
     assert r.code == 1
@@ -271,7 +276,7 @@ def test_an_answer_without_a_token_is_exit_1(tmp_path, run):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         s = Setup(tmp_path, api_base=f"http://127.0.0.1:{server.server_address[1]}")
-        write_token_file(s.token_file, make_token(exp=NOW + dt.timedelta(seconds=90)))
+        write_token_file(s.token_file, make_token(exp=now() + dt.timedelta(seconds=90)))
         before = file_state(s.token_file)
         r = run(*s.args())
     finally:
@@ -415,7 +420,7 @@ def test_an_expired_token_is_regenerated_with_pin_and_totp(
         "--token-ttl", SIM_TTL, "--pin", PLANTED_PIN, "--totp-secret", PLANTED_TOTP_SECRET
     )
     s = Setup(tmp_path, sim, extra=configure(monkeypatch, tmp_path))
-    write_token_file(s.token_file, make_token(exp=NOW - dt.timedelta(minutes=5)))
+    write_token_file(s.token_file, make_token(exp=now() - dt.timedelta(minutes=5)))
     r = run(*s.args())
     assert r.code == 0, r.err
     record = TokenStore(s.token_file).read()
@@ -428,7 +433,7 @@ def test_an_expired_token_is_regenerated_with_pin_and_totp(
 def test_an_expired_token_without_totp_is_exit_3_with_a_critical_runbook(tmp_path, run, start_sim):
     sim = start_sim("--token-ttl", SIM_TTL)
     s = Setup(tmp_path, sim)
-    write_token_file(s.token_file, make_token(exp=NOW - dt.timedelta(minutes=5)))
+    write_token_file(s.token_file, make_token(exp=now() - dt.timedelta(minutes=5)))
     before = file_state(s.token_file)
     r = run(*s.args())
     assert r.code == 3
@@ -478,7 +483,7 @@ def test_a_failing_regeneration_of_an_expired_token_is_exit_3(
     )
     s = Setup(tmp_path, sim, timeout="0.5s")
     totp_by_env(monkeypatch, tmp_path)
-    write_token_file(s.token_file, make_token(exp=NOW - dt.timedelta(minutes=5)))
+    write_token_file(s.token_file, make_token(exp=now() - dt.timedelta(minutes=5)))
     before = file_state(s.token_file)
     sim.admin(
         "fault", {"kind": "rest", "endpoint": "generateAccessToken", "mode": mode, "count": 10}
@@ -514,7 +519,7 @@ def test_check_reports_a_valid_token_and_what_the_next_run_would_do(tmp_path, ru
     assert r.code == 0
     lines = r.out.splitlines()
     assert lines[0] == f"client {CLIENT_ID}, token {token['fingerprint']} (source manual)"
-    assert lines[1].startswith("expires ") and " IST (in 4m " in lines[1]
+    assert re.match(r"expires .* IST \(in [34]m \d\ds\)$", lines[1]), lines[1]
     assert lines[2].startswith("next run: not due: ")
     assert s.rest_calls("RenewToken") == 0 and s.rest_calls("profile") == 0
     j = run(*s.args("--check", "--json")).json
@@ -526,7 +531,7 @@ def test_check_reports_a_valid_token_and_what_the_next_run_would_do(tmp_path, ru
 def test_check_is_exit_3_for_a_missing_expired_or_unreadable_token(tmp_path, run, state):
     s = Setup(tmp_path)
     if state != "missing":
-        write_token_file(s.token_file, make_token(exp=NOW - dt.timedelta(minutes=1)))
+        write_token_file(s.token_file, make_token(exp=now() - dt.timedelta(minutes=1)))
     if state == "corrupt":
         _corrupt(s.token_file)
     r = run(*s.args("--check"))
@@ -565,7 +570,7 @@ def test_force_renews_a_token_that_is_not_due(tmp_path, run, start_sim):
 
 def test_set_token_installs_a_hand_made_token_as_manual(tmp_path, run):
     s = Setup(tmp_path)
-    raw = make_jwt(exp=NOW + dt.timedelta(hours=20))
+    raw = make_jwt(exp=now() + dt.timedelta(hours=20))
     r = run(*s.args("--set-token"), stdin=raw + "\n")
     assert r.code == 0, r.err
     record = TokenStore(s.token_file).read()
@@ -584,12 +589,12 @@ def test_set_token_installs_a_hand_made_token_as_manual(tmp_path, run):
 )
 def test_set_token_refuses_bad_tokens_with_exit_2(tmp_path, run, text, message):
     s = Setup(tmp_path)
-    write_token_file(s.token_file, make_token(exp=NOW + dt.timedelta(hours=3)))
+    write_token_file(s.token_file, make_token(exp=now() + dt.timedelta(hours=3)))
     before = file_state(s.token_file)
     if text is None:
-        text = make_jwt(exp=NOW + dt.timedelta(hours=20), client_id="2000000002")
+        text = make_jwt(exp=now() + dt.timedelta(hours=20), client_id="2000000002")
     elif text == "expired":
-        text = make_jwt(exp=NOW - dt.timedelta(hours=1))
+        text = make_jwt(exp=now() - dt.timedelta(hours=1))
     r = run(*s.args("--set-token"), stdin=text)
     assert r.code == 2
     assert message in one_line(r.err)
@@ -602,9 +607,9 @@ def test_set_token_refuses_bad_tokens_with_exit_2(tmp_path, run, text, message):
 
 def test_a_recovery_file_left_by_a_failed_write_is_installed_by_the_next_run(tmp_path, run):
     s = Setup(tmp_path)
-    write_token_file(s.token_file, make_token(exp=NOW + dt.timedelta(minutes=5)))
-    newer = make_token(exp=NOW + dt.timedelta(hours=23))
-    TokenStore(s.token_file).write_recovery(TokenRecord.from_token(newer, "renew", NOW))
+    write_token_file(s.token_file, make_token(exp=now() + dt.timedelta(minutes=5)))
+    newer = make_token(exp=now() + dt.timedelta(hours=23))
+    TokenStore(s.token_file).write_recovery(TokenRecord.from_token(newer, "renew", now()))
     r = run(*s.args())
     assert r.code == 0, r.err
     assert TokenStore(s.token_file).read().fingerprint == newer.fingerprint

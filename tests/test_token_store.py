@@ -35,12 +35,16 @@ from renew_support import (
     write_token_file,
 )
 
-NOW = dt.datetime.now(dt.UTC)
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)  # at use: the suite may reach a test minutes after import
+
+
 LIB = Path(__file__).resolve().parent.parent / "lib"
 
 
 def fresh(hours: float = 20) -> TokenRecord:
-    return TokenRecord.from_token(make_token(exp=NOW + dt.timedelta(hours=hours)), "renew", NOW)
+    return TokenRecord.from_token(make_token(exp=now() + dt.timedelta(hours=hours)), "renew", now())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,7 +210,7 @@ def test_a_run_while_another_holds_the_lock_exits_75_and_changes_nothing(tmp_pat
 
     config = write_config(tmp_path)  # api at 127.0.0.1:9: nothing answers
     token_file = tmp_path / "state" / "token.json"
-    write_token_file(token_file, make_token(exp=NOW + dt.timedelta(minutes=30)))  # due
+    write_token_file(token_file, make_token(exp=now() + dt.timedelta(minutes=30)))  # due
     before = file_state(token_file)
     holder = _python(HOLDER, str(token_file), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
@@ -319,8 +323,8 @@ WRITER = textwrap.dedent(
 def test_sigkill_at_many_points_during_the_write_leaves_the_old_or_the_new_file(tmp_path):
     token_file = tmp_path / "state" / "token.json"
     # tokens of different lengths, so that a partial file could not pass for a whole one
-    tokens = [make_jwt(exp=NOW + dt.timedelta(hours=h)) + "x" * (h * 40) for h in (1, 5, 9)]
-    write_token_file(token_file, make_token(exp=NOW + dt.timedelta(hours=3)))
+    tokens = [make_jwt(exp=now() + dt.timedelta(hours=h)) + "x" * (h * 40) for h in (1, 5, 9)]
+    write_token_file(token_file, make_token(exp=now() + dt.timedelta(hours=3)))
     allowed = {TokenStore(token_file).read().fingerprint}
     from dhanfeed.token import fingerprint
 
