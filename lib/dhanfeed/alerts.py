@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dhanfeed.logs import redact
+from dhanfeed.token import parse_aware_time
 
 if TYPE_CHECKING:
     from dhanfeed.config import AlertsSection, HooksSection
@@ -69,7 +70,7 @@ class Alerter:
         state = self._load_state()
         previous = state.get(condition)
         if previous and RANK.get(severity, 2) <= RANK.get(previous.get("severity", ""), 0):
-            last = _parse_time(previous.get("last_sent"))
+            last = parse_aware_time(previous.get("last_sent"))
             if last and now - last < self.section.repeat_every:
                 logger.info(
                     "alert %s (%s) not re-sent: already sent at %s",
@@ -257,7 +258,7 @@ class Alerter:
         )
 
     def _save_state(self, state: dict[str, dict[str, Any]]) -> None:
-        from dhanfeed.token_store import write_atomic
+        from dhanfeed.atomic import write_atomic
 
         try:
             write_atomic(self.state_path, (json.dumps(state, indent=2) + "\n").encode("utf-8"))
@@ -276,11 +277,3 @@ def _quiet_deprecations() -> Iterator[None]:
 def alert_state_path(token_file: Path) -> Path:
     """Kept next to the token file, so that it shares its directory and its lifetime."""
     return token_file.with_name(token_file.name + ".alerts.json")
-
-
-def _parse_time(value: Any) -> dt.datetime | None:
-    try:
-        parsed = dt.datetime.fromisoformat(str(value))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else None

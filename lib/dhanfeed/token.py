@@ -99,3 +99,12 @@ def format_remaining(delta: dt.timedelta) -> str:
     m, s = divmod(rem, 60)
     text = f"{h}h {m:02d}m" if h else (f"{m}m {s:02d}s" if m else f"{s}s")
     return f"in {text}" if not sign else f"{text} ago"
+
+
+def parse_aware_time(value: object) -> dt.datetime | None:
+    """An ISO 8601 time with an offset (as our JSON files store them), else None."""
+    try:
+        parsed = dt.datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else None

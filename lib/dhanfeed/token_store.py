@@ -13,20 +13,18 @@ import datetime as dt
 import json
 import os
 import stat
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from dhanfeed.atomic import remove_stale_temp_files, write_atomic
 from dhanfeed.errors import LockBusy, TokenFileError
-from dhanfeed.token import Token, TokenFormatError, fingerprint, parse_token
+from dhanfeed.token import Token, TokenFormatError, fingerprint, parse_aware_time, parse_token
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
 SOURCES = ("renew", "totp", "manual")
 REQUIRED = ("client_id", "access_token", "expires_at")
-_TEMP_PREFIX = "."
-_TEMP_SUFFIX = ".tmp"
 
 
 class TokenFileMissing(TokenFileError):
@@ -122,7 +120,9 @@ class TokenStore:
         if raw.get("fingerprint") and raw["fingerprint"] != fingerprint(token.access_token):
             raise TokenFileError(f"token file {path}: fingerprint does not match the token")
         source = str(raw.get("source") or "manual")
-        return TokenRecord(token, source, _parse_time(raw.get("written_at")) or token.issued_at)
+        return TokenRecord(
+            token, source, parse_aware_time(raw.get("written_at")) or token.issued_at
+        )
 
     # -- write --------------------------------------------------------------------------------
 
@@ -132,10 +132,10 @@ class TokenStore:
         Call under `lock()`: leftovers of a run killed mid-write are removed first.
         """
         remove_stale_temp_files(self.path)
-        write_atomic(self.path, _encode(record))
+        write_atomic(self.path, _encode(record), mode=FILE_MODE, dir_mode=DIR_MODE)
 
     def write_recovery(self, record: TokenRecord) -> None:
-        write_atomic(self.recovery_path, _encode(record))
+        write_atomic(self.recovery_path, _encode(record), mode=FILE_MODE, dir_mode=DIR_MODE)
 
 
 def current_token(path: os.PathLike[str] | str, *, now: dt.datetime | None = None) -> Token:
@@ -183,63 +183,9 @@ def read_private_file(path: Path, *, what: str) -> bytes:
         return f.read()
 
 
-def write_atomic(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
-    """Write `data` so that `path` is either the old file or the new one, even after a crash.
-
-    Raises OSError (the old file untouched, the temp file removed) when the write fails.
-    """
-    _ensure_dir(path.parent)
-    fd, tmp = tempfile.mkstemp(
-        dir=path.parent, prefix=f"{_TEMP_PREFIX}{path.name}.", suffix=_TEMP_SUFFIX
-    )
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def remove_stale_temp_files(path: Path) -> int:
-    """Temp files left by a run killed mid-write (call under the lock)."""
-    removed = 0
-    for stale in path.parent.glob(f"{_TEMP_PREFIX}{path.name}.*{_TEMP_SUFFIX}"):
-        with contextlib.suppress(OSError):
-            stale.unlink()
-            removed += 1
-    return removed
-
-
 def _encode(record: TokenRecord) -> bytes:
     return (json.dumps(record.to_json(), indent=2) + "\n").encode("utf-8")
 
 
 def _ensure_dir(directory: Path) -> None:
     directory.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems cannot fsync a directory; the rename is still atomic
-    finally:
-        os.close(fd)
-
-
-def _parse_time(value: Any) -> dt.datetime | None:
-    try:
-        parsed = dt.datetime.fromisoformat(str(value))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else None

@@ -15,13 +15,13 @@ import itertools
 import json
 import os
 import secrets
-import tempfile
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
+from dhanfeed.atomic import write_atomic
 from dhanfeed.token import IST, fingerprint
 
 SELF, APP = "SELF", "APP"
@@ -151,26 +151,5 @@ def token_file_record(issued: Issued, client_id: str, source: str = "manual") ->
 
 
 def write_token_file(path: str | os.PathLike[str], record: dict) -> None:
-    """Atomic, durable, mode 0600: temp file in the same directory, fsync, replace."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(record, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    dir_fd = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    """Atomic, durable, mode 0600, like a person's editor would not but renew_token does."""
+    write_atomic(Path(path), (json.dumps(record, indent=2) + "\n").encode("utf-8"))
