@@ -218,6 +218,22 @@ def test_ticker_trades_give_ohlc_with_zero_volume_and_are_deduplicated_by_ltt_an
     assert b.duplicates == 2
 
 
+def test_a_ticker_repeat_on_the_same_socket_is_kept_and_the_other_sockets_copy_is_dropped():
+    b = CandleBuilder([60])
+    t = ltt("09:15:01")
+
+    def index(price: float, source: int) -> str:
+        return b.add_trade("IDX_I", 13, price, t, None, at("09:15:01"), source)
+
+    assert index(24000.5, source=1) == "ok"
+    assert index(24000.5, source=2) == "duplicate"  # the new socket of a swap: same packet
+    assert index(24000.5, source=1) == "ok"  # the index really printed that price again
+    assert index(24001.0, source=2) == "ok"
+    assert index(24001.0, source=1) == "duplicate"
+    (bar,) = b.flush()
+    assert (bar.ticks, b.duplicates) == (3, 2)
+
+
 def test_instruments_are_independent():
     b = CandleBuilder([60])
     trade(b, "09:15:10", 100, 50)

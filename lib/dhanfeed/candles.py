@@ -23,9 +23,11 @@ Choices the caller must know:
   the packets two sockets deliver during a token swap are dropped. A new IST day with a lower
   cumulative volume is Dhan's daily reset: the bases restart at 0. A packet from an earlier IST
   day than the last accepted one is stale.
-- Ticker trades (indices, `cum_volume=None`) have volume 0; one whose LTT is older than the last
-  accepted, or whose (LTT, LTP) was already seen in the same second, is a duplicate (a repeated
-  price in the same second changes no OHLC value).
+- Ticker trades (indices, `cum_volume=None`) have volume 0 and carry nothing unique, so one whose
+  LTT is older than the last accepted is stale, and one whose (LTT, LTP) was already seen in the
+  same second is a duplicate when it comes from another `source` (the other socket of a token
+  swap) or when the caller names no source; the same price again on the same socket is a real
+  repeat and is kept.
 - Late: a trade whose bar ends more than `grace_s` before `now_utc`, or whose bar was already
   closed, is counted and dropped for that interval (the outcome is "late" when any interval
   dropped it; other intervals still take it).
@@ -113,8 +115,8 @@ class _Instrument:
     series: list[_Series]
     day: int | None = None  # IST day of the highest cumulative volume seen
     cum: int | None = None  # highest cumulative volume seen that day
-    ticker_ltt: int | None = None  # last accepted Ticker LTT and the prices seen in that second
-    ticker_prices: set[float] = dataclasses.field(default_factory=set)
+    ticker_ltt: int | None = None  # last accepted Ticker LTT; the prices seen in that second
+    ticker_prices: dict[float, int | None] = dataclasses.field(default_factory=dict)  # → source
 
 
 _ANCHOR_UTC_S = SESSION_ANCHOR_IST_S - IST_OFFSET_S  # 09:15 IST as seconds after 00:00 UTC
@@ -180,11 +182,13 @@ class CandleBuilder:
         ltt_ist: int,
         cum_volume: int | None,
         now_utc: float,
+        source: int | None = None,
     ) -> str:
         """Feed one trade; return "ok", "duplicate" or "late" (see the module docstring).
 
         `ltt_ist` is Dhan's IST-epoch LTT; `cum_volume` the day's cumulative volume (None for
-        Ticker packets); `now_utc` the receive time (epoch s) used for the late rule.
+        Ticker packets); `now_utc` the receive time (epoch s) used for the late rule; `source`
+        the socket it came on (tells a Ticker repeat from a swap's duplicate).
         """
         # Hot path (every packet of every instrument): ist_to_utc, ist_day and bucket_start
         # are inlined, and the per-interval state is reached through the instrument.
@@ -196,15 +200,18 @@ class CandleBuilder:
         new_day = False
         if cum_volume is None:
             if inst.ticker_ltt is not None:
+                seen = inst.ticker_prices
                 if ltt_ist < inst.ticker_ltt or (
-                    ltt_ist == inst.ticker_ltt and ltp in inst.ticker_prices
+                    ltt_ist == inst.ticker_ltt
+                    and ltp in seen
+                    and (source is None or seen[ltp] != source)
                 ):
                     self.duplicates += 1
                     return DUPLICATE
             if ltt_ist != inst.ticker_ltt:
                 inst.ticker_ltt = ltt_ist
-                inst.ticker_prices = set()
-            inst.ticker_prices.add(ltp)
+                inst.ticker_prices = {}
+            inst.ticker_prices.setdefault(ltp, source)
         else:
             if inst.cum is not None:
                 known_day = day if inst.day is None else inst.day

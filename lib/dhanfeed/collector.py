@@ -63,7 +63,7 @@ class Pipeline(threading.Thread):
     # Called from the receive threads: never blocks.
     def sink(self, conn: FeedConnection, packets: list, received_utc: float) -> None:
         try:
-            self.queue.put_nowait((received_utc, packets))
+            self.queue.put_nowait((received_utc, packets, conn.conn_id))
         except queue.Full:
             self.dropped += len(packets)
 
@@ -96,7 +96,11 @@ class Pipeline(threading.Thread):
                     self.writer.put_ticks(ticks)
             if time.monotonic() >= next_close:
                 next_close = time.monotonic() + CLOSE_EVERY_S
-                bars = self.builder.close_due(self.clock())
+                # Behind a backlog, close bars only as far as the data consumed, so that
+                # queued ticks are not counted late for the wait they spent in the queue.
+                backlog = not self.queue.empty() and self.last_data_utc is not None
+                now = self.last_data_utc if backlog else self.clock()
+                bars = self.builder.close_due(now)
                 if bars:
                     self.bars_closed += len(bars)
                     self.writer.put_bars(bars)
@@ -112,9 +116,8 @@ class Pipeline(threading.Thread):
             logger.error("pipeline queue full at shutdown: %d frames not drained", QUEUE_FRAMES)
         self.join(timeout)
 
-    def _consume(self, received_utc: float, packets: list) -> list[Tick]:
+    def _consume(self, received_utc: float, packets: list, source: int) -> list[Tick]:
         ticks: list[Tick] = []
-        now = self.clock()
         self.packets += len(packets)
         self.last_data_utc = received_utc
         for p in packets:
@@ -129,7 +132,9 @@ class Pipeline(threading.Thread):
                 cum, ltq = None, None
             else:
                 cum, ltq = p.volume, p.ltq
-            outcome = self.builder.add_trade(segment, p.security_id, p.ltp, p.ltt, cum, now)
+            outcome = self.builder.add_trade(
+                segment, p.security_id, p.ltp, p.ltt, cum, received_utc, source
+            )
             if outcome != DUPLICATE and self.store_ticks:
                 ticks.append(
                     Tick(segment, p.security_id, ist_to_utc(p.ltt), p.ltp, ltq, cum, received_utc)
