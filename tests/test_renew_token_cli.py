@@ -222,6 +222,7 @@ def test_an_expected_error_shows_a_traceback_only_with_debug(tmp_path, run):
         ("RenewToken", "html", "RenewToken: HTTP 502 from Dhan (an HTML page)"),
         ("RenewToken", "hang", "RenewToken: no answer from"),
         ("RenewToken", "malformed", "RenewToken: answer is not JSON (malformed JSON, HTTP 200)"),
+        ("RenewToken", "no_token", "RenewToken: answer has no 'token' or 'accessToken'"),
         ("*", "500", "RenewToken: HTTP 500 DH-908"),
     ],
 )

@@ -390,6 +390,15 @@ def test_fault_500_answers_count_calls_then_recovers(rsim: Sim) -> None:
     assert profile(rsim, token).status_code == 200
 
 
+def test_fault_no_token_answers_200_with_json_that_holds_no_token(rsim: Sim) -> None:
+    token = issue(rsim)
+    rsim.admin("fault", {"kind": "rest", "endpoint": "RenewToken", "mode": "no_token"})
+    resp = renew(rsim, token)
+    assert resp.status_code == 200
+    assert "token" not in resp.json() and "accessToken" not in resp.json()
+    assert profile(rsim, token).status_code == 200  # the fault renewed nothing
+
+
 def test_fault_malformed_returns_unparseable_json(rsim: Sim) -> None:
     token = issue(rsim)
     rsim.admin("fault", {"kind": "rest", "endpoint": "RenewToken", "mode": "malformed"})

@@ -18,6 +18,6 @@ Admin API (JSON over HTTP on the REST port):
   POST /__sim/policy         {"renew_kills_sockets"?, "renew_field"?, "token_ttl_s"?}
   POST /__sim/fault          {"kind": drop_sockets | stall+seconds | garbage+count |
                              truncated | disconnect+code | handshake_429+seconds |
-                             rest+endpoint+mode(500|hang|malformed|html)+count}
+                             rest+endpoint+mode(500|hang|malformed|html|no_token)+count}
   POST /__sim/clear-faults
 """

@@ -60,7 +60,7 @@ def dh_error(error: tuple, message: str | None = None) -> Reply:
 class RestFaults:
     """Armed REST faults: each answers `count` calls of its endpoint ("*" = any)."""
 
-    MODES = ("500", "hang", "malformed", "html")
+    MODES = ("500", "hang", "malformed", "html", "no_token")
     ENDPOINTS = ("RenewToken", "profile", "generateAccessToken", "intraday", "*")
 
     def __init__(self) -> None:
@@ -98,6 +98,8 @@ def fault_reply(mode: str) -> Reply:
         return Reply(200, b'{"accessToken": "eyJ', "application/json")
     if mode == "html":
         return Reply(502, HTML_ERROR, "text/html")
+    if mode == "no_token":  # a success status with a body that holds no token
+        return Reply(200, {"status": "success", "expiryTime": "2026-01-01T00:00:00.000"})
     return dh_error(DH_908)
 
 
