@@ -15,8 +15,9 @@ Measured per swap, from the collector's own JSON log (one clock, this machine):
 After SIGTERM: lost = ticks the simulator delivered to our sockets (its /__sim/stats record)
 that are not in the ticks table; missed = ticks the market made while no socket of ours was
 subscribed (gaps, from /__sim/sent for a sample of instruments); longest gap = the longest
-row of the collector's gaps table. RSS (VmRSS) is read before the first swap, after the
-10th and after the last.
+row of the collector's gaps table. RSS (VmRSS) is read over a control stretch without
+swaps first (as long as the swaps take), then before the first swap, after the 10th and
+after the last.
 
     .venv/bin/python bench/bench_swap.py [--swaps 100] [--instruments 200] [--tps 10]
 """
@@ -83,7 +84,7 @@ def all_live_on(status: dict, fp: str, shards: int) -> bool:
     )
 
 
-def run_policy(policy: str, swaps: int, instruments: int, tps: float) -> dict:
+def run_policy(policy: str, swaps: int, instruments: int, tps: float, control_s: float) -> dict:
     keys = instrument_keys(instruments)
     with tempfile.TemporaryDirectory(prefix=f"dhanfeed-bench-swap-{policy}-") as tmp:
         workdir = Path(tmp)
@@ -96,7 +97,12 @@ def run_policy(policy: str, swaps: int, instruments: int, tps: float) -> dict:
             first = collector.wait_for("live", lambda s: s.get("sockets_live", 0) >= 1
                                        and s.get("packets", 0) > 0)  # fmt: skip
             shards = len(first["sockets"])
-            rss = {"before": rss_kib(collector.pid)}
+            # A control stretch without swaps, as long as the swaps take: growth that comes
+            # from time and packets (SQLite's page cache, allocator arenas), not from swaps.
+            rss = {"control start": rss_kib(collector.pid)}
+            time.sleep(control_s)
+            rss["before"] = rss_kib(collector.pid)
+            swaps_started = time.monotonic()
             replaced: dict[str, float] = {}
             for n in range(1, swaps + 1):
                 issued = sim.admin("issue-token", {})
@@ -109,6 +115,7 @@ def run_policy(policy: str, swaps: int, instruments: int, tps: float) -> dict:
                 if n == 10:
                     rss["after 10"] = rss_kib(collector.pid)
             rss["after all"] = rss_kib(collector.pid)
+            rss["swap seconds"] = round(time.monotonic() - swaps_started)
             time.sleep(0.5)  # let the last overlap end before we stop
             if collector.terminate() != 0:
                 raise RuntimeError(f"collector exit {collector.proc.returncode}")
@@ -205,6 +212,7 @@ def main(argv: list[str] | None = None) -> tuple[list[Row], dict]:
     ap.add_argument("--swaps", type=int, default=100)
     ap.add_argument("--instruments", type=int, default=200)
     ap.add_argument("--tps", type=float, default=10.0)
+    ap.add_argument("--control", type=float, default=25.0, help="seconds without swaps first")
     args = ap.parse_args(argv)
     say(f"== 3. token swap: {args.swaps} swaps per policy, {args.instruments} instruments"
         f" x {args.tps:g} ticks/s")  # fmt: skip
@@ -212,7 +220,9 @@ def main(argv: list[str] | None = None) -> tuple[list[Row], dict]:
     results = {}
     for policy in ("keeps", "kills"):
         started = time.monotonic()
-        r = results[policy] = run_policy(policy, args.swaps, args.instruments, args.tps)
+        r = results[policy] = run_policy(
+            policy, args.swaps, args.instruments, args.tps, args.control
+        )
         summarise(policy, r, args.tps)
         say(f"    ({time.monotonic() - started:.0f} s)")
         n, lv = r["notice_ms"], r["live_ms"]

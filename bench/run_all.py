@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
                                                  + (["--packets", "200000"] if q else [])))  # fmt: skip
     rows += timed("5", lambda: bench_cron.main(["--runs", "5" if q else "30"]))
     swap_rows, swap_results = timed("3", lambda: bench_swap.main(["--swaps", "10" if q else "100"]))
-    rows += timed("2", lambda: bench_e2e.main(["--rates", "1" if q else "1,2,3"]
+    rows += timed("2", lambda: bench_e2e.main(["--rates", "1" if q else "1,2,3,3n"]
                                               + (["--instruments", "5000"] if q else []))[0])  # fmt: skip
     rows += swap_rows
     rows += timed(
