@@ -34,11 +34,17 @@ def make_jwt(client_id: str = CLIENT, exp_in: float = 86400, nonce: str = "a") -
     return f"{_b64({'typ': 'JWT', 'alg': 'HS512'})}.{_b64(payload)}.sig-{nonce}"
 
 
-def write_token(path: Path, access_token: str, client_id: str = CLIENT) -> None:
+def record(access_token: str, client_id: str = CLIENT) -> str:
+    """The token file's JSON, as design.md describes it."""
+    expires = (NOW + dt.timedelta(days=1)).isoformat()
+    return json.dumps({"client_id": client_id, "access_token": access_token, "expires_at": expires})
+
+
+def write_token(path: Path, access_token: str, client_id: str = CLIENT, mode: int = 0o600) -> None:
     """Like the renewer: a temp file in the same directory, then rename over the old one."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"client_id": client_id, "access_token": access_token}))
-    os.chmod(tmp, 0o600)
+    tmp.write_text(record(access_token, client_id))
+    os.chmod(tmp, mode)
     os.replace(tmp, path)
 
 
@@ -86,13 +92,10 @@ def test_the_watch_thread_reports_a_new_token_to_its_callback(token_path: Path) 
     ("content", "why"),
     [
         ("{not json", "not valid JSON"),
-        (json.dumps({"client_id": CLIENT}), "no 'access_token'"),
-        (json.dumps({"client_id": CLIENT, "access_token": "abc"}), "unreadable token"),
-        (
-            json.dumps({"client_id": "2000000002", "access_token": make_jwt("2000000002")}),
-            "belongs to client id 2000000002",
-        ),
-        (json.dumps({"client_id": CLIENT, "access_token": make_jwt(exp_in=-60)}), "expired"),
+        (json.dumps({"client_id": CLIENT}), "lacks access_token"),
+        (record("abc"), "access_token is unreadable"),
+        (record(make_jwt("2000000002"), "2000000002"), "belongs to client id 2000000002"),
+        (record(make_jwt(exp_in=-60)), "expired"),
     ],
 )
 def test_an_unusable_file_is_ignored_and_the_token_in_use_stays(
@@ -103,6 +106,7 @@ def test_an_unusable_file_is_ignored_and_the_token_in_use_stays(
     watcher = watcher_for(token_path)
     good = watcher.check()
     token_path.with_name("x").write_text(content)
+    os.chmod(token_path.with_name("x"), 0o600)
     os.replace(token_path.with_name("x"), token_path)
 
     assert watcher.check() is None
@@ -111,6 +115,19 @@ def test_an_unusable_file_is_ignored_and_the_token_in_use_stays(
     assert make_jwt(nonce="good") not in caplog.text
     with pytest.raises(TokenRejected, match=why.split()[0]):
         read_token_file(token_path, CLIENT, NOW)
+
+
+def test_a_token_file_others_can_read_is_refused_like_renew_token_refuses_it(
+    token_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    token_path.parent.mkdir()
+    write_token(token_path, make_jwt(nonce="good"))
+    watcher = watcher_for(token_path)
+    good = watcher.check()
+    write_token(token_path, make_jwt(nonce="leaked"), mode=0o644)
+    assert watcher.check() is None
+    assert watcher.current == good
+    assert "accessible by group or others" in caplog.text
 
 
 def test_a_file_rewritten_with_the_same_token_is_not_a_change(token_path: Path) -> None:

@@ -9,14 +9,15 @@ version of the file). Readers never lock: a rename makes the swap atomic.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from dhanfeed.token import Token, TokenFormatError, parse_token
+from dhanfeed.errors import TokenFileError
+from dhanfeed.token import Token
+from dhanfeed.token_store import TokenStore
 
 logger = logging.getLogger(__name__)
 
@@ -40,19 +41,13 @@ def file_signature(path: Path) -> Signature | None:
 
 
 def read_token_file(path: Path, client_id: str, now: dt.datetime) -> Token:
-    """Read and check the token file; raise TokenRejected (or OSError) saying why not."""
+    """Read and check the token file as renew_token does (JSON, permissions, no symlink), then
+    require our client id and a future expiry; raise TokenRejected saying why not."""
     try:
-        raw = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError):
-        raise TokenRejected("not valid JSON") from None
-    if not isinstance(raw, dict) or not isinstance(raw.get("access_token"), str):
-        raise TokenRejected("no 'access_token' string")
-    try:
-        token = parse_token(raw["access_token"])
-    except TokenFormatError as exc:
-        raise TokenRejected(f"unreadable token: {exc}") from None
-    file_client = str(raw.get("client_id", token.client_id))
-    if token.client_id != client_id or file_client != client_id:
+        token = TokenStore(path).read().token
+    except TokenFileError as exc:
+        raise TokenRejected(str(exc)) from None
+    if token.client_id != client_id:
         raise TokenRejected(f"token belongs to client id {token.client_id}, not {client_id}")
     if token.expired(now):
         raise TokenRejected(f"token {token.fingerprint} expired at {token.expires_at.isoformat()}")
@@ -121,8 +116,8 @@ class TokenWatcher:
     def _accept_file(self) -> Token | None:
         try:
             token = read_token_file(self.path, self.client_id, self.clock())
-        except (TokenRejected, OSError) as exc:
-            logger.warning("token file %s ignored: %s", self.path, _reason(exc))
+        except TokenRejected as exc:
+            logger.warning("token file %s ignored: %s", self.path, exc)
             return None
         if self.current is not None and token.access_token == self.current.access_token:
             logger.info(
@@ -150,9 +145,3 @@ class TokenWatcher:
                 self.check()
             except Exception:  # noqa: BLE001 - the watch must outlive one bad read
                 logger.exception("token watch: unexpected error")
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, TokenRejected):
-        return str(exc)
-    return f"{type(exc).__name__}: {getattr(exc, 'strerror', '') or 'cannot read'}"
