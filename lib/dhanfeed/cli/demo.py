@@ -9,6 +9,7 @@ with what landed in SQLite and exits 0 only when nothing was lost.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import signal
@@ -19,6 +20,8 @@ import time
 from pathlib import Path
 
 import requests
+
+from dhanfeed.token import IST, format_remaining
 
 ROOT = Path(__file__).resolve().parents[3]
 BIN = ROOT / "bin"
@@ -202,15 +205,19 @@ class Demo:
     def show_status(self, left: float) -> None:
         try:
             token = json.loads((self.workdir / "state" / "token.json").read_text())
-            expiry = token["expires_at"][11:19]
+            expires = dt.datetime.fromisoformat(token["expires_at"]).astimezone(IST)
+            expiry = (
+                f"{expires:%H:%M:%S} IST ({format_remaining(expires - dt.datetime.now(dt.UTC))})"
+            )
         except (OSError, ValueError, KeyError):
             expiry = "?"
         st = self.collector_status()
         stats = self.stats()
         line = (
-            f"\r{left:5.0f}s left | token expires {expiry} | renewals {stats['rest_calls'].get('RenewToken', 0)}"
-            f" | swaps {st.get('swaps', 0)} | packets {st.get('packets', 0)}"
-            f" | candles {self.count_candles()}   "
+            f"\r{left:4.0f}s left | token expires {expiry}"
+            f" | renewals {stats['rest_calls'].get('RenewToken', 0)}"
+            f" | swaps {st.get('swaps', 0)} | reconnects {st.get('reconnects', 0)}"
+            f" | packets {st.get('packets', 0)} | candles {self.count_candles()}   "
         )
         sys.stdout.write(line)
         sys.stdout.flush()
