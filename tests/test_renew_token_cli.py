@@ -318,6 +318,39 @@ def test_a_recovery_message_follows_a_cleared_failure(tmp_path, run, start_sim):
 # Renewal and regeneration against the simulator
 
 
+def test_hooks_never_see_the_pin_or_the_totp_seed(tmp_path, run, start_sim, monkeypatch):
+    monkeypatch.setenv("DHAN_PIN", PLANTED_PIN)
+    monkeypatch.setenv("DHAN_TOTP_SECRET", PLANTED_TOTP_SECRET)
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path / "creds"))
+    sim = start_sim("--token-ttl", SIM_TTL)
+    hook_out = tmp_path / "hook.json"
+    hook = (
+        f"{sys.executable} -c 'import json, os; print(json.dumps(dict(os.environ)))' > {hook_out}"
+    )
+    s = Setup(tmp_path, sim, extra=f'\n[hooks]\non_renew = "{hook}"')
+    s.issue(60)
+    assert run(*s.args()).code == 0
+    env = json.loads(hook_out.read_text())
+    assert env["DHANFEED_CLIENT_ID"] == CLIENT_ID  # the hook ran, with our variables
+    assert not {"DHAN_PIN", "DHAN_TOTP_SECRET", "CREDENTIALS_DIRECTORY"} & set(env)
+    assert PLANTED_PIN not in hook_out.read_text()
+
+
+def test_once_dhan_has_issued_a_token_the_run_timeout_no_longer_stops_the_run(
+    tmp_path, run, start_sim
+):
+    sim = start_sim("--token-ttl", SIM_TTL)
+    policy = POLICY.replace('run_timeout = "60s"', 'run_timeout = "2s"')
+    hook = f"{sys.executable} -c 'import time; time.sleep(3)'"  # outlasts run_timeout
+    s = Setup(tmp_path, sim, token=policy, extra=f'\n[hooks]\non_renew = "{hook}"')
+    old = s.issue(60)
+    r = run(*s.args())
+    assert r.code == 0, r.err
+    record = TokenStore(s.token_file).read()
+    remember_secret(record.token.access_token)
+    assert record.fingerprint == sim.admin("stats")["current_token_fp"] != old["fingerprint"]
+
+
 @pytest.mark.parametrize("field", ["token", "accessToken"])
 def test_a_due_token_is_renewed_written_confirmed_and_announced(tmp_path, run, start_sim, field):
     sim = start_sim("--token-ttl", SIM_TTL, "--renew-field", field)

@@ -229,6 +229,9 @@ class Renewer:
     alerter: Alerter | None  # None in dry-run
     clock: Callable[[], dt.datetime]
     on_renew: Callable[[TokenRecord], None] = lambda record: None
+    # Called the moment Dhan has issued a new token (and so killed the old one): from then on
+    # the run must finish writing it, so the CLI stops its whole-run timer here.
+    on_issued: Callable[[], None] = lambda: None
 
     # -- entry points -------------------------------------------------------------------------
 
@@ -350,6 +353,7 @@ class Renewer:
                     issued, source = self._regenerate(), "totp"
             else:
                 issued, source = self._regenerate(), "totp"
+            self.on_issued()
             new = self._check_new(issued, self.clock())
         except RenewalFailed as exc:
             outcome = self._failed(str(exc), action, token, record)

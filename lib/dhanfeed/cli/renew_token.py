@@ -14,6 +14,7 @@ import json
 import logging
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Iterator
@@ -129,6 +130,7 @@ def _renew(config: Config, args: argparse.Namespace) -> Outcome:
         alerter=alerter,
         clock=clock,
         on_renew=lambda record: _on_renew(config, record),
+        on_issued=_stop_run_timer,
     )
     if args.set_token:
         text = sys.stdin.read()
@@ -294,6 +296,13 @@ def _fail(args: argparse.Namespace | None, exc: BaseException, code: int) -> int
     if debug:
         traceback.print_exception(exc)
     return int(code)
+
+
+def _stop_run_timer() -> None:
+    """Dhan has issued a token: writing it, confirming it and alerting are each bounded on
+    their own, and stopping half-way would lose the only valid token."""
+    if threading.current_thread() is threading.main_thread():
+        signal.setitimer(signal.ITIMER_REAL, 0)
 
 
 class RunTimeout(DhanfeedError):
