@@ -4,7 +4,7 @@ import logging
 
 import pytest
 
-from dhanfeed.logs import REDACTED, close_logging, redact, setup_logging
+from dhanfeed.logs import REDACTED, close_logging, print_traceback, redact, setup_logging
 
 
 @pytest.fixture(autouse=True)
@@ -58,3 +58,13 @@ def test_each_line_carries_an_iso_utc_time(tmp_path):
     close_logging()
     record = json.loads((tmp_path / "iso.log").read_text())
     assert dt.datetime.fromisoformat(record["time"]).utcoffset() == dt.timedelta(0)
+
+
+def test_tracebacks_printed_for_debug_carry_no_token(capsys):
+    try:
+        raise ConnectionError(f"handshake failed for wss://feed?token={JWT}&clientId=1")
+    except ConnectionError as exc:
+        print_traceback(exc)
+    err = capsys.readouterr().err
+    assert "ConnectionError: handshake failed" in err
+    assert JWT not in err

@@ -93,3 +93,12 @@ def close_logging() -> None:
         if getattr(handler, "_dhanfeed", False):
             root.removeHandler(handler)
             handler.close()
+
+
+def print_traceback(exc: BaseException | None = None) -> None:
+    """A traceback on stderr for --debug or an unexpected error, with tokens redacted
+    (exception texts from requests and websocket-client can carry URLs with the token)."""
+    import traceback
+
+    text = "".join(traceback.format_exception(exc)) if exc else traceback.format_exc()
+    print(redact(text), file=sys.stderr, end="")

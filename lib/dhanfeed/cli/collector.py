@@ -20,7 +20,6 @@ import os
 import signal
 import sys
 import threading
-import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from filelock import FileLock, Timeout
 
 from dhanfeed.config import load_config
 from dhanfeed.errors import DhanfeedError, ExitCode, LockBusy, UsageError
-from dhanfeed.logs import redact, setup_logging
+from dhanfeed.logs import print_traceback, setup_logging
 
 logger = logging.getLogger("dhanfeed.collector")
 
@@ -56,11 +55,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DhanfeedError as exc:
         print(f"collector: {exc}", file=sys.stderr)
         if args.debug:
-            traceback.print_exc()
+            print_traceback()
         return int(exc.exit_code)
     except Exception:  # noqa: BLE001 - the last resort: say so, with the traceback
         print("collector: unexpected error", file=sys.stderr)
-        print(redact(traceback.format_exc()), file=sys.stderr)
+        print_traceback()
         return 70
 
 

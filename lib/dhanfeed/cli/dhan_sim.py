@@ -3,6 +3,11 @@
 Prints exactly one JSON line on stdout (api_base, auth_base, feed_url, admin_url,
 client_id), then logs JSON lines to stderr, until SIGTERM/SIGINT (exit 0). Bad options or
 a port in use: one line on stderr, exit 2.
+
+Test-only options, left out of --help because the defaults are Dhan's own keepalive:
+  --ping-interval SECONDS  the server pings every SECONDS (default 10)
+  --ping-timeout SECONDS   a client that has not answered a ping for SECONDS is closed
+                           (default 40; must exceed --ping-interval)
 """
 
 from __future__ import annotations
@@ -14,13 +19,12 @@ import json
 import logging
 import signal
 import sys
-import traceback
 
 import pyotp
 
 from dhanfeed.config import parse_duration
 from dhanfeed.errors import ExitCode, UsageError
-from dhanfeed.logs import setup_logging
+from dhanfeed.logs import print_traceback, setup_logging
 from dhanfeed.sim import tokens
 from dhanfeed.sim.app import SimOptions, Simulator
 from dhanfeed.sim.market import DEFAULT_INSTRUMENTS, parse_instruments
@@ -58,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     kills.add_argument("--renew-keeps-sockets", dest="renew_kills", action="store_false",
                        help="renewal leaves open sockets streaming (default)")  # fmt: skip
     ap.set_defaults(renew_kills=False)
+    # Test-only (see the module docstring): tests shorten Dhan's 10 s / 40 s keepalive.
+    ap.add_argument("--ping-interval", type=float, default=10.0, help=argparse.SUPPRESS)
+    ap.add_argument("--ping-timeout", type=float, default=40.0, help=argparse.SUPPRESS)
     ap.add_argument("--issue-token", metavar="PATH", help="write a fresh SELF token file at start")
     ap.add_argument("--quiet", action="store_true", help="log warnings and errors only")
     ap.add_argument("--debug", action="store_true", help="debug logs; tracebacks on errors")
@@ -85,6 +92,8 @@ def options_from(args: argparse.Namespace) -> SimOptions:
         raise UsageError("--token-ttl must be at least 1s")
     if not args.ticks_per_second > 0 or args.ticks_per_second > 1000:
         raise UsageError("--ticks-per-second must be > 0 and <= 1000")
+    if not 0 < args.ping_interval < args.ping_timeout:
+        raise UsageError("--ping-interval must be > 0 and shorter than --ping-timeout")
     try:
         instruments = tuple(parse_instruments(args.instruments))
     except ValueError as exc:
@@ -109,6 +118,8 @@ def options_from(args: argparse.Namespace) -> SimOptions:
         totp_secret=args.totp_secret,
         renew_field=args.renew_field,
         renew_kills_sockets=args.renew_kills,
+        ping_interval_s=args.ping_interval,
+        ping_timeout_s=args.ping_timeout,
     )
 
 
@@ -165,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         return ExitCode.OK
     except Exception:
         print(f"{PROG}: unexpected error", file=sys.stderr)
-        traceback.print_exc()
+        print_traceback()
         return 1
 
 

@@ -17,7 +17,6 @@ import json
 import os
 import sys
 import tempfile
-import traceback
 import zoneinfo
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import IO
 from dhanfeed.candles import Bar
 from dhanfeed.config import Instrument, load_config, parse_duration, parse_instrument
 from dhanfeed.errors import DhanfeedError, ExitCode, UsageError
+from dhanfeed.logs import print_traceback
 from dhanfeed.store import Store
 
 PROG = "export_candles"
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     except DhanfeedError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         if args is not None and args.debug:
-            traceback.print_exc()
+            print_traceback()
         return int(exc.exit_code)
     except BrokenPipeError:  # `| head`: the reader has what it wanted
         sys.stderr.close()
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(ExitCode.RENEWAL_FAILED)
     except Exception as exc:  # noqa: BLE001 - the last resort: say so, with the traceback
         print(f"{PROG}: unexpected error: {exc.__class__.__name__}", file=sys.stderr)
-        traceback.print_exc()
+        print_traceback()
         return int(ExitCode.RENEWAL_FAILED)
 
 

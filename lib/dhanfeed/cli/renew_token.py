@@ -16,7 +16,6 @@ import signal
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -74,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(args, DhanfeedError("interrupted"), ExitCode.RENEWAL_FAILED)
     except Exception as exc:  # noqa: BLE001 - the last resort: say so, with the traceback
         print(f"{PROG}: unexpected error: {exc.__class__.__name__}", file=sys.stderr)
-        traceback.print_exc()
+        from dhanfeed.logs import print_traceback
+
+        print_traceback()
         return int(ExitCode.RENEWAL_FAILED)
 
 
@@ -271,7 +272,9 @@ def _report(args: argparse.Namespace, outcome: Outcome) -> int:
             print(f"  {line}", file=stream)
         print(f"{PROG}: {outcome.status}: {outcome.reason}", file=stream)
     if args.debug and outcome.error is not None:
-        traceback.print_exception(outcome.error)
+        from dhanfeed.logs import print_traceback
+
+        print_traceback(outcome.error)
     return int(outcome.exit_code)
 
 
@@ -294,7 +297,9 @@ def _fail(args: argparse.Namespace | None, exc: BaseException, code: int) -> int
         )
     print(f"{PROG}: {exc}", file=sys.stderr)
     if debug:
-        traceback.print_exception(exc)
+        from dhanfeed.logs import print_traceback
+
+        print_traceback(exc)
     return int(code)
 
 
