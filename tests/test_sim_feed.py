@@ -507,3 +507,72 @@ def test_request_code_12_closes_and_is_recorded(fsim: Sim, clients: list) -> Non
     assert mine["close_reason"] == "client request 12"
     assert mine["instruments"] == 1 and mine["packets_sent"] >= 2
     assert stats["connections_total"] >= mine["id"]
+
+
+# --- keepalive: pings every 10 s, a client silent for 40 s is closed (scaled down here) ---
+
+PING_INTERVAL_S, SILENCE_S = 0.5, 1.0
+
+
+@pytest.fixture(scope="module")
+def ksim() -> Iterator[Sim]:
+    """A simulator with Dhan's keepalive scaled down through the test-only options."""
+    sim = launch_sim(
+        "--ticks-per-second", TPS,
+        "--ping-interval", str(PING_INTERVAL_S),
+        "--ping-timeout", str(SILENCE_S),
+    )  # fmt: skip
+    yield sim
+    sim.stop()
+
+
+def connect_counted(sim: Sim, clients: list) -> tuple[Client, int]:
+    """A new socket and its id in the simulator's record."""
+    token = sim.admin("issue-token", {})["access_token"]
+    sid = sim.admin("stats")["connections_total"] + 1
+    client = connect(sim, clients, token=token)
+    wait_for(lambda: sim.admin("stats")["connections_total"] >= sid)
+    return client, sid
+
+
+def test_keepalive_defaults_are_dhans_and_the_interval_must_be_shorter() -> None:
+    from dhanfeed.cli.dhan_sim import build_parser, options_from
+    from dhanfeed.errors import UsageError
+
+    parser = build_parser()
+    options = options_from(parser.parse_args([]))
+    assert (options.ping_interval_s, options.ping_timeout_s) == (10.0, 40.0)
+    assert "--ping-interval" not in parser.format_help()  # test-only: hidden from --help
+    for bad in (["--ping-interval", "2", "--ping-timeout", "2"], ["--ping-interval", "0"]):
+        with pytest.raises(UsageError, match="--ping-interval"):
+            options_from(parser.parse_args(bad))
+
+
+def test_a_client_that_answers_pings_stays_open_past_the_silence_limit(
+    ksim: Sim, clients: list
+) -> None:
+    client, sid = connect_counted(ksim, clients)
+    client.ws.settimeout(0.1)
+    pings, deadline = 0, time.monotonic() + 20
+    # Six pings span three silence limits: each came only because the last one was answered.
+    while pings < 6:
+        assert time.monotonic() < deadline, f"only {pings} pings before the deadline"
+        try:
+            opcode, _frame = client.ws.recv_data_frame(True)  # answers each ping with a pong
+        except websocket.WebSocketTimeoutException:
+            continue
+        assert opcode != websocket.ABNF.OPCODE_CLOSE, "the server closed a client that answered"
+        pings += opcode == websocket.ABNF.OPCODE_PING
+    assert closed_socket(ksim, sid) is None
+    client.subscribe([("NSE_EQ", 1333)], "quote")
+    client.read(has(p.Quote, 1))  # and it still streams
+
+
+def test_a_client_that_never_answers_pings_is_closed_by_the_server(
+    ksim: Sim, clients: list
+) -> None:
+    client, sid = connect_counted(ksim, clients)
+    # The client reads nothing, so no pong ever goes back.
+    record = wait_for(lambda: closed_socket(ksim, sid), timeout=15)
+    assert record["close_reason"] == "keepalive timeout (no pong)"
+    assert client.read(timeout=10)  # on the client's side the connection ends too

@@ -22,6 +22,7 @@ import sys
 
 import pyotp
 
+from dhanfeed.cli.args import ArgumentParser
 from dhanfeed.config import parse_duration
 from dhanfeed.errors import ExitCode, UsageError
 from dhanfeed.logs import print_traceback, setup_logging
@@ -33,13 +34,10 @@ logger = logging.getLogger("dhanfeed.cli.dhan_sim")
 PROG = "dhan_sim"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one clear line, not usage + error
-        raise UsageError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    ap = _Parser(prog=PROG, description="A local Dhan: REST API, live feed and admin endpoint.")
+    ap = ArgumentParser(
+        prog=PROG, description="A local Dhan: REST API, live feed and admin endpoint."
+    )
     ap.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     ap.add_argument("--rest-port", type=_port, default=8765, help="REST/admin port (0 = any)")
     ap.add_argument("--feed-port", type=_port, default=8766, help="feed port (0 = any)")

@@ -37,6 +37,8 @@ class SimOptions:
     totp_secret: str | None = None
     renew_field: str = "token"
     renew_kills_sockets: bool = False
+    ping_interval_s: float = 10.0  # keepalive as Dhan does it; tests shorten both
+    ping_timeout_s: float = 40.0  # a client that has not answered this long is closed
 
 
 @dataclasses.dataclass
@@ -70,6 +72,8 @@ class Simulator:
             self.registry,
             ticks_per_second=options.ticks_per_second,
             renew_kills_sockets=lambda: self.policy.renew_kills_sockets,
+            ping_interval_s=options.ping_interval_s,
+            silent_close_s=options.ping_timeout_s,
         )
         self.rest_faults = rest.RestFaults()
         self._rest_calls: Counter[str] = Counter({name: 0 for name in REST_ENDPOINTS})

@@ -28,8 +28,9 @@ from dhanfeed.sim.market import IST_OFFSET_S, Market, Tape
 logger = logging.getLogger(__name__)
 
 MAX_SOCKETS_PER_CLIENT = 5
-PING_INTERVAL_S = 10.0
-PING_TIMEOUT_S = 30.0  # a ping unanswered 30 s after it was sent: silent ≈ 40 s
+PING_INTERVAL_S = 10.0  # Dhan pings every 10 s ...
+SILENT_CLOSE_S = 40.0  # ... and closes a client that has not answered for 40 s
+KEEPALIVE_TIMEOUT = "keepalive ping timeout"  # websockets' reason when a pong never came
 MAX_PACKETS_PER_FRAME = 100
 MAX_QUEUED_FRAMES = 20_000  # a consumer this far behind (tens of seconds) is dropped with 800
 MAX_CYCLES_PER_SECOND = 20.0
@@ -93,11 +94,17 @@ class FeedServer:
         *,
         ticks_per_second: float,
         renew_kills_sockets: Callable[[], bool],
+        ping_interval_s: float = PING_INTERVAL_S,
+        silent_close_s: float = SILENT_CLOSE_S,
     ) -> None:
+        if not 0 < ping_interval_s < silent_close_s:
+            raise ValueError("the ping interval must be positive and shorter than the silence")
         self.market = market
         self.registry = registry
         self.ticks_per_second = ticks_per_second
         self.renew_kills_sockets = renew_kills_sockets
+        self.ping_interval_s = ping_interval_s
+        self.silent_close_s = silent_close_s
         self.sockets: list[SimSocket] = []  # every socket ever accepted, in order
         self.open: dict[int, SimSocket] = {}
         self.max_open = 0
@@ -117,8 +124,10 @@ class FeedServer:
             port,
             process_request=self._process_request,
             compression=None,
-            ping_interval=PING_INTERVAL_S,
-            ping_timeout=PING_TIMEOUT_S,
+            # websockets waits ping_timeout for the pong of each ping: a client that goes
+            # silent right after a pong is closed ping_interval + ping_timeout later
+            ping_interval=self.ping_interval_s,
+            ping_timeout=self.silent_close_s - self.ping_interval_s,
             close_timeout=2,
             max_size=1 << 20,
             logger=logging.getLogger("dhanfeed.sim.ws"),
@@ -174,8 +183,9 @@ class FeedServer:
                 if isinstance(message, str) and not sock.closing:
                     self._on_request(sock, message)
                 # a stray binary frame from a client is ignored, as Dhan does
-        except ConnectionClosed:
-            pass
+        except ConnectionClosed as exc:
+            if exc.sent is not None and exc.sent.reason == KEEPALIVE_TIMEOUT:
+                self._finish(sock, "keepalive timeout (no pong)")
         finally:
             self._finish(sock, "connection closed")
             if writer is not None and not writer.done():
