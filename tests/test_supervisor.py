@@ -1,19 +1,23 @@
-"""The supervisor's pure policies: sharding, backoff, floors, test-only timing overrides."""
+"""The supervisor's pure policies: sharding, backoff, floors, stale feed, test-only timing."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 import pytest
 
-from dhanfeed.config import Instrument
+from dhanfeed.config import Instrument, SessionSection
 from dhanfeed.feed.supervisor import (
     ENV_TIMING,
     Timing,
     backoff_delay,
+    feed_is_stale,
     retry_delay,
     shard_instruments,
 )
+from dhanfeed.session import SessionCalendar
+from dhanfeed.token import IST
 
 
 def instruments(n: int) -> list[Instrument]:
@@ -85,3 +89,68 @@ def test_timing_is_overridden_only_by_its_test_environment_variable() -> None:
         Timing.from_env({ENV_TIMING: json.dumps({"floor_805": 1})})
     with pytest.raises(ValueError, match=ENV_TIMING):
         Timing.from_env({ENV_TIMING: "{bad"})
+
+
+# --- stale feed: silence counts only inside the trading session ---
+
+
+HOLIDAY = dt.date(2026, 1, 26)  # a Monday
+CALENDAR = SessionCalendar.from_config(SessionSection(holidays=[HOLIDAY]))  # Mon-Fri 09:00-15:30
+
+
+def in_session(now: dt.datetime) -> bool:
+    """As the collector wires it: inside a session of the `[session]` calendar."""
+    return CALENDAR.current(now) is not None
+
+
+def stale(
+    now: dt.datetime, silent_s: float, *, never_had_data: bool = False, after_s: float = 60
+) -> bool:
+    """A socket opened long ago whose last data packet (or opening) was `silent_s` ago."""
+    now_mono = 10_000.0
+    last = now_mono - silent_s
+    return feed_is_stale(
+        last_data=None if never_had_data else last,
+        opened_at=last if never_had_data else now_mono - 5_000,
+        now_mono=now_mono,
+        stale_after_s=after_s,
+        now=now,
+        in_session=in_session,
+    )
+
+
+def at(day: str, hhmm: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(f"{day}T{hhmm}:00").replace(tzinfo=IST)
+
+
+def test_a_silent_socket_inside_the_session_is_stale() -> None:
+    wednesday_11 = at("2026-01-21", "11:00")
+    assert stale(wednesday_11, 61)
+    assert stale(wednesday_11.astimezone(dt.UTC), 61)  # the same instant in UTC
+    assert stale(at("2026-01-21", "09:00"), 60)  # from the first second of the session
+
+
+def test_silence_shorter_than_the_limit_is_not_stale_even_in_session() -> None:
+    assert not stale(at("2026-01-21", "11:00"), 59)
+    assert stale(at("2026-01-21", "11:00"), 11, after_s=10)  # the limit comes from config
+
+
+def test_a_socket_that_never_delivered_data_counts_its_silence_from_the_opening() -> None:
+    assert stale(at("2026-01-21", "11:00"), 61, never_had_data=True)
+    assert not stale(at("2026-01-21", "11:00"), 30, never_had_data=True)
+
+
+@pytest.mark.parametrize(
+    "now",
+    [
+        at("2026-01-24", "11:00"),  # Saturday
+        at("2026-01-25", "11:00"),  # Sunday
+        at("2026-01-21", "15:30"),  # Wednesday, the close itself
+        at("2026-01-21", "16:00"),  # Wednesday, after the close
+        at("2026-01-21", "08:59"),  # Wednesday, before the open
+        at(HOLIDAY.isoformat(), "11:00"),  # a weekday holiday
+    ],
+    ids=["saturday", "sunday", "at-close", "after-close", "before-open", "holiday"],
+)
+def test_silence_outside_the_session_is_normal(now: dt.datetime) -> None:
+    assert not stale(now, 3 * 3600)  # hours of silence

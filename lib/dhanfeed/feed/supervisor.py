@@ -129,6 +129,27 @@ def retry_delay(
     return delay
 
 
+def feed_is_stale(
+    *,
+    last_data: float | None,
+    opened_at: float | None,
+    now_mono: float,
+    stale_after_s: float,
+    now: dt.datetime,
+    in_session: Callable[[dt.datetime], bool],
+) -> bool:
+    """Whether a socket must be replaced for silence.
+
+    Silence is counted (monotonic seconds) from the last data packet, else from the opening;
+    server pings never set `last_data`. It makes a socket stale only while `now` is inside
+    the trading session: outside it, nothing trades and silence is normal.
+    """
+    since = last_data or opened_at or now_mono
+    if now_mono - since < stale_after_s:
+        return False
+    return in_session(now)
+
+
 # ---------------------------------------------------------------------------------------------
 # Records handed to the rest of the collector
 
@@ -249,10 +270,14 @@ class Supervisor:
             setattr(self, name, getattr(self, name) + by)
 
     def stale(self, conn: FeedConnection, now_mono: float) -> bool:
-        since = conn.last_data or conn.opened_at or now_mono
-        if now_mono - since < self.stale_after_s:
-            return False
-        return self.in_session(self.clock())
+        return feed_is_stale(
+            last_data=conn.last_data,
+            opened_at=conn.opened_at,
+            now_mono=now_mono,
+            stale_after_s=self.stale_after_s,
+            now=self.clock(),
+            in_session=self.in_session,
+        )
 
     def snapshot(self) -> dict:
         sockets = []
