@@ -66,7 +66,7 @@ def test_the_config_path_comes_from_the_flag_then_the_environment_then_the_cwd(
     assert load_config(None, environ={"DHANFEED_CONFIG": str(path)}).path == path
     monkeypatch.chdir(tmp_path)
     assert load_config(None, environ={}).path == Path("config.toml")
-    with pytest.raises(ConfigError, match="no config file at elsewhere.toml"):
+    with pytest.raises(ConfigError, match="bad config elsewhere.toml: file not found"):
         load_config("elsewhere.toml", environ={"DHANFEED_CONFIG": str(path)})
 
 

@@ -238,7 +238,7 @@ def test_a_missing_config_is_a_usage_error(capsys, tmp_path, monkeypatch):
     monkeypatch.delenv("DHANFEED_CONFIG", raising=False)
     code, _, err = export(capsys)
     assert code == 2
-    assert "no config file at" in err
+    assert "file not found" in err
 
 
 def test_the_executable_runs_as_a_subprocess(db):

@@ -109,7 +109,7 @@ def one_line(text: str) -> str:
 def test_a_missing_config_is_exit_2_in_one_line(tmp_path, run):
     r = run("--config", str(tmp_path / "nope.toml"))
     assert r.code == 2
-    assert "no config file at" in r.err and "Traceback" not in r.err
+    assert "file not found" in r.err and "Traceback" not in r.err
 
 
 def test_a_config_that_is_not_toml_is_exit_2(tmp_path, run):

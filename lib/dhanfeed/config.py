@@ -204,7 +204,7 @@ def load_config(
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(
-            path, [f"no config file at {path} (give --config PATH or set ${ENV_CONFIG})"]
+            path, [f"file not found (give --config PATH or set ${ENV_CONFIG})"]
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(path, [f"cannot read {path}: {exc.__class__.__name__}: {exc}"]) from None

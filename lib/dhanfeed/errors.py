@@ -27,8 +27,11 @@ class ConfigError(DhanfeedError):
     def __init__(self, path: object, problems: list[str]) -> None:
         self.path = path
         self.problems = list(problems)
-        lines = "\n".join(f"  {p}" for p in self.problems)
-        super().__init__(f"bad config {path}:\n{lines}" if problems else f"bad config {path}")
+        if len(self.problems) == 1:  # one problem, one line
+            super().__init__(f"bad config {path}: {self.problems[0]}")
+        else:  # every problem at once, each on its own line with its key
+            lines = "\n".join(f"  {p}" for p in self.problems)
+            super().__init__(f"bad config {path}: {len(self.problems)} problems:\n{lines}")
 
 
 class UsageError(DhanfeedError):

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from dhanfeed.cli.args import ArgumentParser
 from dhanfeed.config import load_config
 from dhanfeed.errors import DhanfeedError, ExitCode, LockBusy, UsageError
 from dhanfeed.logs import print_traceback, setup_logging
@@ -39,7 +40,7 @@ def lock_path(token_file: Path, client_id: str) -> Path:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="collector", description="Dhan live feed → OHLCV candles in SQLite."
     )
     parser.add_argument("--config", help="config file (default $DHANFEED_CONFIG or ./config.toml)")
@@ -49,7 +50,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+    try:
+        args = parse_args(argv)
+    except UsageError as exc:
+        print(f"collector: {exc}", file=sys.stderr)
+        return int(exc.exit_code)
     try:
         return run(args)
     except DhanfeedError as exc:

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import requests
 
+from dhanfeed.cli.args import ArgumentParser
+from dhanfeed.errors import UsageError
 from dhanfeed.token import IST, format_remaining
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -28,8 +30,8 @@ BIN = ROOT / "bin"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="make demo",
+    p = ArgumentParser(
+        prog="bin/demo",
         description="Run dhan_sim + renew_token + collector together and check nothing is lost.",
     )
     p.add_argument(
@@ -291,7 +293,11 @@ class Demo:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return int(exc.exit_code)
     demo = Demo(args)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(130))
     try:

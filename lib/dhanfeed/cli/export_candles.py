@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import IO
 
 from dhanfeed.candles import Bar
+from dhanfeed.cli.args import ArgumentParser
 from dhanfeed.config import Instrument, load_config, parse_duration, parse_instrument
 from dhanfeed.errors import DhanfeedError, ExitCode, UsageError
 from dhanfeed.logs import print_traceback
@@ -59,13 +60,8 @@ class NoData(DhanfeedError):
     exit_code = ExitCode.RENEWAL_FAILED  # 1: nothing to export
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one clear line, not usage + error
-        raise UsageError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    ap = _Parser(
+    ap = ArgumentParser(
         prog=PROG,
         description="Export OHLCV candles from the collector's SQLite database as CSV or JSON lines.",
         epilog=EPILOG,

@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from dhanfeed.cli.args import ArgumentParser
 from dhanfeed.errors import DhanfeedError, ExitCode, TokenFileError, UsageError
 
 if TYPE_CHECKING:
@@ -30,13 +31,8 @@ PROG = "renew_token"
 _API_SHARE = 0.75  # of run_timeout for Dhan calls; the rest is for writing and alerting
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> Any:  # one line, exit 2, like every other bad input
-        raise UsageError(f"{message} (see --help)")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description="Renew the Dhan access token when due (run hourly).")
+    p = ArgumentParser(prog=PROG, description="Renew the Dhan access token when due (run hourly).")
     p.add_argument(
         "--config", metavar="PATH", help="config file (default: $DHANFEED_CONFIG or ./config.toml)"
     )

@@ -1,0 +1,52 @@
+"""Every executable answers bad input with one line on stderr and exit 2, never a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG_USERS = ["renew_token", "collector", "export_candles"]
+BAD_CONFIGS = {
+    "missing": None,
+    "not TOML": "[dhan\nclient_id = 1\n",
+    "unknown key": '[dhan]\nclient_id = "1000000001"\ncolour = "blue"\n',
+    "bad value": '[dhan]\nclient_id = "1000000001"\n[token]\nrenew_before = "soon"\n',
+}
+
+
+def run(program: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(ROOT / "bin" / program), *args], capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.parametrize("program", CONFIG_USERS)
+@pytest.mark.parametrize("case", BAD_CONFIGS)
+def test_a_bad_config_is_one_line_and_exit_2(tmp_path, program, case):
+    config = tmp_path / "config.toml"
+    if BAD_CONFIGS[case] is not None:
+        config.write_text(BAD_CONFIGS[case])
+    proc = run(program, "--config", str(config))
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{program}: bad config {config}: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("program", [*CONFIG_USERS, "dhan_sim", "demo"])
+def test_an_unknown_option_is_one_line_and_exit_2(program):
+    proc = run(program, "--no-such-option")
+    assert proc.returncode == 2
+    assert (
+        proc.stderr.strip() == f"{program}: unrecognized arguments: --no-such-option (see --help)"
+    )
+
+
+@pytest.mark.parametrize("program", [*CONFIG_USERS, "dhan_sim", "demo"])
+def test_help_explains_the_program(program):
+    proc = run(program, "--help")
+    assert proc.returncode == 0
+    assert proc.stdout.startswith("usage:") and "--help" in proc.stdout
