@@ -58,8 +58,7 @@ def setup_logging(
 ) -> None:
     """JSON lines to `log_dir/name.log` (rotation-safe), or to stdout for journald.
 
-    Problems a person must see (warnings and worse) also go to stderr as plain one-liners,
-    unless stdout already carries the log.
+    The executables print their own one-line summary or error on stderr; the log is the record.
     """
     root = logging.getLogger()
     close_logging()  # a second call (tests call main() many times) replaces, never stacks
