@@ -231,7 +231,8 @@ def main(argv: list[str] | None = None) -> tuple[list[Row], list[dict]]:
             f" dropped {r['dropped']}; CPU {cpu_per_m:.1f} s per million packets"
             f" ({r['cpu_s'] / r['window_s'] * 100:.0f}% of a core); bars {len(lat)}"
             + (
-                f", receive->bar committed median {median(lat):.2f}s p99 {percentile(lat, 99):.2f}s"
+                f", {'last tick received' if store_ticks else 'bar end'} -> bar committed"
+                f" median {median(lat):.2f}s p99 {percentile(lat, 99):.2f}s"
                 if lat
                 else ""
             )
