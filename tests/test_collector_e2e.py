@@ -80,14 +80,15 @@ class Collector:
 
     runs = itertools.count(1)
 
-    def __init__(self, workdir: Path, config: Path) -> None:
+    def __init__(self, workdir: Path, config: Path, timing: dict | None = None) -> None:
         self.workdir = workdir
         self.config = config
+        self.timing = {**TIMING, **(timing or {})}
         self.proc: subprocess.Popen[bytes] | None = None
         self.stderr_path = workdir / f"collector-{next(self.runs)}.err"
 
     def start(self) -> Collector:
-        env = {**os.environ, "DHANFEED_COLLECTOR_TIMING": json.dumps(TIMING)}
+        env = {**os.environ, "DHANFEED_COLLECTOR_TIMING": json.dumps(self.timing)}
         with self.stderr_path.open("wb") as err:  # a file: a full pipe would block the child
             self.proc = subprocess.Popen(
                 [str(BIN / "collector"), "--config", str(self.config)],
@@ -170,9 +171,13 @@ def collectors() -> Iterator[list[Collector]]:
 
 
 def start_collector(
-    collectors: list[Collector], workdir: Path, sim: Sim, **collector: str
+    collectors: list[Collector],
+    workdir: Path,
+    sim: Sim,
+    timing: dict | None = None,
+    **collector: str,
 ) -> Collector:
-    c = Collector(workdir, write_config(workdir, sim, **collector)).start()
+    c = Collector(workdir, write_config(workdir, sim, **collector), timing).start()
     collectors.append(c)
     return c
 
@@ -288,6 +293,55 @@ def test_token_swaps_with_sockets_kept_lose_nothing_and_store_no_duplicate(
     assert status["swaps"] == swaps and status["reconnects"] == 0
     assert all(s["outcome"] == "made-before-break" for s in status["swap_log"])
     assert status["duplicates"] > 0  # the overlaps did deliver packets twice
+    with c.db() as db:
+        assert db.execute("SELECT count(*) FROM gaps").fetchone()[0] == 0
+
+
+def test_four_shards_swap_tokens_one_at_a_time_so_never_more_than_5_sockets_are_open(
+    start_sim: Callable[..., Sim], workdir: Path, collectors: list[Collector]
+) -> None:
+    sim = start_sim_with_token(start_sim, workdir, "--renew-keeps-sockets")
+    # One instrument per socket: the four instruments fill all 4 shards, as 20000 would.
+    c = start_collector(collectors, workdir, sim, timing={"max_per_socket": 1})
+    shards = len(INSTRUMENTS)
+
+    def all_live_on_the_current_token(status: dict, swaps: int) -> bool:
+        sockets = status.get("sockets", [])
+        return (
+            status.get("pid") == c.proc.pid  # type: ignore[union-attr]
+            and status.get("swaps") == swaps
+            and status.get("sockets_live") == shards
+            and sorted(s["shard"] for s in sockets) == list(range(shards))  # no spare left
+            and all(s["token_fp"] == status["token_fp"] for s in sockets)
+        )
+
+    c.wait_for("4 live shards", lambda s: all_live_on_the_current_token(s, 0) and s["packets"] > 50)
+    issues = 4
+    for n in range(1, issues + 1):
+        issue_token(sim, workdir)
+        fp = sim.admin("stats")["current_token_fp"]
+        c.wait_for(
+            f"token {n} on every shard",
+            lambda s, n=n, fp=fp: (
+                all_live_on_the_current_token(s, shards * n) and s["token_fp"] == fp
+            ),
+        )
+        time.sleep(1)  # let each new socket stream a while before the next swap
+    open_sockets = [s for s in our_sockets(sim) if s["closed_at"] is None]
+    assert len(open_sockets) == shards
+    assert {s["token_fp"] for s in open_sockets} == {sim.admin("stats")["current_token_fp"]}
+    assert c.terminate() == 0
+
+    assert_nothing_lost(sim, c)
+    stats = sim.admin("stats")
+    # 4 shards plus one swap's new socket; a sixth would have evicted the oldest with 805.
+    assert stats["max_sockets_open"] == shards + 1
+    assert stats["connections_total"] == shards * (issues + 1)
+    assert all(s["close_reason"] == "client request 12" for s in stats["sockets"])
+    status = c.status()
+    assert status["swaps"] == shards * issues and status["reconnects"] == 0
+    assert {s["shard"] for s in status["swap_log"]} == set(range(shards))
+    assert all(s["outcome"] == "made-before-break" for s in status["swap_log"])
     with c.db() as db:
         assert db.execute("SELECT count(*) FROM gaps").fetchone()[0] == 0
 

@@ -91,6 +91,17 @@ def test_timing_is_overridden_only_by_its_test_environment_variable() -> None:
         Timing.from_env({ENV_TIMING: "{bad"})
 
 
+def test_the_per_socket_limit_is_dhans_unless_a_test_lowers_it_to_get_more_shards() -> None:
+    assert Timing().max_per_socket == 5000
+    timing = Timing.from_env({ENV_TIMING: json.dumps({"max_per_socket": 2})})
+    assert timing.max_per_socket == 2 and isinstance(timing.max_per_socket, int)
+    shards = shard_instruments(instruments(8), per_socket=timing.max_per_socket)
+    assert [len(s) for s in shards] == [2, 2, 2, 2]
+    for bad in (2.5, 0, "many"):
+        with pytest.raises(ValueError, match=ENV_TIMING):
+            Timing.from_env({ENV_TIMING: json.dumps({"max_per_socket": bad})})
+
+
 # --- stale feed: silence counts only inside the trading session ---
 
 

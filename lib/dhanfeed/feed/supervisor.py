@@ -46,7 +46,7 @@ ENV_TIMING = "DHANFEED_COLLECTOR_TIMING"  # test-only: JSON object overriding Ti
 
 @dataclasses.dataclass(frozen=True)
 class Timing:
-    """Every delay of the supervisor, in seconds. Production defaults."""
+    """Every delay of the supervisor, in seconds, and the per-socket limit. Production defaults."""
 
     backoff_initial_s: float = 1.0
     backoff_max_s: float = 60.0
@@ -62,6 +62,9 @@ class Timing:
     connect_timeout_s: float = 10.0
     recv_timeout_s: float = 45.0  # no frame at all (pings included): the socket is dead
     token_poll_s: float = 0.25
+    # Not a delay: Dhan's instruments-per-socket limit, used for sharding. Tests lower it to
+    # spread a few instruments over all 4 sockets.
+    max_per_socket: int = MAX_PER_SOCKET
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Timing:
@@ -75,11 +78,22 @@ class Timing:
             unknown = set(values) - known
             if unknown:
                 raise ValueError(f"unknown keys {sorted(unknown)}")
-            timing = cls(**{k: float(v) for k, v in values.items()})
+            types = {f.name: f.type for f in dataclasses.fields(cls)}
+            timing = cls(**{k: _as(types[k], v) for k, v in values.items()})
         except (ValueError, TypeError, AttributeError) as exc:
             raise ValueError(f"${ENV_TIMING}: {exc}") from None
         logger.warning("timing overridden by $%s (test setting): %s", ENV_TIMING, values)
         return timing
+
+
+def _as(type_name: object, value: object) -> float | int:
+    """A field's value from JSON: whole numbers for `int` fields, else seconds as float."""
+    if type_name in ("int", int):
+        number = float(value)  # type: ignore[arg-type]
+        if not math.isfinite(number) or number != int(number) or number < 1:
+            raise ValueError(f"not a positive whole number: {value!r}")
+        return int(number)
+    return float(value)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -226,7 +240,10 @@ class Supervisor:
         self.swap_log: deque[SwapRecord] = deque(maxlen=50)
         self._alerted: set[str] = set()
         self.workers = [
-            ShardWorker(self, i, shard) for i, shard in enumerate(shard_instruments(instruments))
+            ShardWorker(self, i, shard)
+            for i, shard in enumerate(
+                shard_instruments(instruments, per_socket=self.timing.max_per_socket)
+            )
         ]
 
     # -- control ---------------------------------------------------------------------------
