@@ -61,7 +61,7 @@ class Timing:
     close_timeout_s: float = 2.0
     connect_timeout_s: float = 10.0
     recv_timeout_s: float = 45.0  # no frame at all (pings included): the socket is dead
-    token_poll_s: float = 0.25
+    token_poll_s: float = 0.1  # one stat() per poll; the swap goal is a median notice of 100 ms
     # Not a delay: Dhan's instruments-per-socket limit, used for sharding. Tests lower it to
     # spread a few instruments over all 4 sockets.
     max_per_socket: int = MAX_PER_SOCKET

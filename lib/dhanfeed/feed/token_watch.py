@@ -62,7 +62,7 @@ class TokenWatcher:
         path: Path,
         client_id: str,
         *,
-        poll_s: float = 0.25,
+        poll_s: float = 0.1,
         clock: Callable[[], dt.datetime] = _utcnow,
         on_change: Callable[[Token], None] | None = None,
     ) -> None:
