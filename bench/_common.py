@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+from dhanfeed.sim.process import SimProcess
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / "bin"
 CACHE = Path(__file__).resolve().parent / ".cache"
@@ -79,43 +81,17 @@ def rss_kib(pid: int) -> int:
 # The simulator
 
 
-class Sim:
-    """A `bin/dhan_sim` subprocess on free loopback ports."""
+class Sim(SimProcess):
+    """A quiet `bin/dhan_sim` subprocess; `stderr_path` keeps its log."""
 
     def __init__(self, *args: str, stderr_path: Path | None = None) -> None:
-        cmd = [str(BIN / "dhan_sim"), "--rest-port", "0", "--feed-port", "0", "--quiet", *args]
-        self._err = open(stderr_path, "wb") if stderr_path else subprocess.DEVNULL  # noqa: SIM115
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._err, text=True)
-        line = self.proc.stdout.readline() if self.proc.stdout else ""
-        if not line:
-            raise RuntimeError(f"dhan_sim did not start (exit {self.proc.wait()}): {cmd}")
-        self.info = json.loads(line)
-        self.admin_url = self.info["admin_url"].rstrip("/")
-        self.client_id = self.info["client_id"]
+        super().__init__("--quiet", *args, command=[str(BIN / "dhan_sim")], stderr=stderr_path)
 
     def admin(self, path: str, payload: dict | None = None, timeout: float = 120) -> dict:
-        import requests  # the benchmarks that use no simulator need not import it
-
-        url = f"{self.admin_url}/{path.lstrip('/')}"
-        if payload is None:
-            resp = requests.get(url, timeout=timeout)
-        else:
-            resp = requests.post(url, json=payload, timeout=timeout)
-        resp.raise_for_status()
-        return resp.json()
+        return super().admin(path, payload, timeout=timeout)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        if self._err is not subprocess.DEVNULL:
-            self._err.close()
+        super().stop(timeout=15)
 
 
 def sim_range(count: int, segment: str = "NSE_EQ", first: int = 100_000) -> str:

@@ -19,10 +19,9 @@ import sys
 import time
 from pathlib import Path
 
-import requests
-
 from dhanfeed.cli.args import ArgumentParser
 from dhanfeed.errors import UsageError
+from dhanfeed.sim.process import SimProcess
 from dhanfeed.token import IST, format_remaining
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -53,15 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def write_config(workdir: Path, sim: dict, ttl: int) -> Path:
+def write_config(workdir: Path, sim: SimProcess, instruments: list[str], ttl: int) -> Path:
     config = workdir / "config.toml"
     config.write_text(
         f"""# Written by the demo: the simulator's addresses and a {ttl} s token lifetime.
 [dhan]
-client_id = "{sim["client_id"]}"
-api_base = "{sim["api_base"]}"
-auth_base = "{sim["auth_base"]}"
-feed_url = "{sim["feed_url"]}"
+client_id = "{sim.client_id}"
+api_base = "{sim.api_base}"
+auth_base = "{sim.auth_base}"
+feed_url = "{sim.feed_url}"
 timeout = "5s"
 
 [token]
@@ -79,7 +78,7 @@ log_file = "logs/token_alerts.log"
 dir = "logs"
 
 [collector]
-instruments = {json.dumps(sim["instruments"])}
+instruments = {json.dumps(instruments)}
 mode = "quote"
 intervals = ["1m"]
 database = "data/candles.sqlite"
@@ -96,6 +95,7 @@ class Demo:
         self.args = args
         self.workdir: Path = args.dir
         self.children: list[subprocess.Popen] = []
+        self.sim: SimProcess | None = None
         self.renewals_run = 0
         self.renew_failures = 0
 
@@ -116,6 +116,8 @@ class Demo:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+        if self.sim is not None:
+            self.sim.stop()  # already ended above: this closes its pipes and log
 
     # -- the run ------------------------------------------------------------------------------
     def run(self) -> int:
@@ -126,26 +128,24 @@ class Demo:
         (self.workdir / "logs").mkdir()
         print(f"demo: working folder {self.workdir}")
 
-        sim_log = (self.workdir / "logs" / "dhan_sim.log").open("w")
-        sim_proc = self.spawn(
-            str(BIN / "dhan_sim"),
-            "--rest-port", "0", "--feed-port", "0",
-            "--token-ttl", f"{self.args.token_ttl}s",
-            "--renew-kills-sockets",
-            "--ticks-per-second", "4",
-            "--seed", "7",
-            "--issue-token", str(self.workdir / "state" / "token.json"),
-            stdout=subprocess.PIPE, stderr=sim_log, text=True,
-        )  # fmt: skip
-        line = sim_proc.stdout.readline() if sim_proc.stdout else ""
-        if not line:
-            print("demo: the simulator did not start; see demo-run/logs/dhan_sim.log")
+        try:
+            self.sim = SimProcess(
+                "--token-ttl", f"{self.args.token_ttl}s",
+                "--renew-kills-sockets",
+                "--ticks-per-second", "4",
+                "--seed", "7",
+                "--issue-token", str(self.workdir / "state" / "token.json"),
+                command=[str(BIN / "dhan_sim")],
+                stderr=self.workdir / "logs" / "dhan_sim.log",
+                new_session=True,
+            )  # fmt: skip
+        except RuntimeError:
+            print(f"demo: the simulator did not start; see {self.workdir}/logs/dhan_sim.log")
             return 1
-        sim = json.loads(line)
-        self.admin = sim["admin_url"].rstrip("/")
-        sim["instruments"] = sorted(self.stats()["instruments"])
-        config = write_config(self.workdir, sim, self.args.token_ttl)
-        print(f"demo: simulator at {sim['api_base']} with {len(sim['instruments'])} instruments")
+        self.children.append(self.sim.proc)
+        instruments = sorted(self.stats()["instruments"])
+        config = write_config(self.workdir, self.sim, instruments, self.args.token_ttl)
+        print(f"demo: simulator at {self.sim.api_base} with {len(instruments)} instruments")
 
         collector = self.spawn(
             str(BIN / "collector"), "--config", str(config),
@@ -186,7 +186,7 @@ class Demo:
             print(f"\ndemo: renew_token exited {proc.returncode}: {proc.stderr.strip()[:200]}")
 
     def stats(self) -> dict:
-        return requests.get(f"{self.admin}/stats", timeout=10).json()
+        return self.sim.admin("stats")
 
     def collector_status(self) -> dict:
         try:
@@ -232,8 +232,8 @@ class Demo:
         with self.db() as con:
             for key in sorted(stats["instruments"]):
                 seg, sid = key.split(":")
-                sent = requests.get(f"{self.admin}/sent", params={"instrument": key}, timeout=30)
-                delivered = [t for t in sent.json()["ticks"] if t[3]]
+                sent = self.sim.admin(f"sent?instrument={key}")
+                delivered = [t for t in sent["ticks"] if t[3]]
                 expected_volume = max((t[0] for t in delivered), default=0)
                 volume = con.execute(
                     "SELECT coalesce(sum(volume), 0) FROM candles"
