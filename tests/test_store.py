@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import random
 import sqlite3
@@ -357,4 +358,126 @@ def test_close_writes_what_is_pending_and_later_puts_are_counted_as_lost(db):
     writer.put_bars([bar(T0 + 60)])
     assert writer.lost_rows == 1
     with Store.open_readonly(db) as reader:
+        assert reader.candles() == [bar()]
+
+
+# -- bars before ticks; ticks are the part that may be shed ----------------------------------
+
+
+class SlowDiskClock:
+    """A monotonic clock on which every reading is `step` seconds after the one before: as if
+    each batch the writer commits took that long, so that a stop budget runs out after a known
+    handful of batches whatever the real machine's speed."""
+
+    def __init__(self, step: float = 1.0) -> None:
+        self.now = 1000.0
+        self.step = step
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        with self._lock:
+            self.now += self.step
+            return self.now
+
+
+def note_the_ticks_committed_before_each_new_bar(db) -> None:
+    """A trigger in the real database: each new bar records how many ticks were committed
+    before its own transaction reached it (its own ticks are inserted after its bars)."""
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        conn.executescript(
+            """
+            CREATE TABLE bar_seen (ticks_before INTEGER NOT NULL);
+            CREATE TRIGGER note_ticks AFTER INSERT ON candles
+            BEGIN INSERT INTO bar_seen SELECT count(*) FROM ticks; END;
+            """
+        )
+    finally:
+        conn.close()
+
+
+def test_a_bar_put_behind_a_large_tick_backlog_is_committed_within_one_batch(db):
+    store = Store(db)
+    note_the_ticks_committed_before_each_new_bar(db)
+    writer = StoreWriter(store, max_rows=1000)
+    backlog = [tick(i) for i in range(100_000)]  # 100 batches
+    blocker = sqlite3.connect(db, isolation_level=None)
+    try:
+        blocker.execute("BEGIN IMMEDIATE")  # the writer waits on the lock: the backlog builds
+        for i in range(0, len(backlog), 1000):
+            writer.put_ticks(backlog[i : i + 1000])
+        writer.put_bars([bar()])
+        blocker.execute("ROLLBACK")
+        assert writer.flush(30)
+        (seen,) = blocker.execute("SELECT ticks_before FROM bar_seen").fetchall()
+    finally:
+        blocker.close()
+        writer.close(10)
+    # At most the one batch that was in flight went before the bar (the old single queue
+    # committed all 100 000 ticks first); and nothing was shed on the way.
+    assert seen[0] <= 1000
+    assert writer.ticks_written == 100_000 and writer.ticks_dropped == 0 == writer.lost_rows
+    with Store.open_readonly(db) as reader:
+        assert reader.candles() == [bar()]
+        assert reader.tick_counts() == {(SEG, SID): 100_000}
+
+
+def test_close_with_a_tiny_budget_writes_the_bars_first_and_counts_the_unwritten_ticks(db, caplog):
+    store = Store(db)
+    writer = StoreWriter(store, max_rows=1000, clock=SlowDiskClock(step=1.0))
+    backlog = [tick(i) for i in range(200_000)]
+    writer.put_ticks(backlog)
+    writer.put_bars([bar(), bar(T0 + 60)])  # handed in after the ticks
+    writer.put_gap(Gap(SEG, SID, T0 + 1.0, T0 + 1.5, "reconnect"))
+    assert writer.close(5) is False  # 4 s of the slow clock: a few batches, not 200
+
+    assert writer.pending == 0
+    assert writer.bars_written == 2
+    assert writer.ticks_dropped > 100_000
+    assert writer.ticks_written + writer.ticks_dropped == len(backlog)
+    assert writer.lost_rows == writer.ticks_dropped  # only ticks were given up
+    with Store.open_readonly(db) as reader:
+        assert reader.candles() == [bar(), bar(T0 + 60)]
+        assert len(reader.gaps()) == 1
+        assert reader.ticks() == backlog[: writer.ticks_written]  # the oldest, in order
+    (line,) = [r for r in caplog.records if "not written" in r.getMessage()]
+    assert f"{writer.ticks_dropped} ticks" in line.getMessage()
+
+
+def test_the_tick_backlog_bound_sheds_new_ticks_counts_them_and_warns_once_per_episode(db, caplog):
+    caplog.set_level(logging.INFO, logger="dhanfeed.store")
+    store = Store(db)
+    writer = StoreWriter(store, max_rows=1000, max_pending_ticks=5000, retry_s=0.02)
+    other = sqlite3.connect(db, isolation_level=None)
+    sent = [tick(i) for i in range(26_000)]
+
+    def warnings() -> int:
+        return sum("dropping new ticks" in r.getMessage() for r in caplog.records)
+
+    try:
+        other.execute("ALTER TABLE ticks RENAME TO ticks_away")  # tick commits now fail
+        for i in range(0, 20_000, 1000):
+            writer.put_ticks(sent[i : i + 1000])
+        writer.put_bars([bar()])
+        assert wait_for(lambda: writer.bars_written == 1)  # bars are not held by the ticks
+        assert (writer.pending_ticks, writer.ticks_dropped) == (5000, 15_000)
+        assert writer.lost_rows == 15_000 and writer.ticks_written == 0
+        assert warnings() == 1  # one line for the episode, not one per refused put
+
+        other.execute("ALTER TABLE ticks_away RENAME TO ticks")
+        assert writer.flush(10)
+        caught_up = [r.getMessage() for r in caplog.records if "caught up" in r.getMessage()]
+        assert caught_up == ["store writer caught up: 15000 ticks were dropped while it was behind"]
+
+        other.execute("ALTER TABLE ticks RENAME TO ticks_away")  # a second episode
+        for i in range(20_000, 26_000, 1000):
+            writer.put_ticks(sent[i : i + 1000])
+        assert writer.ticks_dropped == 16_000 and warnings() == 2
+        other.execute("ALTER TABLE ticks_away RENAME TO ticks")
+        assert writer.flush(10)
+    finally:
+        other.close()
+        writer.close(10)
+    with Store.open_readonly(db) as reader:  # the newest were shed: what is kept is the oldest
+        assert reader.ticks() == sent[:5000] + sent[20_000:25_000]
         assert reader.candles() == [bar()]

@@ -220,12 +220,15 @@ class Collector:
         written = self.writer.close(left(0.8))
         self.status.stop(left(1.0))
         logger.info(
-            "collector stopped: %d packets, %d duplicates, %d late, %d bars, all written: %s",
+            "collector stopped: %d packets, %d duplicates, %d late, %d bars, all written: %s,"
+            " dropped %d (ticks shed or left unwritten by the store: %d)",
             self.pipeline.packets,
             self.builder.duplicates,
             self.builder.late,
             self.pipeline.bars_closed,
             written,
+            self.pipeline.dropped + self.writer.lost_rows,
+            self.writer.ticks_dropped,
         )
         return written
 
@@ -248,13 +251,16 @@ class Collector:
             **sup,
             "packets": p.packets,
             "trades": p.trades,
-            "ticks_stored": p.stored_ticks,
+            "ticks_stored": self.writer.ticks_written,  # committed, not just handed in
             "duplicates": self.builder.duplicates,
             "late": self.builder.late,
+            # Packets the queue refused + rows the store shed or could not write in time.
             "dropped": p.dropped + self.writer.lost_rows,
+            "ticks_dropped": self.writer.ticks_dropped,
             "queue": p.queue.qsize(),
             "last_data_utc": p.last_data_utc,
             "bars_closed": p.bars_closed,
+            "bars_stored": self.writer.bars_written,
             "store_pending": self.writer.pending,
             "store_errors": self.writer.errors,
             "database": str(Path(self.config.collector.database)),

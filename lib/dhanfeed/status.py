@@ -42,7 +42,16 @@ METRICS = {
     "dhanfeed_collector_reconnects": ("counter", "reconnects", "socket reconnect attempts"),
     "dhanfeed_collector_duplicates": ("counter", "duplicates", "duplicate packets dropped"),
     "dhanfeed_collector_late_ticks": ("counter", "late", "ticks too late for their bar"),
-    "dhanfeed_collector_dropped": ("counter", "dropped", "packets dropped: queue full"),
+    "dhanfeed_collector_dropped": (
+        "counter",
+        "dropped",
+        "packets dropped (queue full) plus rows the store shed or never wrote",
+    ),
+    "dhanfeed_collector_ticks_dropped": (
+        "counter",
+        "ticks_dropped",
+        "raw ticks shed by the store's backlog bound or left unwritten at stop",
+    ),
     "dhanfeed_collector_gaps": ("counter", "gaps", "stretches without a live socket"),
 }
 
