@@ -134,6 +134,27 @@ def test_full_packet_decodes_every_field() -> None:
     assert only(FULL) == EXPECTED_FULL
 
 
+def test_decoded_full_depth_reads_like_the_tuple_of_levels() -> None:
+    buffer = bytearray(FULL)
+    depth = only(memoryview(buffer)).depth
+    buffer[62:] = bytes(100)  # the packet keeps its own copy of the depth bytes
+    expected = EXPECTED_FULL.depth
+    assert depth == expected and expected == depth
+    assert depth[0].bid_price == 152.25 and depth[1].ask_orders == 2
+    assert depth[1:3] == expected[1:3]
+    assert list(depth) == list(expected) and len(depth) == 5
+    assert hash(depth) == hash(expected)
+    assert repr(depth) == repr(expected)
+    assert depth != expected[:4]
+
+
+def test_a_quote_sized_frame_whose_length_field_disagrees_is_not_one_quote() -> None:
+    lying = QUOTE[:1] + (16).to_bytes(2, "little") + QUOTE[3:]  # says 16 bytes, is 50
+    decoded = p.decode_frame(lying)
+    assert EXPECTED_QUOTE not in decoded.packets
+    assert decoded.skipped >= 1
+
+
 def test_quote_packet_decodes_every_field() -> None:
     assert only(QUOTE) == EXPECTED_QUOTE
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import NamedTuple
 
 HEADER = struct.Struct("<BHBI")  # code, length (whole packet), segment, security id
@@ -38,10 +38,16 @@ DISCONNECT_SIZE = HEADER_SIZE + _DISCONNECT.size  # 10
 # Decoding fast paths (Quote and Full are nearly all of a session's traffic): one unpack of the
 # whole packet that skips the code and length bytes ("xxx") yields the packet's fields in
 # order, segment and security id first, and `tuple.__new__` builds the NamedTuple from that
-# tuple in C, without the Python-level `__new__` a keyword-capable constructor costs.
+# tuple in C, without the Python-level `__new__` a keyword-capable constructor costs. A Full
+# packet's depth comes out as its 100 raw bytes (a copy, whatever buffer the frame is in), to
+# be decoded only if someone reads it (see `LazyDepth`).
 _QUOTE_PACKET = struct.Struct("<xxxBI" + _QUOTE.format[1:])
-_FULL_PACKET = struct.Struct("<xxxBI" + _FULL_HEAD.format[1:] + 5 * _DEPTH.format[1:])
+_FULL_PACKET = struct.Struct(f"<xxxBI{_FULL_HEAD.format[1:]}{5 * _DEPTH.size}s")
+_DEPTH_LEVELS = struct.Struct("<" + 5 * _DEPTH.format[1:])
 _new = tuple.__new__
+# A frame that is exactly one Quote or one Full packet starts with these bytes (code, length).
+_QUOTE_START = bytes((QUOTE, QUOTE_SIZE, 0))
+_FULL_START = bytes((FULL, FULL_SIZE, 0))
 
 # Request codes (JSON text frames): subscribe, unsubscribe per mode; 12 = disconnect.
 MODES = {"ticker": (15, 16), "quote": (17, 18), "full": (21, 22)}
@@ -106,6 +112,49 @@ class DepthLevel(NamedTuple):
     ask_price: float
 
 
+class LazyDepth(Sequence[DepthLevel]):
+    """The five depth levels of a decoded Full packet, decoded from its bytes on first use.
+
+    Decoding them eagerly cost as much as the rest of the packet, and the collector never reads
+    them. Reads like the tuple of `DepthLevel`s it stands for (`full.depth[0].bid_price`,
+    iteration, slicing, `len`) and compares and hashes equal to it, so a decoded Full equals
+    one built with a tuple; only `isinstance(depth, tuple)` tells them apart.
+    """
+
+    __slots__ = ("_raw", "_levels")
+
+    def __init__(self, raw: bytes) -> None:
+        self._raw = raw  # the 100 depth bytes of the packet, our own copy
+        self._levels: tuple[DepthLevel, ...] | None = None
+
+    def levels(self) -> tuple[DepthLevel, ...]:
+        """The levels as a plain tuple (decoded once, then kept)."""
+        if self._levels is None:
+            v = _DEPTH_LEVELS.unpack(self._raw)
+            self._levels = tuple(_new(DepthLevel, v[i : i + 6]) for i in range(0, 30, 6))
+        return self._levels
+
+    def __getitem__(self, index):  # noqa: ANN001, ANN204 - int or slice, as a tuple takes
+        return self.levels()[index]
+
+    def __len__(self) -> int:
+        return 5
+
+    def __iter__(self) -> Iterator[DepthLevel]:
+        return iter(self.levels())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, LazyDepth):
+            other = other.levels()
+        return self.levels() == other if isinstance(other, tuple) else NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.levels())
+
+    def __repr__(self) -> str:
+        return repr(self.levels())
+
+
 class Full(NamedTuple):
     segment: int
     security_id: int
@@ -123,7 +172,7 @@ class Full(NamedTuple):
     day_close: float
     day_high: float
     day_low: float
-    depth: tuple[DepthLevel, ...]
+    depth: Sequence[DepthLevel]  # a tuple, or a LazyDepth in decoded packets
 
 
 class OpenInterest(NamedTuple):
@@ -162,10 +211,17 @@ class Decoded(NamedTuple):
 
 def decode_frame(frame: bytes | bytearray | memoryview) -> Decoded:
     """Walk a binary frame packet by packet; never raises on bad input."""
+    end = len(frame)
+    # Dhan sends one packet per WebSocket message (the SDK parses one per message): a frame
+    # that is exactly one Quote or Full packet needs no walk.
+    if end == QUOTE_SIZE and frame[:3] == _QUOTE_START:
+        return _new(Decoded, ([_new(Quote, _QUOTE_PACKET.unpack_from(frame))], 0))
+    if end == FULL_SIZE and frame[:3] == _FULL_START:
+        return _new(Decoded, ([_decode_full(frame, 0)], 0))
     packets: list[Packet] = []
     append = packets.append
     skipped = 0
-    offset, end = 0, len(frame)
+    offset = 0
     unpack_header = HEADER.unpack_from
     while offset < end:
         if end - offset < HEADER_SIZE:
@@ -191,16 +247,8 @@ _FULL_HEAD_FIELDS = len(Full._fields) - 1  # every field but depth
 
 
 def _decode_full(buf, off: int) -> Full:  # noqa: ANN001
-    v = _FULL_PACKET.unpack_from(buf, off)
-    h = _FULL_HEAD_FIELDS  # segment .. day_low; then 5 depth levels of 6 values
-    depth = (
-        _new(DepthLevel, v[h : h + 6]),
-        _new(DepthLevel, v[h + 6 : h + 12]),
-        _new(DepthLevel, v[h + 12 : h + 18]),
-        _new(DepthLevel, v[h + 18 : h + 24]),
-        _new(DepthLevel, v[h + 24 : h + 30]),
-    )
-    return _new(Full, (*v[:h], depth))
+    v = _FULL_PACKET.unpack_from(buf, off)  # segment .. day_low, then the depth bytes
+    return _new(Full, v[:_FULL_HEAD_FIELDS] + (LazyDepth(v[_FULL_HEAD_FIELDS]),))
 
 
 def _decode_one(code: int, seg: int, sid: int, buf, off: int, length: int) -> Packet | None:  # noqa: ANN001
