@@ -220,7 +220,7 @@ class Collector:
         written = self.writer.close(left(0.8))
         self.status.stop(left(1.0))
         logger.info(
-            "collector stopped: %d packets, %d duplicates, %d late, %d bars, all written: %s,"
+            "collector stopped: %d packets, %d duplicates, %d late, %d bars, all written at stop: %s,"
             " dropped %d (ticks shed or left unwritten by the store: %d)",
             self.pipeline.packets,
             self.builder.duplicates,
