@@ -99,13 +99,18 @@ def bucket_start(utc: int, interval_s: int) -> int:
 class _Series:
     """The state of one (instrument, interval); add_trade reaches it without building a key."""
 
-    __slots__ = ("base", "base_day", "closed_upto", "bar")
+    __slots__ = ("interval_s", "base", "base_day", "closed_upto", "bar", "lo", "hi", "late_at")
 
-    def __init__(self) -> None:
+    def __init__(self, interval_s: int) -> None:
+        self.interval_s = interval_s
         self.base = 0  # cumulative volume already given to bars
         self.base_day: int | None = None  # IST day of that base (None: unknown)
         self.closed_upto = -1  # start of the newest bar already closed
         self.bar: Bar | None = None  # the open bar touched last (a shortcut into _open)
+        # While `bar` is set: a tick with lo <= utc < hi belongs to it (its bucket, on the IST
+        # day it was found for), and is late once now >= late_at (its end + grace).
+        self.lo = self.hi = 0
+        self.late_at = 0.0
 
 
 @dataclasses.dataclass(slots=True)
@@ -167,7 +172,7 @@ class CandleBuilder:
     def _instrument(self, key: tuple[str, int]) -> _Instrument:
         inst = self._instruments.get(key)
         if inst is None:
-            inst = self._instruments[key] = _Instrument([_Series() for _ in self.intervals_s])
+            inst = self._instruments[key] = _Instrument([_Series(iv) for iv in self.intervals_s])
         return inst
 
     @property
@@ -190,8 +195,9 @@ class CandleBuilder:
         Ticker packets); `now_utc` the receive time (epoch s) used for the late rule; `source`
         the socket it came on (tells a Ticker repeat from a swap's duplicate).
         """
-        # Hot path (every packet of every instrument): ist_to_utc, ist_day and bucket_start
-        # are inlined, and the per-interval state is reached through the instrument.
+        # Hot path (every packet of every instrument): ist_to_utc and ist_day are inlined, the
+        # per-interval state is reached through the instrument, and a tick for the bar its
+        # series touched last (nearly all of them) skips bucketing (see `_find_bar`).
         ltt = int(ltt_ist)
         utc = ltt - IST_OFFSET_S
         day = ltt // DAY_S  # == ist_day(utc)
@@ -213,46 +219,44 @@ class CandleBuilder:
                 inst.ticker_prices = {}
             inst.ticker_prices.setdefault(ltp, source)
         else:
-            if inst.cum is not None:
+            last = inst.cum
+            if last is not None:
                 known_day = day if inst.day is None else inst.day
-                if day < known_day:
-                    self.duplicates += 1  # a packet from an earlier day: stale
-                    return DUPLICATE
-                if cum_volume <= inst.cum and not (day > known_day and cum_volume < inst.cum):
+                # Stale (an earlier day), or not above the highest seen unless a new day
+                # restarted the count: a duplicate.
+                if day < known_day or (
+                    cum_volume <= last and (day == known_day or cum_volume == last)
+                ):
                     self.duplicates += 1
                     return DUPLICATE
-                new_day = day > known_day and cum_volume < inst.cum
-            inst.day, inst.cum = day, cum_volume
+                new_day = cum_volume < last  # only a later day gets here with a lower count
+            inst.day = day
+            inst.cum = cum_volume
 
         outcome = OK
-        grace = self.grace_s
-        anchor = day * DAY_S + _ANCHOR_UTC_S  # 09:15 IST of the tick's IST day, in UTC
-        for iv, series in zip(self.intervals_s, inst.series, strict=True):
-            start = anchor + (utc - anchor) // iv * iv  # == bucket_start(utc, iv)
-            if start + iv + grace <= now_utc or start <= series.closed_upto:
-                outcome = LATE  # the base stays: this volume goes to the next bar
-                continue
+        for series in inst.series:
+            bar = series.bar
+            if bar is not None and series.lo <= utc < series.hi:
+                if series.late_at <= now_utc:
+                    outcome = LATE  # the base stays: this volume goes to the next bar
+                    continue
+            else:
+                bar = self._find_bar(series, ikey, ltp, utc, day, cum_volume, now_utc)
+                if bar is None:
+                    outcome = LATE
+                    continue
             volume = 0
             if cum_volume is not None:
                 base = series.base
-                base_day = series.base_day
-                if cum_volume < base and (new_day or (base_day is not None and day > base_day)):
+                if cum_volume < base and (
+                    new_day or (series.base_day is not None and day > series.base_day)
+                ):
                     base = 0  # Dhan restarts the cumulative volume every day
-                volume = cum_volume - base if cum_volume > base else 0
+                if cum_volume > base:
+                    volume = cum_volume - base
                 series.base = cum_volume
                 series.base_day = day
-            bar = series.bar
-            if bar is None or bar.start_utc != start:
-                group = self._open.get((iv, start))
-                if group is None:
-                    group = self._open[(iv, start)] = {}
-                bar = group.get(ikey)
-                if bar is None:
-                    series.bar = group[ikey] = Bar(
-                        segment, security_id, iv, start, ltp, ltp, ltp, ltp, volume, 1, cum_volume
-                    )
-                    continue
-                series.bar = bar
+                bar.cum_volume_end = cum_volume
             if ltp > bar.high:
                 bar.high = ltp
             if ltp < bar.low:
@@ -260,13 +264,48 @@ class CandleBuilder:
             bar.close = ltp
             bar.volume += volume
             bar.ticks += 1
-            if cum_volume is not None:
-                bar.cum_volume_end = cum_volume
         if outcome == LATE:
             self.late += 1
         else:
             self.accepted += 1
         return outcome
+
+    def _find_bar(
+        self,
+        series: _Series,
+        ikey: tuple[str, int],
+        ltp: float,
+        utc: int,
+        day: int,
+        cum_volume: int | None,
+        now_utc: float,
+    ) -> Bar | None:
+        """The open bar of `series` that takes a tick at `utc` (None: the tick is late for it).
+
+        Opens the bar (no ticks yet) if there is none, and makes it the series' shortcut.
+        """
+        iv = series.interval_s
+        anchor = day * DAY_S + _ANCHOR_UTC_S  # 09:15 IST of the tick's IST day, in UTC
+        start = anchor + (utc - anchor) // iv * iv  # == bucket_start(utc, iv)
+        late_at = start + iv + self.grace_s
+        if late_at <= now_utc or start <= series.closed_upto:
+            return None
+        bar = series.bar
+        if bar is None or bar.start_utc != start:
+            group = self._open.get((iv, start))
+            if group is None:
+                group = self._open[(iv, start)] = {}
+            bar = group.get(ikey)
+            if bar is None:
+                bar = group[ikey] = Bar(*ikey, iv, start, ltp, ltp, ltp, ltp, 0, 0, cum_volume)
+            series.bar = bar
+        # Buckets are anchored per IST day, so the shortcut holds for this day's part only
+        # (the whole bucket when the interval divides a day).
+        day_start = day * DAY_S - IST_OFFSET_S
+        series.lo = max(start, day_start)
+        series.hi = min(start + iv, day_start + DAY_S)
+        series.late_at = late_at
+        return bar
 
     def close_due(self, now_utc: float) -> list[Bar]:
         """Close and return every bar whose end + grace ≤ `now_utc`, oldest first."""
