@@ -129,18 +129,19 @@ class Pipeline(threading.Thread):
                 continue
             self.trades += 1
             if isinstance(p, protocol.Ticker):
-                cum, ltq = None, None
+                cum = ltq = None
             else:
                 cum, ltq = p.volume, p.ltq
+            security_id, ltp, ltt = p.security_id, p.ltp, p.ltt
             outcome = self.builder.add_trade(
-                segment, p.security_id, p.ltp, p.ltt, cum, received_utc, source
+                segment, security_id, ltp, ltt, cum, received_utc, source
             )
             if outcome != DUPLICATE and self.store_ticks:
-                ticks.append(
-                    Tick(segment, p.security_id, ist_to_utc(p.ltt), p.ltp, ltq, cum, received_utc)
-                )
+                # tuple.__new__ skips NamedTuple's Python-level __new__ (runs for every trade)
+                tick = (segment, security_id, ist_to_utc(ltt), ltp, ltq, cum, received_utc)
+                ticks.append(tuple.__new__(Tick, tick))
             if outcome == LATE:
-                logger.debug("late tick %s:%s ltt %s", segment, p.security_id, p.ltt)
+                logger.debug("late tick %s:%s ltt %s", segment, security_id, ltt)
         self.stored_ticks += len(ticks)
         return ticks
 
