@@ -131,7 +131,13 @@ class LazyDepth(Sequence[DepthLevel]):
         """The levels as a plain tuple (decoded once, then kept)."""
         if self._levels is None:
             v = _DEPTH_LEVELS.unpack(self._raw)
-            self._levels = tuple(_new(DepthLevel, v[i : i + 6]) for i in range(0, 30, 6))
+            self._levels = (
+                _new(DepthLevel, v[0:6]),
+                _new(DepthLevel, v[6:12]),
+                _new(DepthLevel, v[12:18]),
+                _new(DepthLevel, v[18:24]),
+                _new(DepthLevel, v[24:30]),
+            )
         return self._levels
 
     def __getitem__(self, index):  # noqa: ANN001, ANN204 - int or slice, as a tuple takes
