@@ -495,9 +495,20 @@ def test_sigkill_in_the_middle_of_a_bar_then_restart_gives_exact_volume_and_no_d
     c = start_collector(collectors, workdir, sim)
     c.wait_live(min_packets=100)
     c.kill()  # SIGKILL: the open bar and the last batch are lost with the process
+    killed_at = time.time()
+    last_data = c.status()["last_data_utc"]  # as its status file last said
+    time.sleep(1)
     c2 = start_collector(collectors, workdir, sim)
     c2.wait_live(min_packets=100)
     assert c2.terminate() == 0
+    with c2.db() as db:  # the time it was down is a recorded gap for every instrument
+        gaps = db.execute(
+            "SELECT segment, security_id, start_utc, end_utc FROM gaps"
+            " WHERE reason = 'collector not running'"
+        ).fetchall()
+    assert sorted(f"{seg}:{sid}" for seg, sid, _, _ in gaps) == sorted(INSTRUMENTS)
+    for _, _, start, end in gaps:
+        assert start == last_data and end >= killed_at + 1
 
     volumes_exact(sim, c2)
     with c2.db() as db:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import requests
 
-from dhanfeed.status import STATUS_FILE, TEXTFILE, StatusReporter
+from dhanfeed.status import STATUS_FILE, TEXTFILE, StatusReporter, last_data_of_previous_run
 
 SNAP = {
     "pid": 4242,
@@ -77,3 +77,14 @@ def test_with_a_port_the_metrics_are_served_over_http_and_no_textfile_is_written
         reporter.stop()
     assert "dhanfeed_collector_packets_total 1234.0" in body
     assert not (tmp_path / TEXTFILE).exists()
+
+
+def test_the_previous_runs_last_data_time_comes_from_its_status_file(tmp_path: Path) -> None:
+    path = tmp_path / "collector_status.json"
+    assert last_data_of_previous_run(path) is None  # a first run: no gap to record
+    path.write_text("{not json")
+    assert last_data_of_previous_run(path) is None
+    path.write_text(json.dumps({"last_data_utc": None}))
+    assert last_data_of_previous_run(path) is None  # it never received data
+    path.write_text(json.dumps({"last_data_utc": 1795773667.25, "state": "live"}))
+    assert last_data_of_previous_run(path) == 1795773667.25

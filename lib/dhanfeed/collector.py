@@ -24,7 +24,7 @@ from dhanfeed.feed.connection import FeedConnection
 from dhanfeed.feed.supervisor import Gap, Supervisor, Timing, log_alert
 from dhanfeed.feed.token_watch import TokenWatcher
 from dhanfeed.session import SessionCalendar
-from dhanfeed.status import STATUS_FILE, StatusReporter
+from dhanfeed.status import STATUS_FILE, StatusReporter, last_data_of_previous_run
 from dhanfeed.store import Gap as GapRow
 from dhanfeed.store import Store, StoreWriter, Tick
 
@@ -182,6 +182,7 @@ class Collector:
             stale_after_s=c.stale_after.total_seconds(),
             timing=timing,
             on_gap=self._on_gap,
+            down_since=last_data_of_previous_run(config.state_dir / STATUS_FILE),
             duplicates=lambda: self.builder.duplicates,
             alert=alert,
         )

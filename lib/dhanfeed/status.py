@@ -70,6 +70,16 @@ class _SnapshotCollector(Collector):
             yield family(name, text, value=float(value))
 
 
+def last_data_of_previous_run(path: Path) -> float | None:
+    """When the previous collector last received data (its status file), so the time it was
+    down becomes a recorded gap; None on a first run or an unreadable file."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8")).get("last_data_utc")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return float(value) if isinstance(value, int | float) else None
+
+
 def write_json_atomically(path: Path, data: Snapshot) -> None:
     text = json.dumps(data, indent=1, sort_keys=True, default=str) + "\n"
     write_atomic(path, text.encode("utf-8"), mode=0o644, dir_mode=0o755)

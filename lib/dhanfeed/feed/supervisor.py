@@ -213,6 +213,7 @@ class Supervisor:
         stale_after_s: float,
         timing: Timing | None = None,
         on_gap: Callable[[Gap], None] = lambda gap: None,
+        down_since: float | None = None,
         duplicates: Callable[[], int] = lambda: 0,
         alert: Alert = log_alert,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
@@ -225,6 +226,7 @@ class Supervisor:
         self.stale_after_s = stale_after_s
         self.timing = timing or Timing()
         self.on_gap = on_gap
+        self.down_since = down_since  # the previous run's last data: a gap until we are live
         self.duplicates = duplicates
         self.alert = alert
         self.clock = clock
@@ -357,8 +359,8 @@ class ShardWorker(threading.Thread):
         self.phase = "starting"
         self.attempt = 0
         self.opened_once = False
-        self.gap_start: float | None = None
-        self.gap_reason = ""
+        self.gap_start: float | None = sup.down_since
+        self.gap_reason = "collector not running" if sup.down_since else ""
         self.failed_swap_fp: str | None = None
         self.swap_retry_at = 0.0
 
