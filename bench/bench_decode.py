@@ -7,12 +7,13 @@ bench/.cache/. Each packet is its own frame: the SDK's `MarketFeed.process_data`
 packet per call, so that is the common ground.
 
 Measured in one process, one thread (one core), runs interleaved, median of the runs:
-  (a) `dhanfeed.feed.protocol.decode_frame` on every frame;
-  (b) (a) + `dhanfeed.candles.CandleBuilder` (1-minute bars): `add_trade` for every trade
-      packet as the collector's pipeline calls it, `close_due` once per simulated half-second;
+  (a) `dhanfeed.feed.protocol.decode_frame` on every frame (the full packets);
+  (b) the collector's path: `decode_trades` (each trade packet as a plain tuple of what a
+      candle needs) + `dhanfeed.candles.CandleBuilder` (1-minute bars): `add_trade` for every
+      trade as the collector's pipeline calls it, `close_due` once per simulated half-second;
   (c) the SDK's `MarketFeed.process_data` on the same frames, one call per packet.
-Extra rows: Quote-only and Full-only substreams, and (a) on frames of 100 packets (how the
-simulator batches a cycle).
+Extra rows: `decode_trades` alone, Quote-only and Full-only substreams, and (a) on frames of
+100 packets (how the simulator batches a cycle).
 
     .venv/bin/python bench/bench_decode.py [--runs 3] [--packets 1000000]
 """
@@ -101,10 +102,20 @@ def run_decode(frames: list[bytes]) -> int:
     return n
 
 
+def run_decode_trades(frames: list[bytes]) -> int:
+    from dhanfeed.feed.protocol import decode_trades
+
+    n = 0
+    for frame in frames:
+        trades, others, _ = decode_trades(frame)
+        n += len(trades) + len(others)
+    return n
+
+
 def run_decode_candles(frames: list[bytes]) -> int:
-    """decode_frame + CandleBuilder the way dhanfeed.collector.Pipeline drives them."""
+    """decode_trades + CandleBuilder the way dhanfeed.collector.Pipeline drives them."""
     from dhanfeed.candles import CandleBuilder
-    from dhanfeed.feed.protocol import SEGMENT_NAMES, TRADES, Ticker, decode_frame
+    from dhanfeed.feed.protocol import SEGMENT_NAMES, decode_trades
 
     builder = CandleBuilder([60], grace_s=1.0)
     add_trade = builder.add_trade
@@ -114,13 +125,10 @@ def run_decode_candles(frames: list[bytes]) -> int:
         cycle = start // per_cycle
         now = START_LTT - IST_OFFSET_S + cycle / TICKS_PER_SECOND + 0.01  # received just after
         for frame in frames[start : start + per_cycle]:
-            for p in decode_frame(frame).packets:
-                n += 1
-                if not isinstance(p, TRADES):
-                    continue
-                segment = SEGMENT_NAMES[p.segment]
-                cum = None if isinstance(p, Ticker) else p.volume
-                add_trade(segment, p.security_id, p.ltp, p.ltt, cum, now)
+            trades, others, _ = decode_trades(frame)
+            n += len(trades) + len(others)
+            for segment_code, security_id, ltp, _ltq, ltt, cum in trades:
+                add_trade(SEGMENT_NAMES[segment_code], security_id, ltp, ltt, cum, now)
         bars += len(builder.close_due(now))
     bars += len(builder.flush())
     if builder.duplicates or builder.late or builder.accepted != n or not bars:
@@ -178,7 +186,8 @@ def main(argv: list[str] | None = None) -> list[Row]:
     )
     contenders = {
         "a": ("(a) ours: decode_frame", run_decode, frames),
-        "b": ("(b) ours: decode + CandleBuilder", run_decode_candles, frames),
+        "t": ("ours: decode_trades", run_decode_trades, frames),
+        "b": ("(b) ours: decode_trades + CandleBuilder", run_decode_candles, frames),
         "c": ("(c) SDK: MarketFeed.process_data", run_sdk, frames),
         "aq": ("(a) ours, Quote only", run_decode, quotes),
         "cq": ("(c) SDK, Quote only", run_sdk, quotes),
@@ -197,7 +206,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
         say(f"  run {run + 1}: " + ", ".join(f"{k} {rates[k][-1]:,.0f}/s" for k in contenders))
     med = {k: median(v) for k, v in rates.items()}
     for key, (label, _, _) in contenders.items():
-        say(f"  {label:<36} {med[key]:>12,.0f} packets/s  (runs: "
+        say(f"  {label:<40} {med[key]:>12,.0f} packets/s  (runs: "
             + ", ".join(f"{r:,.0f}" for r in rates[key]) + ")")  # fmt: skip
     ratio_b = med["b"] / med["c"]
     ratio_a = med["a"] / med["c"]
@@ -205,7 +214,8 @@ def main(argv: list[str] | None = None) -> list[Row]:
     return [
         Row("1 decode", "(a) decode_frame, mixed", fmt_rate(med["a"]), ">= 1,000,000/s",
             med["a"] >= 1_000_000),
-        Row("1 decode", "(b) decode + candles, mixed", fmt_rate(med["b"])),
+        Row("1 decode", "decode_trades, mixed", fmt_rate(med["t"])),
+        Row("1 decode", "(b) decode_trades + candles, mixed", fmt_rate(med["b"])),
         Row("1 decode", "(c) SDK process_data, mixed", fmt_rate(med["c"])),
         Row("1 decode", "ratio (b)/(c)", f"{ratio_b:.2f}x", ">= 4x", ratio_b >= 4),
         Row("1 decode", "ratio (a)/(c)", f"{ratio_a:.2f}x"),

@@ -28,11 +28,13 @@ def test_a_socket_subscribes_hands_packets_on_and_closes_within_its_bound(
 ) -> None:
     sim, token = sim_and_token
     got = threading.Event()
-    received: list = []
+    trades: list = []
+    others: list = []
 
-    def sink(conn: FeedConnection, packets: list, at: float) -> None:
-        received.extend(packets)
-        if len(received) >= 20:
+    def sink(conn: FeedConnection, frame_trades: list, frame_others: list, at: float) -> None:
+        trades.extend(frame_trades)
+        others.extend(frame_others)
+        if len(trades) + len(others) >= 20:
             got.set()
 
     conn = FeedConnection(1, 0, sim.feed_url, token, sink)
@@ -42,7 +44,10 @@ def test_a_socket_subscribes_hands_packets_on_and_closes_within_its_bound(
     conn.close(timeout=2)
     assert conn.state == CLOSED and conn.closed.is_set()
     assert conn.last_data is not None and conn.packets >= 20
-    assert {type(p).__name__ for p in received} >= {"PrevClose", "Quote"}
+    assert "PrevClose" in {type(p).__name__ for p in others}
+    assert not any(type(p).__name__ == "Disconnect" for p in others)
+    assert {(t[0], t[1]) for t in trades} == {(1, 1333)}  # NSE_EQ 1333, as subscribed
+    assert all(t[3] is not None and t[5] is not None for t in trades)  # Quotes: LTQ, volume
     assert sim.admin("stats")["sockets"][0]["close_reason"] == "client request 12"
 
 

@@ -286,6 +286,99 @@ def test_decoding_accepts_bytearray_and_memoryview() -> None:
     assert p.decode_frame(memoryview(QUOTE)).packets == [EXPECTED_QUOTE]
 
 
+# --- decode_trades: the collector's path, trades as plain tuples ---
+
+TRADE_QUOTE = (1, 1333, 100.0, 5, LTT, 123456)  # segment, security, ltp, ltq, ltt, volume
+TRADE_FULL = (2, 55796, pytest.approx(152.3, abs=1e-4), 75, LTT, 100000)
+TRADE_TICKER = (0, 13, 100.0, None, LTT, None)  # a Ticker has no LTQ and no volume
+
+
+@pytest.mark.parametrize(
+    "frame, trade", [(QUOTE, TRADE_QUOTE), (FULL, TRADE_FULL), (TICKER, TRADE_TICKER)]
+)
+def test_decode_trades_reads_each_trade_packet_as_a_plain_tuple(frame: bytes, trade) -> None:
+    decoded = p.decode_trades(frame)
+    assert decoded == p.Trades([trade], [], 0)
+    assert type(decoded.trades[0]) is tuple
+
+
+def test_decode_trades_keeps_frame_order_and_hands_the_other_packets_on_decoded() -> None:
+    frame = PREV_CLOSE + QUOTE + OI + TICKER + MARKET_STATUS + FULL + DISCONNECT
+    decoded = p.decode_trades(frame)
+    assert decoded.trades == [TRADE_QUOTE, TRADE_TICKER, TRADE_FULL]
+    assert decoded.others == [
+        EXPECTED_PREV_CLOSE, EXPECTED_OI, p.MarketStatus(0, 0, b"\x01\x00"), EXPECTED_DISCONNECT,
+    ]  # fmt: skip
+    assert decoded.skipped == 0
+
+
+@pytest.mark.parametrize(
+    "frame, trades, others, skipped",
+    [
+        (INDEX + TICKER, [TRADE_TICKER], [], 1),
+        (hexbytes("63 0c 00 01 35 05 00 00 de ad be ef") + QUOTE, [TRADE_QUOTE], [], 1),
+        (hexbytes("04 10 00 01 35 05 00 00 00 00 c8 42 58 9a 0e 68") + OI, [], [EXPECTED_OI], 1),
+        (hexbytes("02 ff 00 00 0d 00 00 00 00 00 c8 42 58 9a 0e 68") + TICKER, [], [], 1),
+        (hexbytes("02 07 00 00 0d 00 00 00") + TICKER, [], [], 1),
+        (hexbytes("02 14 00 00 0d 00 00 00 00 00 c8 42 58 9a 0e 68 ff ff ff ff") + OI,
+         [TRADE_TICKER], [EXPECTED_OI], 0),
+        (TICKER + QUOTE[:20], [TRADE_TICKER], [], 1),
+        (QUOTE + FULL[:8], [TRADE_QUOTE], [], 1),
+        (b"", [], [], 0),
+    ],
+)  # fmt: skip
+def test_decode_trades_skips_and_stops_where_decode_frame_does(
+    frame: bytes, trades: list, others: list, skipped: int
+) -> None:
+    assert p.decode_trades(frame) == p.Trades(trades, others, skipped)
+
+
+def test_decode_trades_accepts_bytearray_and_memoryview() -> None:
+    assert p.decode_trades(bytearray(FULL)).trades == [TRADE_FULL]
+    assert p.decode_trades(memoryview(QUOTE + TICKER)).trades == [TRADE_QUOTE, TRADE_TICKER]
+
+
+def as_trade(packet: p.Packet) -> tuple:
+    if isinstance(packet, p.Ticker):
+        return (packet.segment, packet.security_id, packet.ltp, None, packet.ltt, None)
+    return (packet.segment, packet.security_id, packet.ltp, packet.ltq, packet.ltt, packet.volume)
+
+
+def test_decode_trades_agrees_with_decode_frame_on_random_valid_and_invalid_frames() -> None:
+    rng = random.Random(20261127)
+    valid = [PREV_CLOSE, QUOTE, OI, TICKER, FULL, DISCONNECT, INDEX, MARKET_STATUS]
+    trades_seen = others_seen = skipped_seen = 0
+    for _ in range(4000):
+        kind = rng.random()
+        if kind < 0.2:
+            frame = rng.randbytes(rng.randrange(0, 400))
+        else:
+            frame = b"".join(rng.choice(valid) for _ in range(rng.randrange(1, 6)))
+            data = bytearray(frame)
+            if kind < 0.5:  # new field values: random bytes past the first header
+                for _ in range(rng.randrange(1, 12)):
+                    data[rng.randrange(8, len(data))] = rng.randrange(256)
+            elif kind < 0.7:  # anywhere, headers included
+                for _ in range(rng.randrange(1, 4)):
+                    data[rng.randrange(len(data))] = rng.randrange(256)
+            elif kind < 0.9:
+                del data[rng.randrange(0, len(data) + 1) :]
+            frame = bytes(data)
+        reference = p.decode_frame(frame)
+        decoded = p.decode_trades(frame)
+        expected_trades = [as_trade(x) for x in reference.packets if isinstance(x, p.TRADES)]
+        expected_others = [x for x in reference.packets if not isinstance(x, p.TRADES)]
+        # repr: random float bytes can be NaN, which equals nothing, not even itself
+        assert repr(decoded.trades) == repr(expected_trades), frame.hex()
+        assert all(type(t) is tuple for t in decoded.trades)
+        assert repr(decoded.others) == repr(expected_others), frame.hex()
+        assert decoded.skipped == reference.skipped, frame.hex()
+        trades_seen += len(decoded.trades)
+        others_seen += len(decoded.others)
+        skipped_seen += decoded.skipped
+    assert min(trades_seen, others_seen, skipped_seen) > 500  # every branch was exercised
+
+
 # --- encoding (the simulator's side) against the same hand-written bytes ---
 
 

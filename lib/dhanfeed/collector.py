@@ -50,7 +50,8 @@ class Pipeline(threading.Thread):
         self.writer = writer
         self.store_ticks = store_ticks
         self.clock = clock
-        self.queue: queue.Queue[tuple[float, list] | None] = queue.Queue(QUEUE_FRAMES)
+        # (received at, trade tuples, how many other data packets, connection id) per frame
+        self.queue: queue.Queue[tuple[float, list, int, int] | None] = queue.Queue(QUEUE_FRAMES)
         self.packets = 0  # data packets received
         self.trades = 0  # packets that carried a trade
         self.stored_ticks = 0
@@ -61,11 +62,11 @@ class Pipeline(threading.Thread):
         self._stop_at: float | None = None
 
     # Called from the receive threads: never blocks.
-    def sink(self, conn: FeedConnection, packets: list, received_utc: float) -> None:
-        try:
-            self.queue.put_nowait((received_utc, packets, conn.conn_id))
+    def sink(self, conn: FeedConnection, trades: list, others: list, received_utc: float) -> None:
+        try:  # candles need only the trades; the other packets are counted
+            self.queue.put_nowait((received_utc, trades, len(others), conn.conn_id))
         except queue.Full:
-            self.dropped += len(packets)
+            self.dropped += len(trades) + len(others)
 
     @property
     def duplicates(self) -> int:
@@ -116,23 +117,17 @@ class Pipeline(threading.Thread):
             logger.error("pipeline queue full at shutdown: %d frames not drained", QUEUE_FRAMES)
         self.join(timeout)
 
-    def _consume(self, received_utc: float, packets: list, source: int) -> list[Tick]:
+    def _consume(self, received_utc: float, trades: list, others: int, source: int) -> list[Tick]:
+        """`trades`: `protocol.decode_trades` tuples; `others`: the frame's other data packets."""
         ticks: list[Tick] = []
-        self.packets += len(packets)
+        self.packets += len(trades) + others
         self.last_data_utc = received_utc
-        for p in packets:
-            if not isinstance(p, protocol.TRADES):
-                continue
-            segment = protocol.SEGMENT_NAMES.get(p.segment)
+        for segment_code, security_id, ltp, ltq, ltt, cum in trades:
+            segment = protocol.SEGMENT_NAMES.get(segment_code)
             if segment is None:
                 self.unknown_segment += 1
                 continue
             self.trades += 1
-            if isinstance(p, protocol.Ticker):
-                cum = ltq = None
-            else:
-                cum, ltq = p.volume, p.ltq
-            security_id, ltp, ltt = p.security_id, p.ltp, p.ltt
             outcome = self.builder.add_trade(
                 segment, security_id, ltp, ltt, cum, received_utc, source
             )

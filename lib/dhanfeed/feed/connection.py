@@ -27,8 +27,9 @@ from dhanfeed.token import Token
 
 logger = logging.getLogger(__name__)
 
-# What a socket hands on: (connection, packets of one frame, received at: UTC epoch seconds).
-Sink = Callable[["FeedConnection", list, float], None]
+# What a socket hands on for one frame: (connection, its trades as `protocol.decode_trades`
+# tuples, its other data packets (never a Disconnect), received at: UTC epoch seconds).
+Sink = Callable[["FeedConnection", list, list, float], None]
 
 CONNECTING, OPEN, CLOSED = "connecting", "open", "closed"
 USER_AGENT = "dhanfeed-collector/0.1"
@@ -214,21 +215,21 @@ class FeedConnection:
         self._mark_closed(reason)
 
     def _on_frame(self, data: bytes) -> None:
-        decoded = protocol.decode_frame(data)
-        self.skipped += decoded.skipped
-        if not decoded.packets:
-            return
-        data_packets = []
-        for packet in decoded.packets:
-            if isinstance(packet, protocol.Disconnect):
-                self.disconnect_code = packet.reason
-            else:
-                data_packets.append(packet)
-        if data_packets:
-            self.packets += len(data_packets)
+        trades, others, skipped = protocol.decode_trades(data)
+        self.skipped += skipped
+        if others:  # rare: a Disconnect ends the socket and is no data
+            data_packets = []
+            for packet in others:
+                if isinstance(packet, protocol.Disconnect):
+                    self.disconnect_code = packet.reason
+                else:
+                    data_packets.append(packet)
+            others = data_packets
+        if trades or others:
+            self.packets += len(trades) + len(others)
             self.last_data = time.monotonic()
             self.last_data_utc = time.time()
-            self._sink(self, data_packets, self.last_data_utc)
+            self._sink(self, trades, others, self.last_data_utc)
 
     def _mark_closed(self, reason: str) -> None:
         with self._lock:
