@@ -126,12 +126,7 @@ def write_config(
     config = workdir / "config.toml"
     config.write_text(
         f"""
-[dhan]
-client_id = "{sim.client_id}"
-api_base = "{sim.info["api_base"]}"
-auth_base = "{sim.info["auth_base"]}"
-feed_url = "{sim.info["feed_url"]}"
-
+{sim.dhan_toml()}
 [token]
 file = "state/token.json"
 

@@ -44,12 +44,7 @@ def write_config(workdir: Path, sim: Sim, **collector: str) -> Path:
     config = workdir / "config.toml"
     config.write_text(
         f"""
-[dhan]
-client_id = "{sim.client_id}"
-api_base = "{sim.api_base}"
-auth_base = "{sim.auth_base}"
-feed_url = "{sim.feed_url}"
-
+{sim.dhan_toml()}
 [token]
 file = "state/token.json"
 

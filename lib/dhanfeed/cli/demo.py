@@ -56,12 +56,7 @@ def write_config(workdir: Path, sim: SimProcess, instruments: list[str], ttl: in
     config = workdir / "config.toml"
     config.write_text(
         f"""# Written by the demo: the simulator's addresses and a {ttl} s token lifetime.
-[dhan]
-client_id = "{sim.client_id}"
-api_base = "{sim.api_base}"
-auth_base = "{sim.auth_base}"
-feed_url = "{sim.feed_url}"
-timeout = "5s"
+{sim.dhan_toml()}timeout = "5s"
 
 [token]
 file = "state/token.json"

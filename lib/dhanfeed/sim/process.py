@@ -47,6 +47,13 @@ class SimProcess:
         self.admin_url = self.info["admin_url"].rstrip("/")
         self.client_id = self.info["client_id"]
 
+    def dhan_toml(self) -> str:
+        """The `[dhan]` section of a config that points at this simulator."""
+        return (
+            f'[dhan]\nclient_id = "{self.client_id}"\napi_base = "{self.api_base}"\n'
+            f'auth_base = "{self.auth_base}"\nfeed_url = "{self.feed_url}"\n'
+        )
+
     def admin(
         self, path: str, payload: dict | None = None, method: str | None = None, timeout: float = 30
     ) -> Any:
