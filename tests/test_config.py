@@ -139,3 +139,16 @@ def test_default_paths_are_relative_to_the_config_file_not_the_working_directory
     assert cfg.alerts.log_file == tmp_path / "logs/token_alerts.log"
     assert cfg.logging.dir == tmp_path / "logs"
     assert cfg.collector.database == tmp_path / "data/candles.sqlite"
+
+
+@pytest.mark.parametrize(
+    ("section", "key"),
+    [("dhan", "timeout"), ("token", "run_timeout"), ("alerts", "timeout"), ("hooks", "timeout"),
+     ("collector", "stale_after"), ("collector", "status_every")],
+)  # fmt: skip
+def test_bounds_that_zero_would_switch_off_must_be_positive(tmp_path, section, key):
+    text = '[dhan]\nclient_id = "1000000001"\n' + (
+        f'{key} = "0s"\n' if section == "dhan" else f'[{section}]\n{key} = "0s"\n'
+    )
+    with pytest.raises(ConfigError, match=f"at '{section}.{key}': must be more than 0s"):
+        load_config(write(tmp_path, text), environ={})

@@ -58,10 +58,6 @@ class Instrument:
     name: str = ""
 
     @property
-    def segment_code(self) -> int:
-        return SEGMENTS[self.segment]
-
-    @property
     def key(self) -> str:
         return f"{self.segment}:{self.security_id}"
 
@@ -350,8 +346,11 @@ def _check_cross_fields(s: dict[str, Any], problems: list[str]) -> None:
             problems.append(f"at 'dhan.{key}': expected an http(s):// URL")
     if not re.match(r"^wss?://", dhan.feed_url):
         problems.append("at 'dhan.feed_url': expected a ws(s):// URL")
-    if dhan.timeout.total_seconds() <= 0:
-        problems.append("at 'dhan.timeout': must be more than 0s")
+    positive = [("dhan", "timeout"), ("token", "run_timeout"), ("alerts", "timeout")]
+    positive += [("hooks", "timeout"), ("collector", "stale_after"), ("collector", "status_every")]
+    for section, key in positive:  # zero would switch a bound off or fire it at once
+        if (value := getattr(s.get(section), key, None)) is not None and value.total_seconds() <= 0:
+            problems.append(f"at '{section}.{key}': must be more than 0s")
     if (token := s.get("token")) and token.must_renew_before >= token.renew_before:
         problems.append("at 'token.must_renew_before': must be shorter than token.renew_before")
     if session := s.get("session"):

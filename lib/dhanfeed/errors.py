@@ -71,10 +71,6 @@ class DhanApiError(DhanfeedError):
         self.retryable = retryable
 
 
-class ManualLoginNeeded(DhanfeedError):
-    exit_code = ExitCode.MANUAL_LOGIN
-
-
 class StoreError(DhanfeedError):
     """The candle database cannot be opened, written or read (names the path)."""
 

@@ -554,7 +554,11 @@ class Renewer:
             return
         if current and current.token.expires_at >= saved.token.expires_at:
             return
-        self.store.write(saved)
+        try:
+            self.store.write(saved)
+        except OSError as exc:  # still a full or read-only disk: the run goes on, it alerts below
+            logger.warning("recovery file %s not installed: %s", path, exc.strerror or exc)
+            return
         path.unlink(missing_ok=True)
         logger.warning("installed token %s from the recovery file %s", saved.fingerprint, path)
 

@@ -152,6 +152,7 @@ class Store:
         if self.readonly:
             if not self.path.is_file():
                 raise StoreError(f"no database at {self.path}")
+            conn = None
             try:
                 conn = sqlite3.connect(
                     f"{self.path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False
@@ -159,6 +160,8 @@ class Store:
                 conn.execute("PRAGMA query_only = ON")
                 tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
             except sqlite3.Error as exc:
+                if conn is not None:
+                    conn.close()
                 raise StoreError(f"cannot read database {self.path}: {exc}") from None
             if "candles" not in tables:
                 conn.close()

@@ -23,7 +23,6 @@ from dhanfeed.token import Token, TokenFormatError, fingerprint, parse_aware_tim
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
-SOURCES = ("renew", "totp", "manual")
 REQUIRED = ("client_id", "access_token", "expires_at")
 
 

@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from dhanfeed.config import Instrument
 from dhanfeed.feed.connection import ConnectFailed, FeedConnection, Sink
-from dhanfeed.feed.protocol import DISCONNECT_REASONS, MAX_PER_SOCKET
+from dhanfeed.feed.protocol import MAX_PER_SOCKET
 from dhanfeed.feed.token_watch import TokenWatcher
 from dhanfeed.token import Token
 
@@ -707,7 +707,3 @@ class ShardWorker(threading.Thread):
             delay,
             extra={"http_status": status},
         )
-
-
-def describe_code(code: int | None) -> str:
-    return DISCONNECT_REASONS.get(code, "unknown") if code is not None else ""

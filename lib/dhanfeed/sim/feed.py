@@ -176,7 +176,7 @@ class FeedServer:
                 await ws.close()
                 return
             sock.authorised = True
-            self._enforce_socket_limit(sock)
+            self._enforce_socket_limit()
             logger.info("socket %d open (token %s)", sock.id, fp)
             writer = asyncio.create_task(self._write(sock), name=f"writer-{sock.id}")
             async for message in ws:
@@ -199,7 +199,7 @@ class FeedServer:
             self.open.pop(sock.id, None)
             logger.info("socket %d closed: %s", sock.id, sock.close_reason)
 
-    def _enforce_socket_limit(self, newest: SimSocket) -> None:
+    def _enforce_socket_limit(self) -> None:
         live = [s for s in self.open.values() if s.authorised and not s.closing]
         while len(live) > MAX_SOCKETS_PER_CLIENT:
             oldest = min(live, key=lambda s: s.id)
