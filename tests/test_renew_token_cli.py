@@ -652,17 +652,24 @@ def test_a_recovery_file_left_by_a_failed_write_is_installed_by_the_next_run(tmp
 
 
 @pytest.fixture
+def kolkata_zone():
+    """Loaded before pyfakefs starts (zoneinfo's C reader does not see the fake disk) and held,
+    so ZoneInfo answers from its cache inside the fake filesystem."""
+    import zoneinfo
+
+    return zoneinfo.ZoneInfo("Asia/Kolkata")
+
+
+@pytest.fixture
 def sim_before_fakefs(start_sim):
     """Started before pyfakefs takes over: a subprocess needs the real os and io."""
     return start_sim("--token-ttl", SIM_TTL)
 
 
 def test_a_full_disk_after_renewal_keeps_the_old_file_and_raises_a_critical_alert(
-    tmp_path, sim_before_fakefs, fs
+    tmp_path, kolkata_zone, sim_before_fakefs, fs
 ):
     """pyfakefs for the disk, the real simulator for Dhan: the worst case, end to end."""
-    import zoneinfo
-
     import requests
 
     from dhanfeed.alerts import Alerter, alert_state_path
@@ -671,9 +678,6 @@ def test_a_full_disk_after_renewal_keeps_the_old_file_and_raises_a_critical_aler
     from dhanfeed.renewal import Renewer
     from dhanfeed.token import parse_token
 
-    for tzdir in zoneinfo.TZPATH:
-        if os.path.isdir(tzdir):
-            fs.add_real_directory(tzdir)
     sim = sim_before_fakefs
     fs.create_dir(tmp_path)
     s = Setup(tmp_path, sim)
