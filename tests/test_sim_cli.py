@@ -193,3 +193,13 @@ def test_quiet_logs_nothing_at_info() -> None:
     code, _out, err = stop(proc)
     assert code == 0
     assert '"INFO"' not in err
+
+
+def test_the_launcher_gives_up_on_a_simulator_that_never_prints_its_start_line(tmp_path):
+    from dhanfeed.sim.process import SimProcess
+
+    silent = tmp_path / "silent_sim"
+    silent.write_text("#!/bin/sh\nexec sleep 60\n")
+    silent.chmod(0o755)
+    with pytest.raises(RuntimeError, match="did not start"):
+        SimProcess(command=[str(silent)], start_timeout=0.5)

@@ -54,7 +54,6 @@ class Pipeline(threading.Thread):
         self.queue: queue.Queue[tuple[float, list, int, int] | None] = queue.Queue(QUEUE_FRAMES)
         self.packets = 0  # data packets received
         self.trades = 0  # packets that carried a trade
-        self.stored_ticks = 0
         self.dropped = 0  # packets lost because the queue was full
         self.unknown_segment = 0
         self.last_data_utc: float | None = None
@@ -137,7 +136,6 @@ class Pipeline(threading.Thread):
                 ticks.append(tuple.__new__(Tick, tick))
             if outcome == LATE:
                 logger.debug("late tick %s:%s ltt %s", segment, security_id, ltt)
-        self.stored_ticks += len(ticks)
         return ticks
 
 
@@ -248,6 +246,7 @@ class Collector:
             **sup,
             "packets": p.packets,
             "trades": p.trades,
+            "unknown_segment": p.unknown_segment,
             "ticks_stored": self.writer.ticks_written,  # committed, not just handed in
             "duplicates": self.builder.duplicates,
             "late": self.builder.late,

@@ -20,12 +20,12 @@ from typing import Any
 
 from dhanfeed.errors import ConfigError
 from dhanfeed.feed.protocol import SEGMENT_CODES as SEGMENTS
+from dhanfeed.session import WEEKDAYS
 
 DEFAULT_CONFIG = "config.toml"
 ENV_CONFIG = "DHANFEED_CONFIG"
 
 MAX_INSTRUMENTS = 4 * 5000  # 4 sockets of 5000; the fifth socket slot is kept for a token swap
-WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from dhanfeed import __version__
 from dhanfeed.errors import DhanApiError
 from dhanfeed.logs import redact
+from dhanfeed.token import IST
 
 if TYPE_CHECKING:
     import requests
@@ -29,7 +30,6 @@ CONNECT_TIMEOUT = 5.0  # seconds to open a connection to Dhan
 READ_TIMEOUT = 15.0  # seconds to wait for an answer (default; [dhan] timeout overrides)
 TRIES = 3
 BACKOFF = 1.0  # seconds before the 2nd try; doubled for the 3rd
-IST = dt.timezone(dt.timedelta(hours=5, minutes=30), "IST")
 _TOKEN_FIELDS = ("token", "accessToken")
 
 

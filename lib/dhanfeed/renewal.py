@@ -205,6 +205,7 @@ class Outcome:
             "reason": self.reason,
             "expires_at": self.token.expires_at.isoformat() if self.token else None,
             "fingerprint": self.token.fingerprint if self.token else None,
+            "old_fingerprint": self.old_fingerprint,
             "source": self.source,
             "due_at": self.due_at.isoformat() if self.due_at else None,
             "exit_code": int(self.exit_code),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
+import itertools
 import json
 import os
 import sys
@@ -159,19 +160,14 @@ def _select(
         raise NoData(f"no {_label(interval_s)} candles in {path} (it has {have})")
     if not instruments:
         return store.iter_candles(interval_s=interval_s, start_utc=start, end_utc=end)
-    return _chain(
+    return itertools.chain.from_iterable(
         store.iter_candles(i.segment, i.security_id, interval_s, start, end) for i in instruments
     )
 
 
-def _chain(iterables: Iterable[Iterator[Bar]]) -> Iterator[Bar]:
-    for it in iterables:
-        yield from it
-
-
 def _write(args: argparse.Namespace, head: list[Bar], rest: Iterator[Bar], tz: dt.tzinfo) -> None:
     if not args.output or args.output == "-":
-        _emit(sys.stdout, args.format, _chain([iter(head), rest]), tz)
+        _emit(sys.stdout, args.format, itertools.chain(head, rest), tz)
         sys.stdout.flush()
         return
     target = Path(args.output)
@@ -182,7 +178,7 @@ def _write(args: argparse.Namespace, head: list[Bar], rest: Iterator[Bar], tz: d
         raise UsageError(f"cannot write {target}: {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
-            _emit(out, args.format, _chain([iter(head), rest]), tz)
+            _emit(out, args.format, itertools.chain(head, rest), tz)
         os.chmod(tmp, 0o644)
         os.replace(tmp, target)  # a reader (or cron's next run) never sees half a file
     except BaseException:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import selectors
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 
 DEFAULT_COMMAND = (sys.executable, "-m", "dhanfeed.cli.dhan_sim")
+START_TIMEOUT_S = 30  # a simulator that hangs before its start-up line must not hang us
 
 
 class SimProcess:
@@ -24,6 +26,7 @@ class SimProcess:
         env: dict[str, str] | None = None,
         stderr: Path | IO[Any] | None = None,
         new_session: bool = False,
+        start_timeout: float = START_TIMEOUT_S,
     ) -> None:
         """`args` are dhan_sim options; stderr goes to a path, an open file, or nowhere."""
         self._err = open(stderr, "wb") if isinstance(stderr, Path) else stderr  # noqa: SIM115
@@ -36,16 +39,24 @@ class SimProcess:
             env={**os.environ, **(env or {})},
             start_new_session=new_session,
         )
-        line = self.proc.stdout.readline() if self.proc.stdout else ""
-        if not line:
+        line = self._first_line(start_timeout)
+        try:
+            self.info: dict[str, str] = json.loads(line)
+        except ValueError:
             self.stop()
-            raise RuntimeError(f"dhan_sim did not start (exit {self.proc.returncode})")
-        self.info: dict[str, str] = json.loads(line)
+            raise RuntimeError(f"dhan_sim did not start (exit {self.proc.returncode})") from None
         self.api_base = self.info["api_base"]
         self.auth_base = self.info["auth_base"]
         self.feed_url = self.info["feed_url"]
         self.admin_url = self.info["admin_url"].rstrip("/")
         self.client_id = self.info["client_id"]
+
+    def _first_line(self, timeout: float) -> str:
+        """Its one JSON start-up line, or "" when it exits or stays silent for `timeout`."""
+        assert self.proc.stdout is not None
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.proc.stdout, selectors.EVENT_READ)
+            return self.proc.stdout.readline() if sel.select(timeout) else ""
 
     def dhan_toml(self) -> str:
         """The `[dhan]` section of a config that points at this simulator."""
