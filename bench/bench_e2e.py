@@ -160,7 +160,8 @@ def check_store(collector, keys, stats, watcher, store_ticks) -> dict:  # noqa: 
     with collector.db() as db:
         # Every accepted trade counts once in its bar's `ticks`: the end-to-end count.
         in_bars = db.execute("SELECT sum(ticks) FROM candles WHERE interval_s = 60").fetchone()[0]
-        lost = delivered - (in_bars or 0)
+        bars_lost = delivered - (in_bars or 0)
+        ticks_lost = 0
         if store_ticks:
             stored = {
                 f"{seg}:{sid}": n
@@ -169,7 +170,8 @@ def check_store(collector, keys, stats, watcher, store_ticks) -> dict:  # noqa: 
                     " GROUP BY segment, security_id"
                 )
             }
-            lost = max(lost, sum(max(0, stats[k]["delivered"] - stored.get(k, 0)) for k in keys))
+            ticks_lost = sum(max(0, stats[k]["delivered"] - stored.get(k, 0)) for k in keys)
+        lost = max(bars_lost, ticks_lost)
         # Bars closed by the timer during the run (not by the SIGTERM flush), and when each
         # became visible; measured from its last tick's receive time (ticks stored) or else
         # from the bar's end.
@@ -201,6 +203,8 @@ def check_store(collector, keys, stats, watcher, store_ticks) -> dict:  # noqa: 
     return {
         "delivered": delivered,
         "lost": lost,
+        "bars_lost": bars_lost,
+        "ticks_lost": ticks_lost,
         "bar_latency_s": latencies,
         "recv_minus_ltt_p99": percentile(transit, 99) if transit else None,
     }
@@ -227,7 +231,8 @@ def main(argv: list[str] | None = None) -> tuple[list[Row], list[dict]]:
         say(
             f"  {tps:g}/s x {args.instruments}{'' if store_ticks else ' (no raw ticks)'}: nominal {r['nominal']:,.0f}/s, sim sent"
             f" {r['sent_per_s']:,.0f}/s, collector received {r['received_per_s']:,.0f}/s over"
-            f" {r['window_s']:.0f}s; lost {r['lost']} of {r['delivered']:,} delivered,"
+            f" {r['window_s']:.0f}s; lost {r['lost']} of {r['delivered']:,} delivered"
+            f" ({r['bars_lost']:,} from bars, {r['ticks_lost']:,} raw ticks),"
             f" dropped {r['dropped']}; CPU {cpu_per_m:.1f} s per million packets"
             f" ({r['cpu_s'] / r['window_s'] * 100:.0f}% of a core); bars {len(lat)}"
             + (
@@ -249,13 +254,19 @@ def main(argv: list[str] | None = None) -> tuple[list[Row], list[dict]]:
         )
     rows = []
     for r in results:
-        lost = r["lost"] + r["dropped"]
+        lost = r["lost"]
+        split = (
+            f"lost {r['bars_lost']:,} from bars, {r['ticks_lost']:,} raw ticks"
+            f" ({r['dropped']:,} counted as dropped)"
+            if r["store_ticks"]
+            else f"lost {lost:,}"
+        )
         lat = r["bar_latency_s"]
         what = f"{r['tps']:g}/s x {r['instruments']}" + ("" if r["store_ticks"] else ", no ticks")
         rows.append(
             Row("2 e2e", f"{what}: sim sent / collector received",
                 f"{r['sent_per_s']:,.0f} / {r['received_per_s']:,.0f} pkt/s"
-                f" (nominal {r['nominal']:,.0f}), lost {lost:,},"
+                f" (nominal {r['nominal']:,.0f}), {split},"
                 f" CPU {r['cpu_s'] / max(1, r['packets']) * 1e6:.1f} s/M pkt"
                 f" ({r['cpu_s'] / r['window_s'] * 100:.0f}% core)",
                 "0 lost", lost == 0)
