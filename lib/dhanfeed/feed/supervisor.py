@@ -59,6 +59,9 @@ class Timing:
     live_quiet_s: float = 3.0  # a new socket without data counts as live after this quiet time
     swap_timeout_s: float = 10.0  # a swap's new socket must be live within this
     close_timeout_s: float = 2.0
+    # After a swap closes a socket, the next shard waits this long before opening its own:
+    # the server must have counted the close, or the 5th socket it sees is a 6th (805).
+    swap_settle_s: float = 0.5
     connect_timeout_s: float = 10.0
     recv_timeout_s: float = 45.0  # no frame at all (pings included): the socket is dead
     token_poll_s: float = 0.1  # one stat() per poll; the swap goal is a median notice of 100 ms
@@ -561,11 +564,13 @@ class ShardWorker(threading.Thread):
         while not sup.swap_slot.acquire(timeout=0.1):
             if sup.stopping.is_set() or old.closed.is_set():
                 return  # the watch loop handles both
+        opened = False
         try:
             self.phase = "swapping"
             dups_before = sup.duplicates()
             try:
                 new = self._open(token)
+                opened = True
             except ConnectFailed as exc:
                 self.swap_retry_at = time.monotonic() + retry_delay(
                     self.attempt, timing, http_status=exc.status
@@ -611,6 +616,8 @@ class ShardWorker(threading.Thread):
             self.phase = "live"
             self._finish_swap(record)
         finally:
+            if opened:
+                sup.stopping.wait(timing.swap_settle_s)
             sup.swap_slot.release()
 
     def _wait_live(self, new: FeedConnection, old: FeedConnection) -> bool:
