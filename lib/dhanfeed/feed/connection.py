@@ -88,6 +88,7 @@ class FeedConnection:
         self.closed = threading.Event()
         self.opened_at: float | None = None  # monotonic
         self.closed_at: float | None = None  # monotonic
+        self.closed_utc: float | None = None  # the same moment, wall clock (for gap rows)
         self.last_data: float | None = None  # monotonic, last data packet (pings do not count)
         self.last_data_utc: float | None = None
         self.disconnect_code: int | None = None  # Dhan's code-50 reason, if one came
@@ -238,4 +239,5 @@ class FeedConnection:
             self.state = CLOSED
             self.close_reason = reason
             self.closed_at = time.monotonic()
+            self.closed_utc = time.time()
         self.closed.set()

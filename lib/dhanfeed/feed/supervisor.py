@@ -490,7 +490,7 @@ class ShardWorker(threading.Thread):
     def _after_close(self, conn: FeedConnection) -> float:
         """The live socket is gone: start a gap and decide how long to wait."""
         sup, timing = self.sup, self.sup.timing
-        closed_utc = time.time() - (time.monotonic() - (conn.closed_at or time.monotonic()))
+        closed_utc = conn.closed_utc or time.time()
         self._begin_gap(closed_utc, conn.close_reason)
         self.conn = None
         sup.count("skipped", conn.skipped)
@@ -599,7 +599,7 @@ class ShardWorker(threading.Thread):
                 return
             old_closed_first = old.closed.is_set()
             if old_closed_first:
-                old_end = time.time() - (time.monotonic() - (old.closed_at or time.monotonic()))
+                old_end = old.closed_utc or time.time()
                 record.gap_s = max(0.0, subscribed - old_end)
                 self.gap_start = min(self.gap_start or old_end, old_end)
                 self.gap_reason = old.close_reason
