@@ -529,16 +529,10 @@ class Renewer:
         from dhanfeed.token_store import TokenFileMissing
 
         try:
-            record = self.store.read()
+            return self.store.read_for(self.config.dhan.client_id)
         except TokenFileMissing as exc:
             logger.warning("%s", exc)
             return None
-        if record.client_id != self.config.dhan.client_id:
-            raise TokenFileError(
-                f"token file {self.store.path} is for client {record.client_id}, "
-                f"the config says {self.config.dhan.client_id}"
-            )
-        return record
 
     def _install_recovery_file(self, now: dt.datetime) -> None:
         """A token saved after a failed write is installed once the disk is writable again."""

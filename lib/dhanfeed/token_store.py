@@ -123,6 +123,16 @@ class TokenStore:
             token, source, parse_aware_time(raw.get("written_at")) or token.issued_at
         )
 
+    def read_for(self, client_id: str) -> TokenRecord:
+        """`read()`, and the token must belong to `client_id` (the config's)."""
+        record = self.read()
+        if record.client_id != client_id:
+            raise TokenFileError(
+                f"token file {self.path} is for client {record.client_id}, "
+                f"the config says {client_id}"
+            )
+        return record
+
     # -- write --------------------------------------------------------------------------------
 
     def write(self, record: TokenRecord) -> None:

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from dhanfeed.cli.args import ArgumentParser
-from dhanfeed.errors import DhanfeedError, ExitCode, TokenFileError, UsageError
+from dhanfeed.errors import DhanfeedError, ExitCode, UsageError
 
 if TYPE_CHECKING:
     from dhanfeed.config import Config
@@ -164,13 +164,8 @@ def _check(config: Config, args: argparse.Namespace) -> int:
     from dhanfeed.token_store import TokenStore
 
     now = _now()
-    record = TokenStore(config.token.file).read()  # TokenFileError → exit 3
+    record = TokenStore(config.token.file).read_for(config.dhan.client_id)  # error → exit 3
     token = record.token
-    if token.client_id != config.dhan.client_id:
-        raise TokenFileError(
-            f"token file {config.token.file} is for client {token.client_id}, "
-            f"the config says {config.dhan.client_id}"
-        )
     try:
         can_regenerate = load_credentials(config.totp) is not None
     except DhanfeedError:
