@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+DEVSTAMP := $(VENV)/.installed-dev
 
 .PHONY: demo test bench lint install clean check-python
 
@@ -15,21 +16,26 @@ check-python:
 $(STAMP): pyproject.toml | check-python
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,dev]'
+	$(PY) -m pip install -q -e .
 	@touch $(STAMP)
+
+# The demo, the tests and the benchmarks also need the simulator (the `sim` extra) and the tools.
+$(DEVSTAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[test,dev,sim]'
+	@touch $(DEVSTAMP)
 
 install: $(STAMP)
 
-demo: $(STAMP)
+demo: $(DEVSTAMP)
 	$(PY) -m dhanfeed.cli.demo
 
-test: $(STAMP)
+test: $(DEVSTAMP)
 	$(PY) -m pytest -q
 
-bench: $(STAMP)
+bench: $(DEVSTAMP)
 	$(PY) bench/run_all.py
 
-lint: $(STAMP)
+lint: $(DEVSTAMP)
 	$(VENV)/bin/ruff check lib tests bench
 	$(VENV)/bin/ruff format --check lib tests bench
 

@@ -26,9 +26,15 @@ from dhanfeed.cli.args import ArgumentParser
 from dhanfeed.config import parse_duration
 from dhanfeed.errors import ExitCode, UsageError
 from dhanfeed.logs import print_traceback, setup_logging
-from dhanfeed.sim import tokens
-from dhanfeed.sim.app import SimOptions, Simulator
-from dhanfeed.sim.market import DEFAULT_INSTRUMENTS, parse_instruments
+
+try:
+    from dhanfeed.sim import tokens
+    from dhanfeed.sim.app import SimOptions, Simulator
+    from dhanfeed.sim.market import DEFAULT_INSTRUMENTS, parse_instruments
+except ModuleNotFoundError as missing:  # websockets comes with the `sim` extra only
+    print(f"dhan_sim: the simulator needs the 'sim' extra ({missing.name} is not installed): "
+          "pip install 'dhanfeed[sim]'", file=sys.stderr)  # fmt: skip
+    raise SystemExit(ExitCode.USAGE) from None
 
 logger = logging.getLogger("dhanfeed.cli.dhan_sim")
 PROG = "dhan_sim"
