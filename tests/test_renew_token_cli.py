@@ -675,7 +675,7 @@ def test_a_full_disk_after_renewal_keeps_the_old_file_and_raises_a_critical_aler
     from dhanfeed.alerts import Alerter, alert_state_path
     from dhanfeed.config import load_config
     from dhanfeed.dhan_api import DhanApi
-    from dhanfeed.renewal import Renewer
+    from dhanfeed.renewer import Renewer
     from dhanfeed.token import parse_token
 
     sim = sim_before_fakefs

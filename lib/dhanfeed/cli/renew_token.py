@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -24,7 +25,7 @@ from dhanfeed.errors import DhanfeedError, ExitCode, UsageError
 
 if TYPE_CHECKING:
     from dhanfeed.config import Config
-    from dhanfeed.renewal import Outcome
+    from dhanfeed.renewer import Outcome
 
 logger = logging.getLogger("dhanfeed.cli.renew_token")
 PROG = "renew_token"
@@ -102,7 +103,7 @@ def _run(args: argparse.Namespace) -> int:
 def _renew(config: Config, args: argparse.Namespace) -> Outcome:
     from dhanfeed.alerts import Alerter, alert_state_path
     from dhanfeed.credentials import load_credentials
-    from dhanfeed.renewal import Renewer
+    from dhanfeed.renewer import Renewer
     from dhanfeed.token_store import TokenStore
 
     clock = _now
@@ -137,14 +138,13 @@ def _renew(config: Config, args: argparse.Namespace) -> Outcome:
     else:
         outcome = renewer.run(force=args.force, dry_run=args.dry_run)
     if args.dry_run:
-        outcome.details.extend(
-            Alerter(
-                config.alerts,
-                client_id=config.dhan.client_id,
-                state_path=alert_state_path(config.token.file),
-                hooks=config.hooks,
-            ).channels()
-        )
+        channels = Alerter(
+            config.alerts,
+            client_id=config.dhan.client_id,
+            state_path=alert_state_path(config.token.file),
+            hooks=config.hooks,
+        ).channels()
+        outcome = dataclasses.replace(outcome, details=(*outcome.details, *channels))
     else:
         _metrics(config, outcome)
     logger.info(
