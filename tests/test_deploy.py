@@ -187,6 +187,58 @@ def test_the_verify_check_reports_a_missing_executable(tmp_path: Path) -> None:
     assert code != 0 and any("no_such_collector" in line for line in problems), problems
 
 
+def enabled_links(root: Path, name: str) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """`systemctl --root=root enable name` with our units installed under root; the
+    *.wants links it created, relative to /etc/systemd/system."""
+    tool = find_tool("systemctl")
+    if tool is None:
+        pytest.skip("systemctl not found: install Debian's 'systemd' package (.ci/run does)")
+    system = root / "etc/systemd/system"
+    system.mkdir(parents=True, exist_ok=True)
+    for unit_name in UNITS:
+        shutil.copy(SYSTEMD / unit_name, system / unit_name)
+    result = run([tool, f"--root={root}", "enable", name])
+    links = sorted(str(p.relative_to(system)) for p in system.glob("*.wants/*") if p.is_symlink())
+    return result, links
+
+
+@pytest.mark.parametrize(
+    ("name", "link"),
+    [
+        ("dhanfeed-collector.service", "multi-user.target.wants/dhanfeed-collector.service"),
+        ("dhanfeed-renew.timer", "timers.target.wants/dhanfeed-renew.timer"),
+        # the service runs from the timer: enabling it enables the timer (Also=)
+        ("dhanfeed-renew.service", "timers.target.wants/dhanfeed-renew.timer"),
+    ],
+)
+def test_systemctl_enable_links_every_unit_into_the_boot(
+    tmp_path: Path, name: str, link: str
+) -> None:
+    result, links = enabled_links(tmp_path, name)
+    assert result.returncode == 0, result.stderr
+    assert links == [link]
+
+
+def test_unit_comments_point_at_readme_sections_that_exist() -> None:
+    headings = {
+        line.lstrip("#").strip()
+        for line in (REPO / "README.md").read_text(encoding="utf-8").splitlines()
+        if line.startswith("#")
+    }
+    for name in UNITS:
+        for section in re.findall(r'README, "([^"]+)"', (SYSTEMD / name).read_text()):
+            assert section in headings, f"{name} points at a README section {section!r}"
+
+
+def test_the_collector_unit_speaks_of_no_renewal_of_its_own() -> None:
+    # The collector never renews: no comment may promise a fallback renew_token run, and
+    # the renewer's lock is held by renew_token runs only.
+    assert "renew_token` run" not in (SYSTEMD / "dhanfeed-collector.service").read_text()
+    renew = (SYSTEMD / "dhanfeed-renew.service").read_text()
+    holders = re.search(r"# 75 = (.*?)holds", renew, re.S)
+    assert holders and "collector" not in holders.group(1)
+
+
 def test_renewal_is_a_oneshot_that_counts_a_busy_lock_as_success() -> None:
     service = unit("dhanfeed-renew.service")
     assert one(service, "Service.Type") == "oneshot"
