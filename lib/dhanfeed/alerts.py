@@ -19,8 +19,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import requests
+
+from dhanfeed.files import write_atomic
+from dhanfeed.hooks import hook_environment, run_hook
 from dhanfeed.logs import redact
 from dhanfeed.token import parse_aware_time
+from dhanfeed.version import USER_AGENT
 
 if TYPE_CHECKING:
     from dhanfeed.config import AlertsSection, HooksSection
@@ -127,10 +132,6 @@ class Alerter:
             return
         url = {"start": f"{base}/start", "success": base, "fail": f"{base}/fail"}[kind]
         try:
-            import requests
-
-            from dhanfeed.dhan_api import USER_AGENT
-
             self._http = self._http or requests.Session()
             resp = self._http.get(
                 url,
@@ -181,8 +182,6 @@ class Alerter:
         if self.section.urls:
             self._apprise(condition, severity, message)
         if self.hooks and self.hooks.on_alert:
-            from dhanfeed.hooks import hook_environment, run_hook
-
             env = hook_environment(
                 event="alert",
                 client_id=self.client_id,
@@ -258,8 +257,6 @@ class Alerter:
         )
 
     def _save_state(self, state: dict[str, dict[str, Any]]) -> None:
-        from dhanfeed.atomic import write_atomic
-
         try:
             write_atomic(self.state_path, (json.dumps(state, indent=2) + "\n").encode("utf-8"))
         except OSError as exc:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from dhanfeed.errors import ConfigError
-from dhanfeed.feed.protocol import SEGMENT_CODES as SEGMENTS
+from dhanfeed.instruments import Instrument, parse_instrument
 from dhanfeed.session import WEEKDAYS
 
 DEFAULT_CONFIG = "config.toml"
@@ -49,30 +49,6 @@ def parse_duration(text: str | int | float) -> dt.timedelta:
     if not m:
         raise ValueError(f"expected a duration like '90s', '30m' or '6h', got {text!r}")
     return dt.timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
-
-
-@dataclasses.dataclass(frozen=True)
-class Instrument:
-    segment: str  # "NSE_EQ"
-    security_id: int
-    name: str = ""
-
-    @property
-    def key(self) -> str:
-        return f"{self.segment}:{self.security_id}"
-
-
-def parse_instrument(text: str) -> Instrument:
-    """ "NSE_EQ:1333" or "NSE_EQ:1333:RELIANCE" (an optional name after a second colon)."""
-    if not isinstance(text, str):
-        raise ValueError(f"expected 'SEGMENT:SECURITY_ID', got {text!r}")
-    parts = text.strip().split(":", 2)
-    if len(parts) < 2 or not parts[1].strip().isdigit():
-        raise ValueError(f"expected 'SEGMENT:SECURITY_ID' like 'NSE_EQ:1333', got {text!r}")
-    segment = parts[0].strip().upper()
-    if segment not in SEGMENTS:
-        raise ValueError(f"unknown segment {parts[0]!r} in {text!r} (known: {', '.join(SEGMENTS)})")
-    return Instrument(segment, int(parts[1]), parts[2].strip() if len(parts) > 2 else "")
 
 
 # ---------------------------------------------------------------------------------------------

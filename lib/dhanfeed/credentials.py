@@ -15,7 +15,8 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from dhanfeed.errors import TokenFileError, UsageError
+from dhanfeed.errors import PrivateFileError, UsageError
+from dhanfeed.files import read_private_file
 
 ENV_PIN = "DHAN_PIN"
 ENV_SECRET = "DHAN_TOTP_SECRET"
@@ -81,12 +82,10 @@ def load_credentials(totp: object, environ: Mapping[str, str] | None = None) -> 
 
 
 def _read_secret(path: Path, what: str) -> str:
-    from dhanfeed.token_store import read_private_file
-
     try:
         data = read_private_file(path, what=what)
-    except TokenFileError as exc:
-        raise CredentialsError(str(exc)) from None
+    except PrivateFileError as exc:
+        raise CredentialsError(str(exc), path=path) from None
     try:
         return data.decode("utf-8").strip()
     except UnicodeDecodeError:

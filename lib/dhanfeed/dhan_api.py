@@ -15,17 +15,16 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from dhanfeed import __version__
 from dhanfeed.errors import DhanApiError
 from dhanfeed.logs import redact
 from dhanfeed.token import IST
+from dhanfeed.version import USER_AGENT
 
 if TYPE_CHECKING:
     import requests
 
 logger = logging.getLogger(__name__)
 
-USER_AGENT = f"dhanfeed/{__version__}"
 CONNECT_TIMEOUT = 5.0  # seconds to open a connection to Dhan
 READ_TIMEOUT = 15.0  # seconds to wait for an answer (default; [dhan] timeout overrides)
 TRIES = 3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import os
 
 
 class ExitCode(enum.IntEnum):
@@ -18,20 +19,24 @@ class DhanfeedError(Exception):
 
     exit_code: ExitCode = ExitCode.RENEWAL_FAILED
 
+    def __init__(self, message: str, *, path: os.PathLike[str] | str | None = None) -> None:
+        super().__init__(message)
+        self.path = path  # the file the error is about, when there is one
+
 
 class ConfigError(DhanfeedError):
     """Every problem found in a config file, one per line, each with its key."""
 
     exit_code = ExitCode.USAGE
 
-    def __init__(self, path: object, problems: list[str]) -> None:
-        self.path = path
+    def __init__(self, path: os.PathLike[str] | str | None, problems: list[str]) -> None:
         self.problems = list(problems)
         if len(self.problems) == 1:  # one problem, one line
-            super().__init__(f"bad config {path}: {self.problems[0]}")
+            message = f"bad config {path}: {self.problems[0]}"
         else:  # every problem at once, each on its own line with its key
             lines = "\n".join(f"  {p}" for p in self.problems)
-            super().__init__(f"bad config {path}: {len(self.problems)} problems:\n{lines}")
+            message = f"bad config {path}: {len(self.problems)} problems:\n{lines}"
+        super().__init__(message, path=path)
 
 
 class UsageError(DhanfeedError):
@@ -75,3 +80,17 @@ class StoreError(DhanfeedError):
     """The candle database cannot be opened, written or read (names the path)."""
 
     exit_code = ExitCode.RENEWAL_FAILED  # 1
+
+
+class PrivateFileError(DhanfeedError, OSError):
+    """A private file (token, PIN, TOTP seed) cannot be read; its owner re-raises it as its own."""
+
+    exit_code = ExitCode.USAGE
+
+
+class PrivateFileMissing(PrivateFileError, FileNotFoundError):
+    """There is no file at the path."""
+
+
+class UnsafeFile(PrivateFileError, PermissionError):
+    """A symlink, not a regular file, or readable by group or others: refused, not used."""

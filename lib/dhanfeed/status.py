@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry, start_http_server, write_to_tex
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from dhanfeed.atomic import write_atomic
+from dhanfeed.files import write_atomic
 
 logger = logging.getLogger(__name__)
 

@@ -12,13 +12,12 @@ import dataclasses
 import datetime as dt
 import json
 import os
-import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from dhanfeed.atomic import remove_stale_temp_files, write_atomic
-from dhanfeed.errors import LockBusy, TokenFileError
+from dhanfeed.errors import LockBusy, PrivateFileError, PrivateFileMissing, TokenFileError
+from dhanfeed.files import read_private_file, remove_stale_temp_files, write_atomic
 from dhanfeed.token import Token, TokenFormatError, fingerprint, parse_aware_time, parse_token
 
 FILE_MODE = 0o600
@@ -97,7 +96,12 @@ class TokenStore:
     def read(self, path: Path | None = None) -> TokenRecord:
         """Read and check the token file; raise TokenFileError with one clear sentence."""
         path = path or self.path
-        data = read_private_file(path, what="token file")
+        try:
+            data = read_private_file(path, what="token file")
+        except PrivateFileMissing as exc:
+            raise TokenFileMissing(str(exc), path=path) from None
+        except PrivateFileError as exc:
+            raise TokenFileError(str(exc), path=path) from None
         try:
             raw = json.loads(data)
         except (UnicodeDecodeError, ValueError):
@@ -161,35 +165,6 @@ def current_token(path: os.PathLike[str] | str, *, now: dt.datetime | None = Non
             f"{record.token.expires_at.isoformat()}; is renew_token running?"
         )
     return record.token
-
-
-def read_private_file(path: Path, *, what: str) -> bytes:
-    """Read a file that must be a regular file, not a symlink, with no group/other access.
-
-    Like ssh's StrictModes: a secret that others could read is refused, not used.
-    """
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        raise TokenFileMissing(f"no {what} at {path}") from None
-    except OSError as exc:
-        raise TokenFileError(f"cannot read {what} {path}: {exc.strerror}") from None
-    if stat.S_ISLNK(st.st_mode):
-        raise TokenFileError(f"{what} {path} is a symlink; refusing it (use a regular file)")
-    if not stat.S_ISREG(st.st_mode):
-        raise TokenFileError(f"{what} {path} is not a regular file")
-    if st.st_mode & 0o077:
-        raise TokenFileError(
-            f"{what} {path} is accessible by group or others (mode "
-            f"{stat.S_IMODE(st.st_mode):04o}); refusing it; run: chmod 600 {path}"
-        )
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
-    try:
-        fd = os.open(path, flags)
-    except OSError as exc:
-        raise TokenFileError(f"cannot read {what} {path}: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as f:
-        return f.read()
 
 
 def _encode(record: TokenRecord) -> bytes:

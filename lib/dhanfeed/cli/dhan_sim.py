@@ -32,6 +32,8 @@ try:
     from dhanfeed.sim.app import SimOptions, Simulator
     from dhanfeed.sim.market import DEFAULT_INSTRUMENTS, parse_instruments
 except ModuleNotFoundError as missing:  # websockets comes with the `sim` extra only
+    if (missing.name or "").startswith("dhanfeed"):
+        raise
     print(f"dhan_sim: the simulator needs the 'sim' extra ({missing.name} is not installed): "
           "pip install 'dhanfeed[sim]'", file=sys.stderr)  # fmt: skip
     raise SystemExit(ExitCode.USAGE) from None

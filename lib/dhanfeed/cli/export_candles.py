@@ -25,8 +25,9 @@ from typing import IO
 
 from dhanfeed.candles import Bar
 from dhanfeed.cli.args import ArgumentParser
-from dhanfeed.config import Instrument, load_config, parse_duration, parse_instrument
+from dhanfeed.config import load_config, parse_duration
 from dhanfeed.errors import DhanfeedError, ExitCode, UsageError
+from dhanfeed.instruments import Instrument, parse_instrument
 from dhanfeed.logs import print_traceback
 from dhanfeed.store import Store
 

@@ -24,6 +24,7 @@ import websocket
 from dhanfeed.feed import protocol
 from dhanfeed.logs import REDACTED, redact
 from dhanfeed.token import Token
+from dhanfeed.version import USER_AGENT
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +33,6 @@ logger = logging.getLogger(__name__)
 Sink = Callable[["FeedConnection", list, list, float], None]
 
 CONNECTING, OPEN, CLOSED = "connecting", "open", "closed"
-USER_AGENT = "dhanfeed-collector/0.1"
 
 
 class ConnectFailed(Exception):

@@ -15,6 +15,10 @@ import struct
 from collections.abc import Iterable, Iterator, Sequence
 from typing import NamedTuple
 
+# Packets carry these segment codes; users of the protocol find them here too.
+from dhanfeed.instruments import SEGMENT_CODES as SEGMENT_CODES
+from dhanfeed.instruments import SEGMENT_NAMES as SEGMENT_NAMES
+
 HEADER = struct.Struct("<BHBI")  # code, length (whole packet), segment, security id
 HEADER_SIZE = HEADER.size  # 8
 
@@ -54,19 +58,6 @@ MODES = {"ticker": (15, 16), "quote": (17, 18), "full": (21, 22)}
 REQUEST_DISCONNECT = 12
 MAX_PER_MESSAGE = 100
 MAX_PER_SOCKET = 5000
-
-# Segment codes in packets and names in requests.
-SEGMENT_NAMES = {
-    0: "IDX_I",
-    1: "NSE_EQ",
-    2: "NSE_FNO",
-    3: "NSE_CURRENCY",
-    4: "BSE_EQ",
-    5: "MCX_COMM",
-    7: "BSE_CURRENCY",
-    8: "BSE_FNO",
-}
-SEGMENT_CODES = {name: code for code, name in SEGMENT_NAMES.items()}
 
 DISCONNECT_REASONS = {
     800: "internal server error",

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
-from dhanfeed.atomic import write_atomic
+from dhanfeed.files import write_atomic
 from dhanfeed.token import IST, fingerprint
 
 SELF, APP = "SELF", "APP"
