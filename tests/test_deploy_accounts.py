@@ -91,6 +91,12 @@ def test_systemctl_enables_an_account_instance_into_an_empty_root(tmp_path: Path
         path = units / link
         assert path.is_symlink() and os.readlink(path).endswith(f"/{template}"), link
     assert not (units / "multi-user.target.wants/dhanfeed-collector@acct2.service").exists()
+    # Enabling an account's renewal service enables that account's timer.
+    result = run(
+        [tool("systemctl"), f"--root={tmp_path}", "enable", "dhanfeed-renew@acct2.service"]
+    )
+    assert result.returncode == 0, result.stderr
+    assert (units / "timers.target.wants/dhanfeed-renew@acct2.timer").is_symlink()
 
 
 @pytest.mark.parametrize("name", ["dhanfeed-renew@.service", "dhanfeed-collector@.service"])
@@ -121,6 +127,7 @@ def test_every_non_obvious_directive_in_a_template_sits_under_a_comment(name: st
 
 def test_the_timer_instance_starts_the_same_accounts_renewal() -> None:
     assert values("dhanfeed-renew@.timer")["Timer.Unit"] == ["dhanfeed-renew@%i.service"]
+    assert values("dhanfeed-renew@.service")["Install.Also"] == ["dhanfeed-renew@%i.timer"]
 
 
 @pytest.mark.parametrize("template", TEMPLATES)
@@ -128,7 +135,7 @@ def test_a_template_keeps_the_single_accounts_schedule_restart_and_hardening(tem
     # Only what is about the account (paths, credentials, names) may differ.
     per_account = {"Unit.Description", "Unit.After", "Service.Environment", "Service.ExecStart",
                    "Service.ExecStartPre", "Service.ReadWritePaths", "Service.LoadCredential",
-                   "Service.WorkingDirectory", "Timer.Unit", "Install.WantedBy"}  # fmt: skip
+                   "Service.WorkingDirectory", "Timer.Unit", "Install.WantedBy", "Install.Also"}  # fmt: skip
     ours, plain = values(template), values(PLAIN[template])
     shared = (set(ours) | set(plain)) - per_account
     added = {"Service.StateDirectory", "Service.StateDirectoryMode", "Service.LogsDirectory",
