@@ -1,4 +1,5 @@
 import datetime as dt
+import re
 import textwrap
 from pathlib import Path
 
@@ -127,7 +128,9 @@ def test_durations_are_written_with_a_unit(text, seconds):
     assert parse_duration(text).total_seconds() == seconds
 
 
-@pytest.mark.parametrize("text", ["6", "six hours", "-5s", True, -1])
+@pytest.mark.parametrize(
+    "text", ["6", "six hours", "-5s", True, -1, "99999999999d", 1e300, float("inf"), float("nan")]
+)
 def test_bad_durations_are_refused(text):
     with pytest.raises(ValueError):
         parse_duration(text)
@@ -152,3 +155,51 @@ def test_bounds_that_zero_would_switch_off_must_be_positive(tmp_path, section, k
     )
     with pytest.raises(ConfigError, match=f"at '{section}.{key}': must be more than 0s"):
         load_config(write(tmp_path, text), environ={})
+
+
+@pytest.mark.parametrize(
+    ("setting", "problem"),
+    [
+        ('renew_before = "99999999999d"', "at 'token.renew_before': '99999999999d' is too long"),
+        ("renew_before = 1e300", "at 'token.renew_before': 1e+300 is too long"),
+        ("renew_before = inf", "at 'token.renew_before': inf is too long"),
+    ],
+)
+def test_durations_too_long_for_a_timedelta_are_config_errors(tmp_path, setting, problem):
+    text = f'[dhan]\nclient_id = "1000000001"\n[token]\n{setting}\n'
+    with pytest.raises(ConfigError, match=re.escape(problem)):
+        load_config(write(tmp_path, text), environ={})
+
+
+def test_an_empty_interval_list_and_a_security_id_above_32_bits_are_errors(tmp_path):
+    text = '[dhan]\nclient_id = "1000000001"\n[collector]\n'
+    text += 'instruments = ["NSE_EQ:4294967296", "NSE_EQ:4294967295"]\nintervals = []\n'
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), environ={})
+    assert info.value.problems == [
+        "at 'collector.instruments[0]': security id 4294967296 in 'NSE_EQ:4294967296' is above "
+        "4294967295 (Dhan's ids are u32)",
+        "at 'collector.intervals': expected at least one interval, like [\"1m\"]",
+    ]
+
+
+def test_problems_in_a_lenient_section_are_warnings_and_the_section_keeps_its_defaults(tmp_path):
+    text = '[dhan]\nclient_id = "1000000001"\n[collector]\ninstruments = ["XX_EQ:1"]\n'
+    text += "[web]\nport = 1\n"
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError):
+        load_config(path, environ={})  # strict: the collector needs [collector]
+    cfg = load_config(path, environ={}, lenient=("collector", "web"))
+    assert [w.split(":")[0] for w in cfg.warnings] == [
+        "at 'web'",
+        "at 'collector.instruments[0]'",
+    ]
+    assert cfg.collector.instruments == []
+
+
+def test_a_lenient_section_does_not_excuse_problems_elsewhere(tmp_path):
+    text = '[dhan]\nclient_id = "1000000001"\n[token]\nrenew_before = "soon"\n'
+    text += '[collector]\nmode = "loud"\n'
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), environ={}, lenient=("collector",))
+    assert [p.split(":")[0] for p in info.value.problems] == ["at 'token.renew_before'"]

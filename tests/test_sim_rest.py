@@ -409,6 +409,30 @@ def test_fault_malformed_returns_unparseable_json(rsim: Sim) -> None:
     assert profile(rsim, token).status_code == 200  # the fault renewed nothing
 
 
+@pytest.mark.parametrize(
+    ("mode", "odd"),
+    [
+        ("bad_exp", lambda answer, claims: claims["exp"] == 10**12),
+        ("expiry_0001", lambda answer, claims: answer["expiryTime"].startswith("0001-01-01")),
+        ("other_client", lambda answer, claims: claims["dhanClientId"] == "2000000002"),
+        ("expired", lambda answer, claims: claims["exp"] < time.time()),
+    ],
+)
+def test_an_issuing_renew_fault_kills_the_old_token_and_answers_an_odd_new_one(
+    rsim: Sim, mode, odd
+) -> None:
+    old = issue(rsim)
+    rsim.admin("fault", {"kind": "rest", "endpoint": "RenewToken", "mode": mode})
+    resp = renew(rsim, old)
+    assert resp.status_code == 200
+    new = resp.json()["token"]
+    assert odd(resp.json(), payload_of(new))
+    assert profile(rsim, old).status_code == 401  # Dhan has moved on: the old token is dead
+    assert rsim.admin("stats")["current_token_fp"] == hashlib.sha256(new.encode()).hexdigest()[:12]
+    if mode != "expired":
+        assert profile(rsim, new).status_code == 200  # the odd answer is still a working token
+
+
 def test_fault_html_returns_an_html_error_page(rsim: Sim) -> None:
     rsim.admin("fault", {"kind": "rest", "endpoint": "generateAccessToken", "mode": "html"})
     resp = generate(rsim)

@@ -66,3 +66,21 @@ def test_remaining_time_reads_like_a_person_would_say_it():
     assert format_remaining(dt.timedelta(hours=17, minutes=12, seconds=5)) == "in 17h 12m"
     assert format_remaining(dt.timedelta(minutes=3, seconds=4)) == "in 3m 04s"
     assert format_remaining(dt.timedelta(minutes=-3)) == "3m 00s ago"
+
+
+@pytest.mark.parametrize("exp", [10**12, 10**20, -(10**15), "soon", None, True])
+def test_an_exp_that_is_no_time_is_unreadable_without_a_hint(exp):
+    with pytest.raises(TokenFormatError, match="no 'exp' that is a time"):
+        parse_token(jwt({**PAYLOAD, "exp": exp}))
+
+
+def test_an_exp_that_is_no_time_takes_the_expiry_hint_and_the_issue_time_from_iat():
+    hint = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    tok = parse_token(jwt({**PAYLOAD, "exp": 10**12}), expires_hint=hint)
+    assert tok.expires_at == hint
+    assert tok.issued_at == dt.datetime.fromtimestamp(PAYLOAD["iat"], dt.UTC)
+
+
+def test_a_readable_exp_wins_over_the_hint():
+    hint = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+    assert parse_token(jwt(PAYLOAD), expires_hint=hint).expires_at.year == 2026

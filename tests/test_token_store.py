@@ -3,6 +3,7 @@ concurrent runs, readers and SIGKILL during the write (real filesystem, real pro
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import os
@@ -20,10 +21,12 @@ from conftest import BIN
 from dhanfeed import current_token
 from dhanfeed.errors import LockBusy, TokenFileError
 from dhanfeed.token_store import (
+    TokenDirUnwritable,
     TokenExpired,
     TokenFileMissing,
     TokenRecord,
     TokenStore,
+    rejected_record,
 )
 from renew_support import (
     CLIENT_ID,
@@ -164,6 +167,110 @@ def test_the_recovery_file_is_written_0600_next_to_the_token_file(fs):
     assert store.recovery_path == Path("/state/token.json.recovery")
     assert os.stat(store.recovery_path).st_mode & 0o777 == 0o600
     assert store.read(store.recovery_path).fingerprint == record.fingerprint
+
+
+def test_a_reservation_on_a_full_disk_names_the_directory_and_its_free_space(fs):
+    store = TokenStore("/state/token.json")
+    old = fresh(10)
+    store.write(old)
+    fs.set_disk_usage(os.stat("/state/token.json").st_size + 1000)  # 1000 bytes free
+    with pytest.raises(TokenDirUnwritable) as info:
+        store.reserve()
+    assert str(info.value).startswith("cannot prepare a new token file in /state (")
+    assert "free space: 1000 bytes, 16384 needed" in str(info.value)
+    assert info.value.exit_code == 1
+    assert store.read().token.access_token == old.token.access_token
+    assert sorted(os.listdir("/state")) == ["token.json"]  # nothing left behind
+
+
+def test_a_token_saved_into_its_reservation_needs_no_more_space(fs):
+    store = TokenStore("/state/token.json")
+    store.write(fresh(10))
+    slot = store.reserve()
+    in_use = sum(os.stat(f"/state/{name}").st_size for name in os.listdir("/state"))
+    fs.set_disk_usage(in_use)  # the disk fills up while Dhan answers
+    assert fs.get_disk_usage().free == 0
+    new = fresh(20)
+    assert store.save(slot, new) == store.path
+    assert os.stat(store.path).st_mode & 0o777 == 0o600
+    assert store.read().fingerprint == new.fingerprint
+    assert sorted(os.listdir("/state")) == ["token.json"]
+
+
+def test_a_reservation_left_unused_leaves_nothing_behind(fs):
+    store = TokenStore("/state/token.json")
+    with store.reserve():
+        assert len(os.listdir("/state")) == 1
+    assert os.listdir("/state") == []
+    assert store.recovery_candidates() == []
+
+
+def test_a_token_whose_rename_fails_is_kept_in_the_recovery_file(fs):
+    store = TokenStore("/state/token.json")
+    os.makedirs("/state/token.json/blocked")  # os.replace onto a non-empty directory fails
+    new = fresh(20)
+    assert store.save(store.reserve(), new) == store.recovery_path
+    assert store.read(store.recovery_path).fingerprint == new.fingerprint
+    assert store.recovery_candidates() == [store.recovery_path]
+
+
+def test_a_token_that_no_rename_can_place_stays_in_its_temp_file_for_the_next_run(fs):
+    store = TokenStore("/state/token.json")
+    os.makedirs("/state/token.json/blocked")
+    os.makedirs("/state/token.json.recovery/blocked")
+    new = fresh(20)
+    kept = store.save(store.reserve(), new)
+    assert kept.name.startswith(".token.json.") and kept.name.endswith(".tmp")
+    assert os.stat(kept).st_mode & 0o777 == 0o600
+    assert store.recovery_candidates() == [kept]
+    assert store.read(kept).fingerprint == new.fingerprint
+
+
+def test_a_rejected_answer_is_kept_private_with_the_reason(fs):
+    store = TokenStore("/state/token.json")
+    raw = make_jwt(exp=now() + dt.timedelta(hours=20), client_id="2000000002")
+    data = rejected_record(
+        raw, client_id="2000000002", source="renew", problem="for client 2000000002",
+        now=now(), expires_hint=None,
+    )  # fmt: skip
+    assert store.save_rejected(store.reserve(), data) == store.recovery_path
+    assert os.stat(store.recovery_path).st_mode & 0o777 == 0o600
+    saved = json.loads(store.recovery_path.read_text())
+    assert saved["access_token"] == raw and saved["rejected"] == "for client 2000000002"
+
+
+def test_installing_a_recovery_candidate_makes_it_the_token_file(fs):
+    store = TokenStore("/state/token.json")
+    store.write(fresh(3))
+    new = fresh(20)
+    store.write_recovery(new)
+    store.install(store.recovery_path)
+    assert store.read().fingerprint == new.fingerprint
+    assert store.recovery_candidates() == []
+
+
+def test_writing_a_token_supersedes_the_recovery_file(fs):
+    store = TokenStore("/state/token.json")
+    store.write_recovery(fresh(5))
+    store.write(fresh(20))
+    assert not store.recovery_path.exists()
+
+
+def test_a_token_file_whose_exp_is_no_time_reads_with_the_expiry_written_beside_it(fs):
+    raw = make_jwt(exp=now() + dt.timedelta(hours=20))
+    header, payload, sig = raw.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    claims["exp"] = 10**12  # year 33658
+    body = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    odd = f"{header}.{body}.{sig}"
+    remember_secret(odd)
+    expires = now() + dt.timedelta(hours=20)
+    os.makedirs("/state")
+    Path("/state/token.json").write_text(
+        json.dumps({"client_id": CLIENT_ID, "access_token": odd, "expires_at": expires.isoformat()})
+    )
+    os.chmod("/state/token.json", 0o600)
+    assert TokenStore("/state/token.json").read().token.expires_at == expires
 
 
 def test_current_token_returns_the_checked_token(fs):

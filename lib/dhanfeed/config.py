@@ -26,6 +26,7 @@ DEFAULT_CONFIG = "config.toml"
 ENV_CONFIG = "DHANFEED_CONFIG"
 
 MAX_INSTRUMENTS = 4 * 5000  # 4 sockets of 5000; the fifth socket slot is kept for a token swap
+MAX_DURATION = dt.timedelta(days=366)  # no setting needs more; timedelta itself overflows
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -42,13 +43,19 @@ def parse_duration(text: str | int | float) -> dt.timedelta:
     if isinstance(text, bool):
         raise ValueError("expected a duration like '90s', '30m' or '6h'")
     if isinstance(text, int | float):
-        if text < 0:
-            raise ValueError("must not be negative")
-        return dt.timedelta(seconds=text)
-    m = _DURATION.match(str(text))
-    if not m:
+        seconds = float(text)
+    else:
+        m = _DURATION.match(str(text))
+        if not m:
+            raise ValueError(f"expected a duration like '90s', '30m' or '6h', got {text!r}")
+        seconds = float(m.group(1)) * _UNITS[m.group(2)]
+    if seconds != seconds:  # NaN
         raise ValueError(f"expected a duration like '90s', '30m' or '6h', got {text!r}")
-    return dt.timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
+    if seconds < 0:
+        raise ValueError("must not be negative")
+    if seconds > MAX_DURATION.total_seconds():  # also inf, 1e300, "99999999999d"
+        raise ValueError(f"{text!r} is too long (at most {MAX_DURATION.days} days)")
+    return dt.timedelta(seconds=seconds)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -144,6 +151,9 @@ class Config:
     metrics: MetricsSection = dataclasses.field(default_factory=MetricsSection)
     logging: LoggingSection = dataclasses.field(default_factory=LoggingSection)
     collector: CollectorSection = dataclasses.field(default_factory=CollectorSection)
+    # Problems in sections the program does not use (`lenient=` of load_config), which it
+    # reports as warnings instead of refusing to run.
+    warnings: tuple[str, ...] = ()
 
     @property
     def state_dir(self) -> Path:
@@ -169,8 +179,14 @@ def config_path(explicit: str | os.PathLike[str] | None, environ: typing.Mapping
 def load_config(
     explicit: str | os.PathLike[str] | None = None,
     environ: typing.Mapping[str, str] | None = None,
+    *,
+    lenient: typing.Collection[str] = (),
 ) -> Config:
-    """Read, parse and validate the config; raise ConfigError listing every problem."""
+    """Read, parse and validate the config; raise ConfigError listing every problem.
+
+    Problems confined to the sections named in `lenient` (ones the caller does not use)
+    become `Config.warnings`, and those sections keep their defaults.
+    """
     path = config_path(explicit, os.environ if environ is None else environ)
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -182,19 +198,21 @@ def load_config(
         raise ConfigError(path, [f"cannot read {path}: {exc.__class__.__name__}: {exc}"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, [f"not valid TOML: {exc}"]) from None
-    return parse_config(raw, path)
+    return parse_config(raw, path, lenient=lenient)
 
 
-def parse_config(raw: dict[str, Any], path: Path) -> Config:
+def parse_config(
+    raw: dict[str, Any], path: Path, *, lenient: typing.Collection[str] = ()
+) -> Config:
     problems: list[str] = []
     base = path.resolve().parent
     sections: dict[str, Any] = {}
     hints = typing.get_type_hints(Config)
     for key in raw:
-        if key not in hints or key == "path":
+        if key not in hints or key in _NOT_SECTIONS:
             problems.append(f"at '{key}': unknown section")
     for name, cls in hints.items():
-        if name == "path":
+        if name in _NOT_SECTIONS:
             continue
         value = raw.get(name, {})
         if not isinstance(value, dict):
@@ -208,9 +226,21 @@ def parse_config(raw: dict[str, Any], path: Path) -> Config:
             sections[name] = section
     if "dhan" in sections:
         _check_cross_fields(sections, problems)
+    warnings = [p for p in problems if _section_of(p) in lenient]
+    problems = [p for p in problems if p not in warnings]
     if problems:
         raise ConfigError(path, problems)
-    return Config(path=path, **sections)
+    for name in {_section_of(p) for p in warnings} & set(hints):
+        sections[name] = _parse_section(name, hints[name], {}, base, [])  # the defaults
+    return Config(path=path, warnings=tuple(warnings), **sections)
+
+
+_NOT_SECTIONS = ("path", "warnings")
+
+
+def _section_of(problem: str) -> str:
+    """ "at 'collector.intervals[0]': ..." -> "collector" """
+    return re.split(r"[.'\[]", problem.removeprefix("at '"), maxsplit=1)[0]
 
 
 def _parse_section(
@@ -364,6 +394,8 @@ def _check_collector(c: CollectorSection, problems: list[str]) -> None:
             f"at 'collector.instruments': {len(c.instruments)} instruments; at most {MAX_INSTRUMENTS}"
             " (4 sockets x 5000; one socket slot is kept free for token swaps)"
         )
+    if not c.intervals:
+        problems.append("at 'collector.intervals': expected at least one interval, like [\"1m\"]")
     for i, interval in enumerate(c.intervals):
         if interval is None:
             continue

@@ -217,9 +217,9 @@ def _expiry_time(value: Any) -> dt.datetime | None:
         return None
     try:
         parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
+        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=IST)).astimezone(dt.UTC)
+    except (ValueError, OverflowError):  # "0001-01-01" in IST is before year 1 in UTC
         return None
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=IST)).astimezone(dt.UTC)
 
 
 def _error_of(body: Any) -> tuple[str | None, str]:

@@ -3,6 +3,10 @@
 Write: temp file `.NAME.*.tmp` in the same directory (so the rename is atomic), the final mode
 set before any data is written, fsync, `os.replace`, then fsync of the directory so the rename
 itself survives a power cut. A failure leaves the old file untouched and no temp behind.
+`reserve` goes one step further for a write that must not fail later (a token Dhan has just
+issued): the temp file's blocks are allocated and fsynced up front, so that writing into them
+and renaming cannot run out of space. (Copy-on-write filesystems such as btrfs and ZFS make
+no such promise; ext4, XFS and tmpfs do.)
 
 Read: a private file (the token file, a PIN or TOTP seed file) must be a regular file, not a
 symlink, with no group/other access, like ssh's StrictModes; the caller turns the neutral
@@ -13,9 +17,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import stat
 import tempfile
 from pathlib import Path
+from typing import BinaryIO
 
 from dhanfeed.errors import PrivateFileError, PrivateFileMissing, UnsafeFile
 
@@ -43,6 +49,99 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o600, dir_mode: int = 
     fsync_dir(path.parent)
 
 
+class Reserved:
+    """A temp file next to its target whose `size` bytes are allocated on disk already.
+
+    `fill` overwrites the allocated blocks (then shrinks the file to the data, which frees
+    blocks and never needs one); `commit` renames it onto a target in the same directory.
+    A filled file that was never committed is left in place: it may hold the only copy of
+    what was written (see `leftover_temp_files`).
+    """
+
+    def __init__(self, file: BinaryIO, path: Path, size: int) -> None:
+        self._file: BinaryIO | None = file
+        self.path = path
+        self.size = size
+        self.filled = False
+
+    def fill(self, data: bytes) -> None:
+        if len(data) > self.size:
+            raise ValueError(f"{len(data)} bytes do not fit the {self.size} reserved")
+        f = self._file
+        assert f is not None, "already committed or discarded"
+        f.seek(0)
+        f.write(data)
+        f.truncate(len(data))
+        f.flush()
+        os.fsync(f.fileno())
+        self.filled = True
+
+    def commit(self, target: Path) -> None:
+        """Rename onto `target` (same directory) and make the rename durable."""
+        os.replace(self.path, target)
+        self._close()
+        fsync_dir(target.parent)
+
+    def discard(self) -> None:
+        self._close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+
+    def _close(self) -> None:
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.close()
+            self._file = None
+
+    def __enter__(self) -> Reserved:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.filled:
+            self._close()  # committed, or the only copy of the data: keep it
+        else:
+            self.discard()
+
+
+def reserve(path: Path, size: int, *, mode: int = 0o600, dir_mode: int = 0o700) -> Reserved:
+    """Allocate (and fsync) `size` bytes in a temp file beside `path`; raise OSError
+    (nothing left behind) when the directory cannot be written or lacks the space."""
+    path.parent.mkdir(mode=dir_mode, parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(
+        dir=path.parent, prefix=f"{TEMP_PREFIX}{path.name}.", suffix=TEMP_SUFFIX
+    )
+    try:
+        os.fchmod(fd, mode)
+        f = os.fdopen(fd, "r+b")
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    try:
+        # Written, not fallocated: random bytes leave a compressing filesystem no hole to
+        # make, and fsync makes a delayed-allocation one (ext4) take the blocks now.
+        f.write(os.urandom(size))
+        f.flush()
+        os.fsync(f.fileno())
+    except BaseException:
+        with contextlib.suppress(OSError):
+            f.close()  # may fail again (ENOSPC on the flush); the fd is closed regardless
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)
+    return Reserved(f, Path(tmp), size)
+
+
+def free_space(directory: Path) -> int | None:
+    """Bytes an unprivileged writer may still use in `directory` (None when unknown)."""
+    try:
+        return shutil.disk_usage(directory).free
+    except OSError:
+        return None
+
+
 def fsync_dir(directory: Path) -> None:
     try:
         fd = os.open(directory, os.O_RDONLY)
@@ -56,10 +155,15 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def leftover_temp_files(path: Path) -> list[Path]:
+    """Temp files of `path` left by a process killed mid-write or a rename that failed."""
+    return sorted(path.parent.glob(f"{TEMP_PREFIX}{path.name}.*{TEMP_SUFFIX}"))
+
+
 def remove_stale_temp_files(path: Path) -> int:
     """Temp files of `path` left by a process killed mid-write (call under the writer's lock)."""
     removed = 0
-    for stale in path.parent.glob(f"{TEMP_PREFIX}{path.name}.*{TEMP_SUFFIX}"):
+    for stale in leftover_temp_files(path):
         with contextlib.suppress(OSError):
             stale.unlink()
             removed += 1

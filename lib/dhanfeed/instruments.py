@@ -20,6 +20,7 @@ SEGMENT_NAMES = {
     8: "BSE_FNO",
 }
 SEGMENT_CODES = {name: code for code, name in SEGMENT_NAMES.items()}
+MAX_SECURITY_ID = 2**32 - 1  # a u32 in the feed's packet header
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,11 +39,16 @@ def parse_instrument(text: str) -> Instrument:
     if not isinstance(text, str):
         raise ValueError(f"expected 'SEGMENT:SECURITY_ID', got {text!r}")
     parts = text.strip().split(":", 2)
-    if len(parts) < 2 or not parts[1].strip().isdigit():
+    if len(parts) < 2 or not (parts[1].strip().isascii() and parts[1].strip().isdigit()):
         raise ValueError(f"expected 'SEGMENT:SECURITY_ID' like 'NSE_EQ:1333', got {text!r}")
     segment = parts[0].strip().upper()
     if segment not in SEGMENT_CODES:
         raise ValueError(
             f"unknown segment {parts[0]!r} in {text!r} (known: {', '.join(SEGMENT_CODES)})"
         )
-    return Instrument(segment, int(parts[1]), parts[2].strip() if len(parts) > 2 else "")
+    security_id = int(parts[1])
+    if security_id > MAX_SECURITY_ID:
+        raise ValueError(
+            f"security id {security_id} in {text!r} is above {MAX_SECURITY_ID} (Dhan's ids are u32)"
+        )
+    return Instrument(segment, security_id, parts[2].strip() if len(parts) > 2 else "")

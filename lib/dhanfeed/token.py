@@ -69,26 +69,43 @@ def decode_payload(access_token: str) -> dict[str, Any]:
     return payload
 
 
-def parse_token(access_token: str) -> Token:
-    """Read a Dhan JWT; raise TokenFormatError (without the token in its text)."""
+LIFETIME = dt.timedelta(hours=24)  # exp - iat of every Dhan token (dhan-api.md §1)
+
+
+def parse_token(access_token: str, *, expires_hint: dt.datetime | None = None) -> Token:
+    """Read a Dhan JWT; raise TokenFormatError (without the token in its text).
+
+    `expires_hint` (Dhan's `expiryTime`, or the `expires_at` we wrote beside the token) stands
+    in for a JWT `exp` that is missing or cannot be a time (year 33658): the token Dhan issued
+    is still the only valid one, so it is kept with the best expiry we know.
+    """
     if not isinstance(access_token, str) or not access_token.strip():
         raise TokenFormatError("empty token")
     payload = decode_payload(access_token)
-    try:
-        exp = int(payload["exp"])
-        iat = int(payload.get("iat", exp - 86400))
-    except (KeyError, TypeError, ValueError):
-        raise TokenFormatError("JWT payload has no numeric 'exp'") from None
     client_id = str(payload.get("dhanClientId", "")).strip()
     if not client_id:
         raise TokenFormatError("JWT payload has no 'dhanClientId'")
+    expires_at = _claim_time(payload.get("exp")) or expires_hint
+    if expires_at is None:
+        raise TokenFormatError("JWT payload has no 'exp' that is a time")
+    issued_at = _claim_time(payload.get("iat")) or expires_at - LIFETIME
     return Token(
         access_token=access_token.strip(),
         client_id=client_id,
-        expires_at=dt.datetime.fromtimestamp(exp, dt.UTC),
-        issued_at=dt.datetime.fromtimestamp(iat, dt.UTC),
+        expires_at=expires_at,
+        issued_at=issued_at,
         consumer_type=str(payload.get("tokenConsumerType", "")),
     )
+
+
+def _claim_time(value: object) -> dt.datetime | None:
+    """A JWT NumericDate as an aware UTC time; None when absent, not a number or out of range."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return dt.datetime.fromtimestamp(int(value), dt.UTC)  # type: ignore[call-overload]
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None
 
 
 def format_remaining(delta: dt.timedelta) -> str:

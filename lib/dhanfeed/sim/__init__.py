@@ -18,6 +18,8 @@ Admin API (JSON over HTTP on the REST port):
   POST /__sim/policy         {"renew_kills_sockets"?, "renew_field"?, "token_ttl_s"?}
   POST /__sim/fault          {"kind": drop_sockets | stall+seconds | garbage+count |
                              truncated | disconnect+code | handshake_429+seconds |
-                             rest+endpoint+mode(500|hang|malformed|html|no_token)+count}
+                             rest+endpoint+mode(500|hang|malformed|html|no_token, or for
+                             RenewToken only, answers after issuing a new token:
+                             bad_exp|expiry_0001|other_client|expired)+count}
   POST /__sim/clear-faults
 """

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 HANG_S = 30.0  # longer than any client timeout
+OTHER_CLIENT = "2000000002"  # the client id of the `other_client` fault's token
 INTRADAY_PER_SECOND = 5  # Data APIs: 5 requests/s
 INTERVALS = {1, 5, 15, 25, 60}
 
@@ -60,7 +61,13 @@ def dh_error(error: tuple, message: str | None = None) -> Reply:
 class RestFaults:
     """Armed REST faults: each answers `count` calls of its endpoint ("*" = any)."""
 
+    # Answers that break the transport or the body: Dhan issued nothing.
     MODES = ("500", "hang", "malformed", "html", "no_token")
+    # RenewToken answers after Dhan HAS issued a new token (the old one is dead), but the
+    # answer is odd: a JWT `exp` that is no time (year 33658), `expiryTime` 0001-01-01, a
+    # token for another client id, a token that is already expired.
+    ISSUING = ("bad_exp", "expiry_0001", "other_client", "expired")
+    MODES += ISSUING
     ENDPOINTS = ("RenewToken", "profile", "generateAccessToken", "intraday", "*")
 
     def __init__(self) -> None:
@@ -126,6 +133,9 @@ class DhanApi:
     def _call(self, endpoint: str, handler, *args) -> Reply:  # noqa: ANN001
         self.sim.count_rest_call(endpoint)
         mode = self.sim.rest_faults.take(endpoint)
+        if mode in RestFaults.ISSUING and endpoint == "RenewToken":
+            logger.info("REST %s: fault %s", endpoint, mode)
+            return handler(*args, odd=mode)
         if mode is not None:
             logger.info("REST %s: fault %s", endpoint, mode)
             return fault_reply(mode)
@@ -137,7 +147,7 @@ class DhanApi:
         return issued if verdict == tokens.OK else None
 
     # GET /v2/RenewToken (headers access-token, dhanClientId)
-    def renew_token(self, method: str, headers) -> Reply:  # noqa: ANN001
+    def renew_token(self, method: str, headers, odd: str | None = None) -> Reply:  # noqa: ANN001
         if method != "GET":
             return dh_error(DH_905)
         if not headers.get("dhanClientId"):
@@ -145,10 +155,18 @@ class DhanApi:
         issued = self._authorise(headers)
         if issued is None or issued.consumer_type != tokens.SELF:
             return dh_error(DH_901)
-        new = self.sim.registry.mint(tokens.SELF)
+        registry = self.sim.registry
+        if odd == "bad_exp":
+            new = registry.mint(tokens.SELF, claims={"exp": 10**12})  # year 33658
+        elif odd == "other_client":
+            new = registry.mint(tokens.SELF, claims={"dhanClientId": OTHER_CLIENT})
+        elif odd == "expired":
+            new = registry.mint(tokens.SELF, -60)
+        else:
+            new = registry.mint(tokens.SELF)
         logger.info("RenewToken: %s → %s", issued.fingerprint, new.fingerprint)
-        field = self.sim.policy.renew_field
-        return Reply(200, {field: new.access_token, "expiryTime": tokens.ist_no_zone(new.exp)})
+        expiry = "0001-01-01T00:00:00.000" if odd == "expiry_0001" else tokens.ist_no_zone(new.exp)
+        return Reply(200, {self.sim.policy.renew_field: new.access_token, "expiryTime": expiry})
 
     # POST /app/generateAccessToken?dhanClientId&pin&totp
     def generate(self, method: str, query: dict) -> Reply:

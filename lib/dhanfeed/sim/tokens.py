@@ -92,25 +92,33 @@ class TokenRegistry:
     def current(self) -> Issued | None:
         return self._current
 
-    def mint(self, consumer_type: str = SELF, ttl_s: float | None = None) -> Issued:
-        """A new token that supersedes the current one."""
+    def mint(
+        self, consumer_type: str = SELF, ttl_s: float | None = None, *, claims: dict | None = None
+    ) -> Issued:
+        """A new token that supersedes the current one.
+
+        A negative `ttl_s` mints one that is already expired; `claims` overwrite payload fields
+        (a malformed `exp`, another client id) without changing when the token really expires.
+        """
         now = int(self.clock())
         ttl = self.ttl_s if ttl_s is None else ttl_s
+        exp = now + (int(round(ttl)) or 1)
         payload = {
             "iss": "dhan",
             "partnerId": "",
-            "exp": now + max(1, int(round(ttl))),
+            "exp": exp,
             "iat": now,
             "tokenConsumerType": consumer_type,
             "webhookUrl": "",
             "dhanClientId": self.client_id,
+            **(claims or {}),
         }
         head = _b64(json.dumps({"typ": "JWT", "alg": "HS512"}, separators=(",", ":")).encode())
         body = _b64(json.dumps(payload, separators=(",", ":")).encode())
         signing_input = f"{head}.{body}".encode()
         nonce = str(next(self._nonce)).encode()
         signature = hmac.new(self._secret + nonce, signing_input, hashlib.sha512).digest()
-        issued = Issued(f"{head}.{body}.{_b64(signature)}", consumer_type, now, payload["exp"])
+        issued = Issued(f"{head}.{body}.{_b64(signature)}", consumer_type, now, exp)
         with self._lock:
             old = self._current
             self._current = issued
