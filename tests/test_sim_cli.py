@@ -64,6 +64,9 @@ def stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM) -> tuple[int, s
         ["--rest-port", "70000"],
         ["--renew-field", "jwt"],
         ["--renew-kills-sockets", "--renew-keeps-sockets"],
+        ["--batch", "0"],
+        ["--batch", "101"],
+        ["--multi-mode", "first"],
     ],
 )
 def test_bad_options_give_one_line_and_exit_2(args: list[str], capsys) -> None:  # noqa: ANN001
@@ -148,12 +151,15 @@ def test_issue_token_option_writes_a_token_file_the_sim_accepts(tmp_path) -> Non
 
 
 def test_policy_options_show_in_stats(start_sim) -> None:  # noqa: ANN001
-    sim: Sim = start_sim("--renew-field", "accessToken", "--renew-kills-sockets")
+    sim: Sim = start_sim(
+        "--renew-field", "accessToken", "--renew-kills-sockets", "--multi-mode", "each"
+    )
     policy = sim.admin("stats")["policy"]
     assert policy == {
         "renew_kills_sockets": True,
         "renew_field": "accessToken",
         "token_ttl_s": 86400,
+        "multi_mode": "each",
     }
     token = sim.admin("issue-token", {})["access_token"]
     resp = requests.get(

@@ -41,7 +41,9 @@ def _reset(request: pytest.FixtureRequest) -> None:
     if "fsim" in request.fixturenames:
         sim = request.getfixturevalue("fsim")
         sim.admin("clear-faults", {})
-        sim.admin("policy", {"renew_kills_sockets": False, "renew_field": "token"})
+        sim.admin(
+            "policy", {"renew_kills_sockets": False, "renew_field": "token", "multi_mode": "last"}
+        )
 
 
 def walk(frame: bytes) -> list[tuple[int, int, int, bytes]]:
@@ -133,13 +135,17 @@ def connect(sim: Sim, clients: list, token: str | None = None, **kw: str) -> Cli
 
 
 def has(kind: type, n: int = 1, key: tuple[int, int] | None = None) -> Callable:
+    """A `read` condition: `n` packets of `kind` (for `key`) received; reads each frame once,
+    since one packet per message makes thousands of frames."""
+    seen = [0, 0]  # frames looked at, matches
+
     def check(frames: list[bytes]) -> bool:
-        count = 0
-        for frame in frames:
+        for frame in frames[seen[0] :]:
             for pkt in p.decode_frame(frame).packets:
                 if isinstance(pkt, kind) and (key is None or pkt[:2] == key):
-                    count += 1
-        return count >= n
+                    seen[1] += 1
+        seen[0] = len(frames)
+        return seen[1] >= n
 
     return check
 
@@ -169,7 +175,104 @@ def disconnect_reasons(client: Client) -> list[int]:
     return [pkt.reason for pkt in client.of(p.Disconnect)]
 
 
-# --- authorisation after the handshake ---
+# --- framing: one packet per WebSocket message, as Dhan sends (dhan-api.md §3) ---
+
+
+def packet_counts(client: Client) -> list[int]:
+    """Packets per received message, by the documented length fields; a message whose
+    length fields do not add up to its size counts as -1."""
+    counts = []
+    for frame in client.frames:
+        packets = walk(frame)
+        counts.append(len(packets) if sum(len(raw) for *_h, raw in packets) == len(frame) else -1)
+    return counts
+
+
+def test_every_message_holds_exactly_one_packet_whose_length_is_the_message_length(
+    fsim: Sim, clients: list
+) -> None:
+    client = connect(fsim, clients)
+    client.subscribe([("NSE_EQ", 1333), ("NSE_FNO", 55796)], "quote")
+    client.subscribe([("NSE_FNO", 35001)], "full")
+    client.subscribe([("NSE_EQ", 11536), ("IDX_I", 13)], "ticker")
+    client.read(has(p.OpenInterest, 2))
+    client.read(has(p.Full, 3))
+    client.read(has(p.Ticker, 6))
+    assert len(client.frames) > 20
+    for frame in client.frames:
+        (code, _seg, _sid, raw), *more = walk(frame)
+        assert not more and len(raw) == len(frame), f"code {code}: {len(frame)}-byte message"
+        assert frame[1] | frame[2] << 8 == len(frame)  # the header's length field
+    sizes = {frame[0]: len(frame) for frame in client.frames}
+    assert sizes == {6: 16, 4: 50, 5: 12, 8: 162, 2: 16}  # Prev Close, Quote, OI apart
+    mine = next(s for s in fsim.admin("stats")["sockets"] if s["closed_at"] is None)
+    assert mine["messages_sent"] == mine["packets_sent"]
+
+
+def test_batch_packs_up_to_n_packets_into_one_message(start_sim, clients: list) -> None:  # noqa: ANN001
+    sim = start_sim("--batch", "5", "--ticks-per-second", "20")
+    client = connect(sim, clients)
+    client.subscribe([("NSE_EQ", sid) for sid in range(1, 13)], "quote")
+    client.read(has(p.Quote, 60))
+    counts = packet_counts(client)
+    assert -1 not in counts  # every message walks to its end by the length fields
+    assert max(counts) == 5 and min(counts) >= 1
+    assert counts[:3] == [5, 5, 2]  # the twelve Prev Close packets of the subscribe
+    client.send(p.disconnect_request())
+    client.read_until_closed()
+    mine = last_socket(sim)
+    counts = packet_counts(client)
+    assert (mine["packets_sent"], mine["messages_sent"]) == (sum(counts), len(counts))
+
+
+def test_the_last_mode_wins_when_one_instrument_is_subscribed_twice(
+    fsim: Sim, clients: list
+) -> None:
+    client = connect(fsim, clients)
+    client.subscribe([("NSE_EQ", 2885)], "quote")
+    client.read(has(p.Quote, 2))
+    client.subscribe([("NSE_EQ", 2885)], "full")
+    client.read(has(p.Full, 4))
+    kinds = [type(pkt) for pkt in client.packets() if not isinstance(pkt, p.PrevClose)]
+    first_full = kinds.index(p.Full)
+    assert set(kinds[first_full:]) == {p.Full}  # the Quote stream stopped
+
+
+def test_each_mode_streams_when_the_switch_says_so(fsim: Sim, clients: list) -> None:
+    fsim.admin("policy", {"multi_mode": "each"})
+    client = connect(fsim, clients)
+    client.subscribe([("NSE_EQ", 2885)], "quote")
+    client.subscribe([("NSE_EQ", 2885)], "full")
+    client.read(has(p.Full, 4))
+    client.read(has(p.Quote, 4))
+    quotes = {(q.volume, q.ltt) for q in client.of(p.Quote)}
+    fulls = [(f.volume, f.ltt) for f in client.of(p.Full)]
+    assert all(tick in quotes for tick in fulls)  # every tick in both modes
+    for message in p.unsubscribe_requests([("NSE_EQ", 2885)], "quote"):
+        client.send(message)  # dropping one mode keeps the other: Full only from now on
+    client.read(lambda frames: [f[0] for f in frames[-4:]] == [p.FULL] * 4)
+
+
+def test_a_faster_rate_sends_one_message_per_tick_with_none_skipped(
+    start_sim,
+    clients: list,  # noqa: ANN001
+) -> None:
+    sim = start_sim("--ticks-per-second", "400", "--instruments", "NSE_EQ:1-10")
+    client = connect(sim, clients)
+    client.subscribe([("NSE_EQ", sid) for sid in range(1, 11)], "quote")
+    client.read(has(p.Quote, 2000), timeout=30)
+    client.send(p.disconnect_request())
+    client.read_until_closed()
+    mine = last_socket(sim)
+    assert mine["messages_sent"] == mine["packets_sent"] == len(client.frames)
+    for sid in range(1, 11):
+        record = sim.admin(f"sent?instrument=NSE_EQ:{sid}")["ticks"]
+        on_mine = [mine["id"] in ids for *_t, ids in record]
+        first = on_mine.index(True)
+        last = len(on_mine) - 1 - on_mine[::-1].index(True)
+        assert all(on_mine[first : last + 1])  # each tick of the market reached us, in order
+        got = [q.volume for q in client.of(p.Quote) if q.security_id == sid]
+        assert got == [cum for cum, *_r in record[first : last + 1]]
 
 
 def test_invalid_token_gets_809_then_close(fsim: Sim, clients: list) -> None:

@@ -30,6 +30,7 @@ from dhanfeed.logs import print_traceback, setup_logging
 try:
     from dhanfeed.sim import tokens
     from dhanfeed.sim.app import SimOptions, Simulator
+    from dhanfeed.sim.feed import MAX_BATCH, MULTI_MODES
     from dhanfeed.sim.market import DEFAULT_INSTRUMENTS, parse_instruments
 except ModuleNotFoundError as missing:  # websockets comes with the `sim` extra only
     if (missing.name or "").startswith("dhanfeed"):
@@ -57,7 +58,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=",".join(DEFAULT_INSTRUMENTS),
         help="SEG:ID[,SEG:ID...]; ranges SEG:FIRST-LAST allowed",
     )
-    ap.add_argument("--ticks-per-second", type=float, default=2.0, help="per instrument")
+    ap.add_argument("--ticks-per-second", type=float, default=2.0,
+                    help="packets per second per instrument (up to 1000; the total is the "
+                    "send rate a benchmark asks for)")  # fmt: skip
+    ap.add_argument("--batch", type=int, default=1, metavar="N",
+                    help=f"pack up to N packets into one WebSocket message (1..{MAX_BATCH}; "
+                    "default 1, as Dhan does: only for benchmarks of decoding)")  # fmt: skip
+    ap.add_argument("--multi-mode", choices=MULTI_MODES, default="last",
+                    help="one instrument subscribed in several modes on a socket: the last "
+                    "mode wins (default) or each mode streams")  # fmt: skip
     ap.add_argument("--pin", help="enable PIN+TOTP generation with this PIN")
     ap.add_argument("--totp-secret", help="base32 TOTP seed for PIN+TOTP generation")
     ap.add_argument("--renew-field", choices=("token", "accessToken"), default="token",
@@ -98,6 +107,8 @@ def options_from(args: argparse.Namespace) -> SimOptions:
         raise UsageError("--token-ttl must be at least 1s")
     if not args.ticks_per_second > 0 or args.ticks_per_second > 1000:
         raise UsageError("--ticks-per-second must be > 0 and <= 1000")
+    if not 1 <= args.batch <= MAX_BATCH:
+        raise UsageError(f"--batch must be 1..{MAX_BATCH}")
     if not 0 < args.ping_interval < args.ping_timeout:
         raise UsageError("--ping-interval must be > 0 and shorter than --ping-timeout")
     try:
@@ -126,6 +137,8 @@ def options_from(args: argparse.Namespace) -> SimOptions:
         renew_kills_sockets=args.renew_kills,
         ping_interval_s=args.ping_interval,
         ping_timeout_s=args.ping_timeout,
+        batch=args.batch,
+        multi_mode=args.multi_mode,
     )
 
 

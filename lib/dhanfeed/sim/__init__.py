@@ -2,7 +2,8 @@
 
 tokens.py  JWT-shaped tokens (HS512 header, dhan-api.md §1 payload), one active at a time
 market.py  seeded random walk, cumulative volume, the per-tick tape, intraday bars
-feed.py    the v2 live feed (websockets): auth codes, limits, modes, batching, feed faults
+feed.py    the v2 live feed (websockets): auth codes, limits, modes, one packet per message
+           (or --batch N), bulk-written frames, feed faults
 rest.py    RenewToken, generateAccessToken, profile, charts/intraday; REST faults
 admin.py   /__sim/: stats, sent, issue-token, policy, fault, clear-faults
 app.py     both servers in one process (asyncio loop + a threaded HTTP server)
@@ -15,7 +16,8 @@ Admin API (JSON over HTTP on the REST port):
                              opened_at, closed_at, close_reason, instruments, packets_sent}]
   GET  /__sim/sent?instrument=NSE_EQ:1333   {"ticks": [[cum, ltt, ltp, [socket ids]], ...]}
   POST /__sim/issue-token    {"ttl_s"?, "path"?} → {access_token, expires_at, fingerprint}
-  POST /__sim/policy         {"renew_kills_sockets"?, "renew_field"?, "token_ttl_s"?}
+  POST /__sim/policy         {"renew_kills_sockets"?, "renew_field"?, "token_ttl_s"?,
+                             "multi_mode"? ("last" | "each", for later subscriptions)}
   POST /__sim/fault          {"kind": drop_sockets | stall+seconds | garbage+count |
                              truncated | disconnect+code | handshake_429+seconds |
                              rest+endpoint+mode(500|hang|malformed|html|no_token, or for

@@ -12,6 +12,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from dhanfeed.sim import tokens
+from dhanfeed.sim.feed import MULTI_MODES
 from dhanfeed.token import IST
 
 if TYPE_CHECKING:
@@ -95,7 +96,7 @@ def issue_token(sim: Simulator, payload: dict) -> dict:
 
 def set_policy(sim: Simulator, payload: dict) -> dict:
     policy = sim.policy
-    unknown = set(payload) - {"renew_kills_sockets", "renew_field", "token_ttl_s"}
+    unknown = set(payload) - {"renew_kills_sockets", "renew_field", "token_ttl_s", "multi_mode"}
     if unknown:
         raise BadRequest(f"unknown policy keys: {', '.join(sorted(unknown))}")
     if "renew_kills_sockets" in payload:
@@ -111,6 +112,10 @@ def set_policy(sim: Simulator, payload: dict) -> dict:
         if isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl <= 0:
             raise BadRequest("token_ttl_s must be a positive number")
         sim.registry.ttl_s = float(ttl)
+    if "multi_mode" in payload:
+        if payload["multi_mode"] not in MULTI_MODES:
+            raise BadRequest(f"multi_mode must be one of {', '.join(MULTI_MODES)}")
+        sim.feed.multi_mode = payload["multi_mode"]  # applies to later subscriptions
     logger.info("admin: policy %s", policy.as_dict(sim))
     return policy.as_dict(sim)
 

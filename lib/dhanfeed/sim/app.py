@@ -39,6 +39,8 @@ class SimOptions:
     renew_kills_sockets: bool = False
     ping_interval_s: float = 10.0  # keepalive as Dhan does it; tests shorten both
     ping_timeout_s: float = 40.0  # a client that has not answered this long is closed
+    batch: int = 1  # packets per WebSocket message; Dhan sends one
+    multi_mode: str = "last"  # one instrument in several modes: "last" wins, or "each" streams
 
 
 @dataclasses.dataclass
@@ -53,6 +55,7 @@ class Policy:
             "renew_kills_sockets": self.renew_kills_sockets,
             "renew_field": self.renew_field,
             "token_ttl_s": sim.registry.ttl_s,
+            "multi_mode": sim.feed.multi_mode,
         }
 
 
@@ -74,6 +77,8 @@ class Simulator:
             renew_kills_sockets=lambda: self.policy.renew_kills_sockets,
             ping_interval_s=options.ping_interval_s,
             silent_close_s=options.ping_timeout_s,
+            batch=options.batch,
+            multi_mode=options.multi_mode,
         )
         self.rest_faults = rest.RestFaults()
         self._rest_calls: Counter[str] = Counter({name: 0 for name in REST_ENDPOINTS})

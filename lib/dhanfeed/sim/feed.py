@@ -1,9 +1,19 @@
 """The simulated live feed: a `websockets` server speaking Dhan's v2 binary protocol.
 
-Everything here runs on one asyncio loop. The market loop ticks every instrument, encodes
-each packet once per mode and batches one cycle's packets per socket into frames; a writer
-task per socket sends them in order and records, only after a send succeeded, which ticks
-that socket carried (as runs of tick indexes: compact enough for 20000 instruments).
+Everything here runs on one asyncio loop. The market loop ticks every instrument and encodes
+each packet once per mode. Dhan sends one packet per WebSocket message, and so do we by
+default (`batch` > 1 packs up to that many packets into one message, for a benchmark that
+wants to isolate decoding). One cycle's messages for a socket are framed here and written
+to the transport in one write (websockets' per-message `send` costs ~10 µs, too slow for the
+150,000 messages/s a benchmark may ask for); websockets still owns the handshake, pings,
+pongs and the close, and we never write after it has started closing. A writer task per
+socket sends its cycles in order, waits for TCP (so a slow reader slows the sender, as on
+the real feed) and records, only after a write, which ticks the socket carried (as runs of
+tick indexes: compact enough for 20000 instruments).
+
+One instrument subscribed in several modes on one socket (unconfirmed at Dhan): with
+`multi_mode = "last"` the last subscribed mode replaces the earlier; with "each" every
+subscribed mode gets its own stream.
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
 
 from dhanfeed.feed import protocol as p
 from dhanfeed.sim import tokens
@@ -31,15 +42,44 @@ MAX_SOCKETS_PER_CLIENT = 5
 PING_INTERVAL_S = 10.0  # Dhan pings every 10 s ...
 SILENT_CLOSE_S = 40.0  # ... and closes a client that has not answered for 40 s
 KEEPALIVE_TIMEOUT = "keepalive ping timeout"  # websockets' reason when a pong never came
-MAX_PACKETS_PER_FRAME = 100
-MAX_QUEUED_FRAMES = 20_000  # a consumer this far behind (tens of seconds) is dropped with 800
+MAX_BATCH = 100  # --batch: packets per message at most (the old simulator's framing)
+MAX_QUEUED_PACKETS = 2_000_000  # a consumer this far behind (tens of seconds) is dropped with 800
 MAX_CYCLES_PER_SECOND = 20.0
 
 TICKER, QUOTE, FULL = "ticker", "quote", "full"
 SUBSCRIBE = {15: TICKER, 17: QUOTE, 21: FULL}
 UNSUBSCRIBE = {16: TICKER, 18: QUOTE, 22: FULL}
+MULTI_MODES = ("last", "each")  # one instrument in several modes: last mode wins / one stream each
 _CLOSE = object()  # writer-queue sentinel
-_QUOTE_AND_OI = p.QUOTE_SIZE + p.OI_SIZE  # the only 2-packet item a cycle queues
+
+
+def ws_frame(message: bytes) -> bytes:
+    """`message` as one unmasked, final, binary WebSocket frame (RFC 6455 §5.2)."""
+    size = len(message)
+    if size < 126:
+        return bytes((0x82, size)) + message
+    if size < 65536:
+        return bytes((0x82, 126)) + size.to_bytes(2, "big") + message
+    return bytes((0x82, 127)) + size.to_bytes(8, "big") + message
+
+
+_FRAME_HEAD = {
+    size: ws_frame(bytes(size))[:-size]
+    for size in (p.TICKER_SIZE, p.QUOTE_SIZE, p.OI_SIZE, p.PREV_CLOSE_SIZE, p.FULL_SIZE)
+}
+
+
+def frames(packets: list[bytes], batch: int) -> bytes:
+    """Packets as WebSocket frames, `batch` packets per message (1: Dhan's framing)."""
+    if batch == 1:
+        head = _FRAME_HEAD
+        return b"".join([head[len(pkt)] + pkt if len(pkt) in head else ws_frame(pkt)
+                         for pkt in packets])  # fmt: skip
+    return b"".join(
+        ws_frame(b"".join(packets[start : start + batch]))
+        for start in range(0, len(packets), batch)
+    )
+
 
 VERDICT_CODES = {tokens.EXPIRED: 807, tokens.SUPERSEDED: 807, tokens.WRONG_CLIENT: 808}
 
@@ -56,9 +96,11 @@ class SimSocket:
         self.close_reason: str | None = None
         self.authorised = False
         self.closing = False
-        self.subs: dict[Tape, str] = {}
+        self.subs: dict[Tape, tuple[str, ...]] = {}  # instrument → its modes on this socket
         self.packets_sent = 0
-        self.queue: asyncio.Queue = asyncio.Queue()
+        self.messages_sent = 0
+        self.queued_packets = 0
+        self.queue: asyncio.Queue = asyncio.Queue()  # (frames, refs, packets, messages)
         self.runs: dict[str, list[list[int]]] = {}  # instrument key → [[first, last], ...]
         self.pending: list[bytes] = []  # this cycle's packets, flushed into frames
         self.pending_refs: list[tuple[Tape, int]] = []
@@ -72,7 +114,14 @@ class SimSocket:
             "close_reason": self.close_reason,
             "instruments": len(self.subs),
             "packets_sent": self.packets_sent,
+            "messages_sent": self.messages_sent,
         }
+
+    def put(self, packets: list[bytes], batch: int, refs: list | tuple = ()) -> None:
+        """Queue packets for the writer, framed `batch` to a message."""
+        count = len(packets)
+        self.queued_packets += count
+        self.queue.put_nowait((frames(packets, batch), refs, count, -(-count // batch)))
 
     def record(self, refs: list[tuple[Tape, int]]) -> None:
         runs_of = self.runs
@@ -96,9 +145,17 @@ class FeedServer:
         renew_kills_sockets: Callable[[], bool],
         ping_interval_s: float = PING_INTERVAL_S,
         silent_close_s: float = SILENT_CLOSE_S,
+        batch: int = 1,
+        multi_mode: str = "last",
     ) -> None:
         if not 0 < ping_interval_s < silent_close_s:
             raise ValueError("the ping interval must be positive and shorter than the silence")
+        if not 1 <= batch <= MAX_BATCH:
+            raise ValueError(f"batch must be 1..{MAX_BATCH} packets per message")
+        if multi_mode not in MULTI_MODES:
+            raise ValueError(f"multi_mode must be one of {', '.join(MULTI_MODES)}")
+        self.batch = batch
+        self.multi_mode = multi_mode
         self.market = market
         self.registry = registry
         self.ticks_per_second = ticks_per_second
@@ -173,6 +230,7 @@ class FeedServer:
                 sock.close_reason = f"{code} {verdict} token"
                 await ws.send(p.encode_disconnect(code))
                 sock.packets_sent += 1
+                sock.messages_sent += 1
                 await ws.close()
                 return
             sock.authorised = True
@@ -238,21 +296,28 @@ class FeedServer:
                 continue  # Dhan ignores an instrument it does not know
         if code in UNSUBSCRIBE:
             for tape in tapes:
-                if sock.subs.pop(tape, None) is not None:
-                    tape.subscribers.pop(sock, None)
+                self._set_modes(sock, tape, tuple(m for m in sock.subs.get(tape, ()) if m != mode))
             return
         new = {t for t in tapes if t not in sock.subs}
         if len(sock.subs) + len(new) > p.MAX_PER_SOCKET:
             self.disconnect(sock, 804)
             return
         for tape in tapes:
-            sock.subs[tape] = mode
-            tape.subscribers[sock] = mode
+            modes = sock.subs.get(tape, ())
+            if self.multi_mode == "last":
+                modes = (mode,)
+            elif mode not in modes:
+                modes = (*modes, mode)
+            self._set_modes(sock, tape, modes)
         # Any subscription triggers a Prev Close packet per instrument.
-        packets = [tape.prev_close_packet() for tape in tapes]
-        for start in range(0, len(packets), MAX_PACKETS_PER_FRAME):
-            chunk = packets[start : start + MAX_PACKETS_PER_FRAME]
-            sock.queue.put_nowait((b"".join(chunk), (), len(chunk)))
+        sock.put([tape.prev_close_packet() for tape in tapes], self.batch)
+
+    @staticmethod
+    def _set_modes(sock: SimSocket, tape: Tape, modes: tuple[str, ...]) -> None:
+        if modes:
+            sock.subs[tape] = tape.subscribers[sock] = modes
+        elif sock.subs.pop(tape, None) is not None:
+            tape.subscribers.pop(sock, None)
 
     # --- sending ---
 
@@ -262,14 +327,21 @@ class FeedServer:
             item = await queue.get()
             if item is _CLOSE:
                 break
-            frame, refs, count = item
-            try:
-                await ws.send(frame)
-            except ConnectionClosed:
+            blob, refs, packets, messages = item
+            sock.queued_packets -= packets
+            # Frames go straight to the transport in one write; websockets' own frames (pings,
+            # pongs, the close) are written whole too, so they never interleave with ours.
+            if ws.protocol.state is not State.OPEN or ws.transport.is_closing():
                 break
-            sock.packets_sent += count
+            ws.transport.write(blob)
+            sock.packets_sent += packets
+            sock.messages_sent += messages
             if refs:
                 sock.record(refs)
+            try:
+                await ws.drain()  # TCP flow control: a slow reader slows us down
+            except Exception:  # the connection died under the write: websockets reports it
+                break
         try:
             await ws.close()
         except ConnectionClosed:
@@ -292,7 +364,7 @@ class FeedServer:
             return
         logger.info("socket %d: disconnect code %d", sock.id, code)
         self._finish(sock, reason or f"{code} {p.DISCONNECT_REASONS.get(code, 'disconnect')}")
-        sock.queue.put_nowait((p.encode_disconnect(code), (), 1))
+        sock.put([p.encode_disconnect(code)], 1)
         sock.queue.put_nowait(_CLOSE)
 
     def token_superseded(self, old_fp: str) -> None:
@@ -339,43 +411,41 @@ class FeedServer:
                 if not subscribers or stalled:
                     tape.oi_changed = False
                     continue
-                idx = len(tape.cums) - 1
-                encoded: dict[str, bytes] = {}
-                for sock, mode in subscribers.items():
-                    packet = encoded.get(mode)
-                    if packet is None:
-                        packet = encoded[mode] = self._encode(tape, mode)
-                    sock.pending.append(packet)
-                    sock.pending_refs.append((tape, idx))
+                ref = (tape, len(tape.cums) - 1)
+                encoded: dict[str, tuple[bytes, ...]] = {}
+                for sock, modes in subscribers.items():
+                    for mode in modes:
+                        packets = encoded.get(mode)
+                        if packets is None:
+                            packets = encoded[mode] = self._encode(tape, mode)
+                        sock.pending.extend(packets)
+                    sock.pending_refs.append(ref)
                     touched.add(sock)
                 tape.oi_changed = False
         for sock in touched:
             self._flush(sock)
 
     @staticmethod
-    def _encode(tape: Tape, mode: str) -> bytes:
+    def _encode(tape: Tape, mode: str) -> tuple[bytes, ...]:
+        """The packets one tick sends in `mode`: Quote and OI are two packets (two messages)."""
         if tape.is_index or mode == TICKER:
-            return tape.ticker_packet()
+            return (tape.ticker_packet(),)
         if mode == FULL:
-            return tape.full_packet()
+            return (tape.full_packet(),)
         if tape.oi_changed:
-            return tape.quote_packet() + tape.oi_packet()
-        return tape.quote_packet()
+            return (tape.quote_packet(), tape.oi_packet())
+        return (tape.quote_packet(),)
 
     def _flush(self, sock: SimSocket) -> None:
         packets, refs = sock.pending, sock.pending_refs
         sock.pending, sock.pending_refs = [], []
         if sock.closing:
             return
-        if sock.queue.qsize() > MAX_QUEUED_FRAMES:
+        if sock.queued_packets > MAX_QUEUED_PACKETS:
             logger.warning("socket %d: consumer too slow, dropping it", sock.id)
             self.disconnect(sock, 800, "slow consumer")
             return
-        for start in range(0, len(packets), MAX_PACKETS_PER_FRAME):
-            chunk = packets[start : start + MAX_PACKETS_PER_FRAME]
-            frame = b"".join(chunk)
-            count = sum(2 if len(pkt) == _QUOTE_AND_OI else 1 for pkt in chunk)
-            sock.queue.put_nowait((frame, refs[start : start + MAX_PACKETS_PER_FRAME], count))
+        sock.put(packets, self.batch, refs)
 
     # --- faults ---
 
@@ -412,7 +482,7 @@ class FeedServer:
                 size = p.HEADER_SIZE + len(body)
                 head = p.HEADER.pack(rng.randrange(100, 256), min(65535, size + 1 + rng.randrange(500)),
                                      rng.randrange(0, 256), rng.getrandbits(32))  # fmt: skip
-                sock.queue.put_nowait((head + body, (), 0))
+                sock.queue.put_nowait((ws_frame(head + body), (), 0, 1))
         return len(self._live())
 
     def send_truncated(self) -> int:
@@ -425,7 +495,7 @@ class FeedServer:
                 frame = p.encode_disconnect(800)[:7]
             else:
                 frame = tape.quote_packet()[: self._rng.randrange(p.HEADER_SIZE, p.QUOTE_SIZE)]
-            sock.queue.put_nowait((frame, (), 0))
+            sock.queue.put_nowait((ws_frame(frame), (), 0, 1))
         return len(self._live())
 
     def disconnect_all(self, code: int) -> int:
