@@ -122,6 +122,12 @@ class MetricsSection:
 
 
 @dataclasses.dataclass(frozen=True)
+class WebSection:
+    port: int = 0  # the collector's read-only status page; 0 = no page
+    bind: str = "127.0.0.1"  # loopback: reach it from elsewhere through an SSH tunnel
+
+
+@dataclasses.dataclass(frozen=True)
 class LoggingSection:
     dir: FilePath = FilePath("logs")
     level: str = "INFO"
@@ -149,6 +155,7 @@ class Config:
     totp: TotpSection = dataclasses.field(default_factory=TotpSection)
     hooks: HooksSection = dataclasses.field(default_factory=HooksSection)
     metrics: MetricsSection = dataclasses.field(default_factory=MetricsSection)
+    web: WebSection = dataclasses.field(default_factory=WebSection)
     logging: LoggingSection = dataclasses.field(default_factory=LoggingSection)
     collector: CollectorSection = dataclasses.field(default_factory=CollectorSection)
     # Problems in sections the program does not use (`lenient=` of load_config), which it
@@ -375,6 +382,11 @@ def _check_cross_fields(s: dict[str, Any], problems: list[str]) -> None:
     if metrics := s.get("metrics"):
         if not 0 <= metrics.port <= 65535:
             problems.append("at 'metrics.port': expected 0..65535")
+    if web := s.get("web"):
+        if not 0 <= web.port <= 65535:
+            problems.append("at 'web.port': expected 0..65535")
+        if metrics and web.port and web.port == metrics.port:
+            problems.append("at 'web.port': the same port as metrics.port")
     if collector := s.get("collector"):
         _check_collector(collector, problems)
 

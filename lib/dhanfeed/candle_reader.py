@@ -1,0 +1,185 @@
+"""Read-only access to the candle database for people: the status page, `bin/status`,
+`read_candles`.
+
+One way in, `open_reader(database)`, so that another store (PostgreSQL) can be added behind it.
+The SQLite reader opens the file read-only (`mode=ro`, `query_only`) and runs each question
+as one short statement, so in WAL mode it never blocks the collector's writer nor waits for
+it. Columns that later schema versions add (`complete`, `source`, `gaps.healed_utc`, the
+`reconciliation` table) are read when present; an older file reads as all `complete`, all
+`feed`, nothing healed, never reconciled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+from pathlib import Path
+from typing import NamedTuple
+
+from dhanfeed.errors import StoreError
+
+BUSY_TIMEOUT_MS = 2000  # a checkpoint can hold a reader back briefly; never for long
+
+
+class CandleRow(NamedTuple):
+    start_utc: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: int
+    ticks: int
+    complete: bool  # the bar's whole span had a live subscription
+    source: str  # "feed" (built from ticks) or "dhan" (replaced from Dhan's intraday bars)
+
+
+class GapSpan(NamedTuple):
+    start_utc: float
+    end_utc: float
+    reason: str
+    healed: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Reconciliation:
+    """The latest reconciled day, summed over instruments."""
+
+    day: str
+    instruments: int
+    minutes_compared: int
+    minutes_differing: int
+    volume_differing: int
+
+
+def open_reader(database: str | Path) -> SqliteReader:
+    """The reader for `database` (a SQLite file today). Raises StoreError naming the path."""
+    return SqliteReader(Path(database))
+
+
+class SqliteReader:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        if not path.is_file():
+            raise StoreError(f"no database at {path}")
+        try:
+            self._conn = sqlite3.connect(
+                f"{path.resolve().as_uri()}?mode=ro",
+                uri=True,
+                isolation_level=None,  # each SELECT is its own short read transaction
+                check_same_thread=False,
+                timeout=BUSY_TIMEOUT_MS / 1000,
+            )
+            self._conn.execute("PRAGMA query_only = ON")
+            self._columns = self._read_columns()
+        except sqlite3.Error as exc:
+            self.close()
+            raise StoreError(f"cannot read database {path}: {exc}") from None
+        if "candles" not in self._columns:
+            self.close()
+            raise StoreError(f"{path} is not a dhanfeed database (no candles table)")
+
+    def close(self) -> None:
+        conn = getattr(self, "_conn", None)
+        if conn is not None:
+            conn.close()
+
+    def __enter__(self) -> SqliteReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _read_columns(self) -> dict[str, set[str]]:
+        tables = [
+            n for (n,) in self._conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        ]
+        return {
+            t: {row[1] for row in self._conn.execute(f"PRAGMA table_info({t})")} for t in tables
+        }
+
+    def _query(self, sql: str, params: tuple = ()) -> list[tuple]:
+        try:
+            return self._conn.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read database {self.path}: {exc}") from None
+
+    def has(self, table: str, column: str | None = None) -> bool:
+        columns = self._columns.get(table)
+        return columns is not None and (column is None or column in columns)
+
+    def candles(
+        self, segment: str, security_id: int, interval_s: int, start_utc: int, end_utc: int
+    ) -> list[CandleRow]:
+        """Bars starting in [start_utc, end_utc), oldest first."""
+        complete = "complete" if self.has("candles", "complete") else "1"
+        source = "source" if self.has("candles", "source") else "'feed'"
+        rows = self._query(
+            f"SELECT start_utc, open, high, low, close, volume, ticks, {complete}, {source}"
+            " FROM candles WHERE segment = ? AND security_id = ? AND interval_s = ?"
+            " AND start_utc >= ? AND start_utc < ? ORDER BY start_utc",
+            (segment, security_id, interval_s, start_utc, end_utc),
+        )
+        return [CandleRow(*r[:7], bool(r[7]), r[8] or "feed") for r in rows]
+
+    def gaps(
+        self, segment: str, security_id: int, start_utc: float, end_utc: float
+    ) -> list[GapSpan]:
+        """Gaps of one instrument overlapping [start_utc, end_utc), oldest first."""
+        healed = "healed_utc IS NOT NULL" if self.has("gaps", "healed_utc") else "0"
+        rows = self._query(
+            f"SELECT start_utc, end_utc, reason, {healed} FROM gaps WHERE segment = ?"
+            " AND security_id = ? AND end_utc > ? AND start_utc < ? ORDER BY start_utc",
+            (segment, security_id, start_utc, end_utc),
+        )
+        return [GapSpan(r[0], r[1], r[2], bool(r[3])) for r in rows]
+
+    def candle_count(self, start_utc: int, end_utc: int, interval_s: int | None = None) -> int:
+        sql = "SELECT count(*) FROM candles WHERE start_utc >= ? AND start_utc < ?"
+        params: tuple = (start_utc, end_utc)
+        if interval_s is not None:
+            sql += " AND interval_s = ?"
+            params += (interval_s,)
+        return int(self._query(sql, params)[0][0])
+
+    def gap_count(self, start_utc: float, end_utc: float) -> int:
+        return int(
+            self._query(
+                "SELECT count(*) FROM gaps WHERE end_utc > ? AND start_utc < ?",
+                (start_utc, end_utc),
+            )[0][0]
+        )
+
+    def unhealed_gaps(self) -> int | None:
+        """Gaps not yet healed from Dhan's bars; None while the schema cannot tell."""
+        if not self.has("gaps", "healed_utc"):
+            return None
+        return int(self._query("SELECT count(*) FROM gaps WHERE healed_utc IS NULL")[0][0])
+
+    def latest_reconciliation(self) -> Reconciliation | None:
+        """The last reconciled day; None when `bin/backfill --reconcile` has never run."""
+        wanted = {"minutes_compared", "minutes_differing", "volume_differing"}
+        columns = self._columns.get("reconciliation", set())
+        day = next((c for c in ("day", "date", "trade_date") if c in columns), None)
+        if day is None or not wanted <= columns:
+            return None
+        rows = self._query(
+            f"SELECT {day}, count(*), sum(minutes_compared), sum(minutes_differing),"
+            f" sum(volume_differing) FROM reconciliation"
+            f" WHERE {day} = (SELECT max({day}) FROM reconciliation) GROUP BY {day}"
+        )
+        if not rows:
+            return None
+        d, n, compared, differing, volume = rows[0]
+        return Reconciliation(
+            str(d), int(n), int(compared or 0), int(differing or 0), int(volume or 0)
+        )
+
+    def size_bytes(self) -> int:
+        """The database with its WAL: what it takes on disk."""
+        total = 0
+        for suffix in ("", "-wal"):
+            try:
+                total += Path(f"{self.path}{suffix}").stat().st_size
+            except OSError:
+                pass
+        return total

@@ -1,0 +1,318 @@
+"""`bin/status`: healthy (0), degraded (1), a person must act (3), with and without a running
+collector, as text and as `--json`. Real files throughout; the collector cases run the real
+`bin/collector` against the real simulator."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import zoneinfo
+from pathlib import Path
+
+import pytest
+
+from conftest import BIN
+from dhanfeed.candles import Bar
+from dhanfeed.cli import status
+from dhanfeed.renew_metrics import write_renew_metrics
+from dhanfeed.store import Store
+from renew_support import CLIENT_ID, PLANTED_PIN, PLANTED_TOTP_SECRET, make_token, write_token_file
+from test_collector_e2e import collectors, start_collector, start_sim_with_token  # noqa: F401
+
+IST = zoneinfo.ZoneInfo("Asia/Kolkata")
+ALL_DAYS = '["mon", "tue", "wed", "thu", "fri", "sat", "sun"]'
+REQUIRED_KEYS = {
+    "schema", "health", "exit_code", "checked_at", "timezone", "client_id", "in_session",
+    "token", "renewer", "collector", "store", "backfill", "findings",
+}  # fmt: skip
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def write_config(root: Path, *, in_session: bool) -> Path:
+    """Every day is a session day; outside the session means today and tomorrow are holidays."""
+    today = now().astimezone(IST).date()
+    holidays = [] if in_session else [today.isoformat(), (today + dt.timedelta(days=1)).isoformat()]
+    (root / "state").mkdir(exist_ok=True, mode=0o700)
+    path = root / "config.toml"
+    path.write_text(
+        f"""[dhan]
+client_id = "{CLIENT_ID}"
+api_base = "http://127.0.0.1:9"
+auth_base = "http://127.0.0.1:9"
+
+[token]
+file = "state/token.json"
+
+[session]
+days = {ALL_DAYS}
+start = "00:00"
+end = "23:59:59"
+holidays = {json.dumps(holidays)}
+
+[logging]
+dir = "logs"
+
+[collector]
+instruments = ["NSE_EQ:1333"]
+database = "data/candles.sqlite"
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+def a_token(root: Path, *, hours_left: float = 20) -> str:
+    token = make_token(exp=now() + dt.timedelta(hours=hours_left))
+    write_token_file(root / "state" / "token.json", token)
+    return token.access_token
+
+
+def renewer_ran(state: Path, exit_code: int = 0, *, hours_ago: float = 0.2) -> None:
+    write_renew_metrics(
+        state,
+        client_id=CLIENT_ID,
+        now=now() - dt.timedelta(hours=hours_ago),
+        exit_code=exit_code,
+        expires_at=None,
+    )
+
+
+def run_status(config: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, str]:
+    code = status.main(["--config", str(config), *extra])
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
+def run_json(config: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict]:
+    code, out = run_status(config, capsys, "--json")
+    return code, json.loads(out)
+
+
+@pytest.fixture
+def healthy_outside_the_session(tmp_path: Path) -> Path:
+    config = write_config(tmp_path, in_session=False)
+    a_token(tmp_path)
+    renewer_ran(tmp_path / "state")
+    return config
+
+
+# -- without a collector -----------------------------------------------------------------------
+
+
+def test_all_is_well_outside_the_session_with_no_collector_exits_0(
+    healthy_outside_the_session: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out = run_status(healthy_outside_the_session, capsys)
+    assert code == 0, out
+    assert "healthy" in out.splitlines()[0]
+    assert "collector  never started" in out
+    assert "backfill   not run" in out
+    assert "reconcile  not run" in out
+
+
+def test_a_failed_renewal_run_is_degraded_and_exits_1(
+    healthy_outside_the_session: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    renewer_ran(healthy_outside_the_session.parent / "state", exit_code=1)
+    code, out = run_status(healthy_outside_the_session, capsys)
+    assert code == 1, out
+    assert "degraded: renew_token's last run exited 1" in out
+
+
+def test_a_renewer_that_stopped_running_is_degraded(
+    healthy_outside_the_session: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    renewer_ran(healthy_outside_the_session.parent / "state", hours_ago=5)
+    code, out = run_status(healthy_outside_the_session, capsys)
+    assert code == 1, out
+    assert "renew_token has not run since" in out
+
+
+def test_a_crashed_collector_is_degraded_outside_the_session(
+    healthy_outside_the_session: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gone = subprocess.Popen(["true"])  # a pid that has surely exited
+    gone.wait()
+    (healthy_outside_the_session.parent / "state" / "collector_status.json").write_text(
+        json.dumps({"pid": gone.pid, "up": 1, "state": "running", "sockets": []})
+    )
+    code, out = run_status(healthy_outside_the_session, capsys)
+    assert code == 1, out
+    assert "collector  crashed" in out
+
+
+def test_no_collector_during_the_session_needs_a_person_and_exits_3(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, in_session=True)
+    a_token(tmp_path)
+    renewer_ran(tmp_path / "state")
+    code, out = run_status(config, capsys)
+    assert code == 3, out
+    assert "ACTION NEEDED: the collector is not running (never started) during the session" in out
+
+
+def test_an_expired_token_without_pin_and_totp_needs_a_person(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, in_session=False)
+    a_token(tmp_path, hours_left=-1)
+    renewer_ran(tmp_path / "state", exit_code=3)
+    code, out = run_status(config, capsys)
+    assert code == 3, out
+    assert "ACTION NEEDED: token" in out and "expired at" in out
+
+
+def test_an_expired_token_with_pin_and_totp_configured_is_only_degraded(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DHAN_PIN", PLANTED_PIN)
+    monkeypatch.setenv("DHAN_TOTP_SECRET", PLANTED_TOTP_SECRET)
+    config = write_config(tmp_path, in_session=False)
+    a_token(tmp_path, hours_left=-1)
+    renewer_ran(tmp_path / "state")
+    code, out = run_status(config, capsys)
+    assert code == 1, out
+    assert "will regenerate it with PIN+TOTP" in out
+    assert PLANTED_PIN not in out and PLANTED_TOTP_SECRET not in out
+
+
+def test_a_token_the_collector_reports_refused_needs_a_person(
+    healthy_outside_the_session: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = healthy_outside_the_session.parent / "state"
+    fp = json.loads((state / "token.json").read_text())["fingerprint"]
+    (state / "collector_status.json").write_text(
+        json.dumps({"up": 0, "state": "stopped", "token_refused": {"fingerprint": fp, "code": 807}})
+    )
+    code, out = run_status(healthy_outside_the_session, capsys)
+    assert code == 3, out
+    assert f"token {fp} was refused by Dhan (807)" in out
+
+
+def test_no_token_file_at_all_needs_a_person(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, in_session=False)
+    code, out = run_status(config, capsys)
+    assert code == 3, out
+    assert out.splitlines()[1].startswith("token      none usable:")
+
+
+def test_json_follows_the_schema_and_holds_no_token(
+    healthy_outside_the_session: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    token = (healthy_outside_the_session.parent / "state" / "token.json").read_text()
+    secret = json.loads(token)["access_token"]
+    code, out = run_status(healthy_outside_the_session, capsys, "--json")
+    body = json.loads(out)
+    assert code == body["exit_code"] == 0
+    assert set(body) == REQUIRED_KEYS
+    assert body["health"] == "healthy" and body["findings"] == []
+    assert body["token"]["fingerprint"] == json.loads(token)["fingerprint"]
+    assert body["token"]["expires_at"].endswith("+05:30")
+    assert body["collector"]["state"] == "never started"
+    assert body["backfill"]["last_run"] is None
+    assert secret not in out and secret.split(".")[1] not in out
+
+
+def test_json_of_a_degraded_state_lists_the_finding(
+    healthy_outside_the_session: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    renewer_ran(healthy_outside_the_session.parent / "state", exit_code=1)
+    code, body = run_json(healthy_outside_the_session, capsys)
+    assert code == body["exit_code"] == 1
+    assert body["health"] == "degraded"
+    assert body["findings"] == [{"level": "degraded", "message": "renew_token's last run exited 1"}]
+
+
+def test_the_store_counts_todays_candles(
+    healthy_outside_the_session: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    start = int(now().timestamp()) // 60 * 60
+    bars = [
+        Bar("NSE_EQ", 1333, 60, start - 60 * i, 10.0, 11.0, 9.0, 10.5, 100, 3, None)
+        for i in range(3)
+    ]
+    with Store(healthy_outside_the_session.parent / "data" / "candles.sqlite") as store:
+        store.write(bars, [], [])
+    code, body = run_json(healthy_outside_the_session, capsys)
+    today = now().astimezone(IST).replace(hour=0, minute=0, second=0).timestamp()
+    assert body["store"]["candles_today"] == sum(1 for b in bars if b.start_utc >= today)
+    assert body["store"]["size_bytes"] > 0
+
+
+def test_a_bad_config_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text("[dhan]\nclient_id = 'x'\n[web]\nport = 70000\n")
+    proc = subprocess.run(
+        [str(BIN / "status"), "--config", str(config)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("status: bad config") and "Traceback" not in proc.stderr
+    assert "at 'web.port': expected 0..65535" in proc.stderr
+
+
+# -- with a running collector ------------------------------------------------------------------
+
+
+@pytest.fixture
+def running(start_sim, tmp_path: Path, collectors) -> Path:  # noqa: F811
+    (tmp_path / "state").mkdir(exist_ok=True)
+    sim = start_sim_with_token(start_sim, tmp_path)
+    c = start_collector(collectors, tmp_path, sim)
+    c.wait_live(min_packets=20)
+    renewer_ran(tmp_path / "state")
+    return c.config
+
+
+def test_a_live_collector_with_a_good_token_is_healthy(
+    running: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out = run_status(running, capsys)
+    assert code == 0, out
+    assert "collector  running, pid" in out and "msg/s" in out
+    code, body = run_json(running, capsys)
+    assert code == 0, body["findings"]
+    c = body["collector"]
+    assert c["state"] == "running" and c["sockets_live"] == 1
+    assert c["messages_per_s"] > 0
+    assert c["sockets"][0]["state"] == "open" and c["sockets"][0]["instruments"] == 4
+
+
+def test_a_live_collector_with_a_failing_renewer_is_degraded(
+    running: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    renewer_ran(running.parent / "state", exit_code=1)
+    code, body = run_json(running, capsys)
+    assert code == 1
+    assert body["collector"]["state"] == "running"
+    assert [f["message"] for f in body["findings"]] == ["renew_token's last run exited 1"]
+
+
+def test_a_live_collector_on_an_expired_token_needs_a_person(
+    running: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a_token(running.parent, hours_left=-0.5)  # what an expired file looks like to a reader
+    code, body = run_json(running, capsys)
+    assert code == 3
+    assert body["collector"]["state"] == "running"
+    assert body["findings"][0]["level"] == "action needed"
+    assert "expired at" in body["findings"][0]["message"]
+
+
+def test_bin_status_runs_as_a_program_beside_a_live_collector(running: Path) -> None:
+    proc = subprocess.run(
+        [str(BIN / "status"), "--config", str(running)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ},
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.startswith(f"dhanfeed, client {CLIENT_ID}")
