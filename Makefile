@@ -19,9 +19,10 @@ $(STAMP): pyproject.toml | check-python
 	$(PY) -m pip install -q -e .
 	@touch $(STAMP)
 
-# The demo, the tests and the benchmarks also need the simulator (the `sim` extra) and the tools.
+# The demo, the tests and the benchmarks also need the simulator (the `sim` extra) and the tools;
+# the tests also exercise the pandas and Parquet extras (read_candles, export_candles --format parquet).
 $(DEVSTAMP): $(STAMP)
-	$(PY) -m pip install -q -e '.[test,dev,sim]'
+	$(PY) -m pip install -q -e '.[test,dev,sim,pandas,parquet]'
 	@touch $(DEVSTAMP)
 
 install: $(STAMP)

@@ -4,6 +4,7 @@ collector, as text and as `--json`. Real files throughout; the collector cases r
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -16,6 +17,7 @@ import pytest
 from conftest import BIN
 from dhanfeed.candles import Bar
 from dhanfeed.cli import status
+from dhanfeed.health import SocketFacts
 from dhanfeed.renew_metrics import write_renew_metrics
 from dhanfeed.store import Store
 from renew_support import CLIENT_ID, PLANTED_PIN, PLANTED_TOTP_SECRET, make_token, write_token_file
@@ -316,3 +318,15 @@ def test_bin_status_runs_as_a_program_beside_a_live_collector(running: Path) -> 
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.startswith(f"dhanfeed, client {CLIENT_ID}")
+
+
+def test_the_readme_documents_every_key_of_the_json(
+    healthy_outside_the_session: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    schema = readme.split("### `bin/status --json`", 1)[1].split("\n## ", 1)[0]
+    _, body = run_json(healthy_outside_the_session, capsys)
+    keys = set(body) | {f"{k}" for section in body.values() if isinstance(section, dict)
+                        for k in section}  # fmt: skip
+    keys |= {k for f in dataclasses.fields(SocketFacts) for k in [f.name]}
+    assert sorted(k for k in keys if f"`{k}`" not in schema and f'"{k}"' not in schema) == []

@@ -27,6 +27,7 @@ from dhanfeed.session import SessionCalendar
 from dhanfeed.status import STATUS_FILE, StatusReporter, last_data_of_previous_run
 from dhanfeed.store import Gap as GapRow
 from dhanfeed.store import Store, StoreWriter, Tick
+from dhanfeed.web.server import StatusPage
 
 logger = logging.getLogger(__name__)
 
@@ -187,6 +188,7 @@ class Collector:
             metrics_port=config.metrics.port,
             textfile_dir=config.metrics_dir,
         )
+        self.page = StatusPage(config) if config.web.port else None
 
     def start(self) -> None:
         self.watcher.check()  # the first read happens here, so the sockets start at once
@@ -194,6 +196,7 @@ class Collector:
         self.pipeline.start()
         self.supervisor.start()
         self.status.start()
+        self._start_page()
         token = self.watcher.current
         logger.info(
             "collector started: %d instruments on %d sockets, token %s",
@@ -214,6 +217,8 @@ class Collector:
         self.pipeline.stop(left(0.3))
         written = self.writer.close(left(0.8))
         self.status.stop(left(1.0))
+        if self.page is not None:
+            self.page.stop()
         logger.info(
             "collector stopped: %d packets, %d duplicates, %d late, %d bars, all written at stop: %s,"
             " dropped %d (ticks shed or left unwritten by the store: %d)",
@@ -226,6 +231,21 @@ class Collector:
             self.writer.ticks_dropped,
         )
         return written
+
+    def _start_page(self) -> None:
+        """The status page is a convenience: a port in use is a warning, not a stop."""
+        if self.page is None:
+            return
+        try:
+            self.page.start()
+        except OSError as exc:
+            logger.warning(
+                "no status page: cannot listen on %s:%d: %s",
+                self.config.web.bind,
+                self.config.web.port,
+                exc.strerror or exc,
+            )
+            self.page = None
 
     def _on_gap(self, gap: Gap) -> None:
         self.writer.put_gaps(

@@ -1,0 +1,1 @@
+"""The collector's read-only status page (served by `server.StatusPage`)."""
