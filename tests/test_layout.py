@@ -1,10 +1,13 @@
-"""The package's layout: the product runs without the simulator's extra (`websockets`)."""
+"""The package's layout, read from the AST of lib/: imports flow one way, at the top of each
+module, and the product never imports the simulator (nor needs its extra, `websockets`)."""
 
 from __future__ import annotations
 
+import ast
 import pkgutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import dhanfeed
@@ -22,6 +25,147 @@ def is_product(module: str) -> bool:
 def all_modules() -> list[str]:
     found = pkgutil.walk_packages([str(LIB)], prefix="dhanfeed.")
     return ["dhanfeed", *sorted(info.name for info in found)]
+
+
+# Third-party libraries that may be imported inside a function: heavy, and needed only on a
+# path that many runs never take. Each such import carries a one-line reason as a comment.
+LAZY_ALLOWED = {"apprise"}
+
+
+@dataclass(frozen=True)
+class Import:
+    module: str  # the importing module
+    target: str  # what it imports: a dhanfeed module, or a top-level third-party name
+    line: int
+    in_function: bool
+    commented: bool
+
+
+def source_of(module: str) -> Path:
+    relative = Path(*module.split("."))
+    package = LIB.parent / relative / "__init__.py"
+    return package if package.exists() else LIB.parent / relative.with_suffix(".py")
+
+
+def is_type_checking_block(node: ast.AST) -> bool:
+    test = getattr(node, "test", None)
+    return isinstance(node, ast.If) and (
+        (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING")
+        or (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+    )
+
+
+def targets(node: ast.Import | ast.ImportFrom, module: str, known: set[str]) -> list[str]:
+    """`from dhanfeed.sim import tokens` imports the module dhanfeed.sim.tokens."""
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    base = node.module or ""
+    if node.level:  # relative: resolve against the importing package
+        parts = module.split(".")
+        keep = parts if source_of(module).name == "__init__.py" else parts[:-1]
+        base = ".".join(keep[: len(keep) - node.level + 1] + ([base] if base else []))
+    found = [f"{base}.{alias.name}" for alias in node.names if f"{base}.{alias.name}" in known]
+    return found or [base]
+
+
+def imports_of(module: str, known: set[str]) -> list[Import]:
+    text = source_of(module).read_text(encoding="utf-8")
+    lines = text.splitlines()
+    found: list[Import] = []
+
+    def visit(node: ast.AST, in_function: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if is_type_checking_block(child):
+                continue  # annotations only: never executed
+            if isinstance(child, ast.Import | ast.ImportFrom):
+                for target in targets(child, module, known):
+                    name = target if target.startswith("dhanfeed") else target.split(".")[0]
+                    commented = "#" in lines[child.lineno - 1]
+                    found.append(Import(module, name, child.lineno, in_function, commented))
+            nested = in_function or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef)
+            visit(child, nested)
+
+    visit(ast.parse(text), False)
+    return found
+
+
+def every_import() -> list[Import]:
+    modules = all_modules()
+    known = set(modules)
+    return [imp for module in modules for imp in imports_of(module, known)]
+
+
+def package_graph() -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {module: set() for module in all_modules()}
+    for imp in every_import():
+        if imp.target in graph and imp.target != imp.module:
+            graph[imp.module].add(imp.target)
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as a path that ends where it starts, or None."""
+    state: dict[str, str] = {}  # "open" while on the path, "done" after
+    path: list[str] = []
+
+    def walk(node: str) -> list[str] | None:
+        state[node] = "open"
+        path.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == "open":
+                return [*path[path.index(nxt) :], nxt]
+            if nxt not in state and (cycle := walk(nxt)):
+                return cycle
+        path.pop()
+        state[node] = "done"
+        return None
+
+    for start in sorted(graph):
+        if start not in state and (cycle := walk(start)):
+            return cycle
+    return None
+
+
+def test_the_package_has_no_import_cycle() -> None:
+    graph = package_graph()
+    assert "dhanfeed.token_store" in graph["dhanfeed.renewer"]  # the graph is really read
+    assert find_cycle(graph) is None
+
+
+def test_the_cycle_finder_finds_a_cycle_when_there_is_one() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}
+    assert find_cycle(graph) == ["a", "b", "c", "a"]
+
+
+def test_no_module_imports_a_package_module_inside_a_function() -> None:
+    hidden = [
+        f"{imp.module}:{imp.line} imports {imp.target}"
+        for imp in every_import()
+        if imp.in_function and imp.target.startswith("dhanfeed")
+    ]
+    assert hidden == []
+
+
+def test_a_lazy_import_is_only_of_a_heavy_optional_library_and_says_why() -> None:
+    lazy = [imp for imp in every_import() if imp.in_function]
+    assert {imp.target for imp in lazy} <= LAZY_ALLOWED
+    assert [f"{imp.module}:{imp.line}" for imp in lazy if not imp.commented] == []
+
+
+def test_product_code_never_imports_the_simulator_or_its_server_library() -> None:
+    reaching = [
+        f"{imp.module}:{imp.line} imports {imp.target}"
+        for imp in every_import()
+        if is_product(imp.module) and (not is_product(imp.target) or imp.target == "websockets")
+    ]
+    assert reaching == []
+
+
+def test_the_import_reader_sees_imports_in_functions_and_skips_type_checking_blocks() -> None:
+    imports = {(imp.target, imp.in_function) for imp in imports_of("dhanfeed.alerts", set())}
+    assert ("apprise", True) in imports
+    assert ("dhanfeed.logs", False) in imports
+    assert not any(t == "dhanfeed.config" for t, _ in imports)  # only under TYPE_CHECKING
 
 
 # Importing a name mapped to None in sys.modules fails as if it were not installed.

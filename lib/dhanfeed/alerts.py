@@ -211,7 +211,7 @@ class Alerter:
         def send() -> None:
             try:
                 with _quiet_deprecations():
-                    import apprise
+                    import apprise  # lazy: heavy (loads its plugins), needed only with alert URLs
 
                     kind = {
                         "critical": apprise.NotifyType.FAILURE,

@@ -15,6 +15,8 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
+import pyotp
+
 from dhanfeed.errors import PrivateFileError, UsageError
 from dhanfeed.files import read_private_file
 
@@ -36,8 +38,6 @@ class Credentials:
     origin: str  # where they came from, for logs ("environment", "files", "systemd")
 
     def totp_code(self, now: dt.datetime | None = None) -> str:
-        import pyotp
-
         when = now or dt.datetime.now(dt.UTC)
         return pyotp.TOTP(self.totp_secret).at(when)
 

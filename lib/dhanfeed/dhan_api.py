@@ -13,15 +13,15 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
 
 from dhanfeed.errors import DhanApiError
 from dhanfeed.logs import redact
 from dhanfeed.token import IST
 from dhanfeed.version import USER_AGENT
-
-if TYPE_CHECKING:
-    import requests
 
 logger = logging.getLogger(__name__)
 
@@ -106,8 +106,6 @@ class DhanApi:
         headers: dict[str, str] | None = None,
         params: Callable[[], dict[str, str]] | None = None,
     ) -> dict[str, Any]:
-        import requests
-
         where = _origin(url)
         last: DhanApiError | None = None
         for attempt in range(1, self.tries + 1):
@@ -250,7 +248,5 @@ def _short(text: str, limit: int = 120) -> str:
 
 def _origin(url: str) -> str:
     """scheme://host:port only: never a path with a query (which may carry PIN or TOTP)."""
-    from urllib.parse import urlsplit
-
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}"

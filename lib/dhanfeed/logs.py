@@ -11,6 +11,7 @@ import logging
 import logging.handlers
 import re
 import sys
+import traceback
 from pathlib import Path
 
 from pythonjsonlogger.json import JsonFormatter
@@ -97,7 +98,5 @@ def close_logging() -> None:
 def print_traceback(exc: BaseException | None = None) -> None:
     """A traceback on stderr for --debug or an unexpected error, with tokens redacted
     (exception texts from requests and websocket-client can carry URLs with the token)."""
-    import traceback
-
     text = "".join(traceback.format_exception(exc)) if exc else traceback.format_exc()
     print(redact(text), file=sys.stderr, end="")

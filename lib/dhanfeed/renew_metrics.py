@@ -9,6 +9,9 @@ import datetime as dt
 import logging
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+from prometheus_client.parser import text_string_to_metric_families
+
 logger = logging.getLogger(__name__)
 
 FILENAME = "renew_token.prom"
@@ -24,8 +27,6 @@ def write_renew_metrics(
     expires_at: dt.datetime | None,
 ) -> None:
     """Expiry, last success (kept from the previous file on failure) and the last exit code."""
-    from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
-
     path = directory / FILENAME
     last_success = now.timestamp() if exit_code == 0 else _previous(path, LAST_SUCCESS)
     registry = CollectorRegistry()
@@ -58,8 +59,6 @@ def write_renew_metrics(
 
 
 def _previous(path: Path, name: str) -> float | None:
-    from prometheus_client.parser import text_string_to_metric_families
-
     try:
         text = path.read_text(encoding="utf-8")
     except OSError:

@@ -22,6 +22,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import filelock
+
 from dhanfeed.errors import (
     DhanfeedError,
     ExitCode,
@@ -122,8 +124,6 @@ class TokenStore:
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         """Take the writer lock without waiting; raise LockBusy when another run holds it."""
-        import filelock  # lazy: only the runs that write need it
-
         _ensure_dir(self.path.parent)
         lock = filelock.FileLock(self.lock_path, mode=FILE_MODE, is_singleton=False)
         try:

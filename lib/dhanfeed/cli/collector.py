@@ -25,9 +25,12 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from dhanfeed.alerts import Alerter
 from dhanfeed.cli.args import ArgumentParser
+from dhanfeed.collector import Collector
 from dhanfeed.config import load_config
 from dhanfeed.errors import DhanfeedError, ExitCode, LockBusy, UsageError
+from dhanfeed.feed.supervisor import Timing, log_alert
 from dhanfeed.logs import print_traceback, setup_logging
 
 logger = logging.getLogger("dhanfeed.collector")
@@ -69,9 +72,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dhanfeed.collector import Collector  # after argument parsing: --help stays fast
-    from dhanfeed.feed.supervisor import Timing
-
     stop = threading.Event()  # set by SIGTERM/SIGINT; installed first so start-up is covered
 
     def on_signal(signum: int, frame: object) -> None:
@@ -113,9 +113,6 @@ def run(args: argparse.Namespace) -> int:
 def make_alert(config):  # noqa: ANN001, ANN201
     """The supervisor's alert callback: logged, then sent through `dhanfeed.alerts` off-thread
     (a slow channel or hook must never hold up a socket worker)."""
-    from dhanfeed.alerts import Alerter
-    from dhanfeed.feed.supervisor import log_alert
-
     alerter = Alerter(
         config.alerts,
         client_id=config.dhan.client_id,

@@ -18,14 +18,23 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import requests
+
+from dhanfeed.alerts import Alerter, alert_state_path
 from dhanfeed.cli.args import ArgumentParser
+from dhanfeed.config import Config, load_config
+from dhanfeed.credentials import load_credentials
+from dhanfeed.dhan_api import DhanApi
 from dhanfeed.errors import DhanfeedError, ExitCode, UsageError
-
-if TYPE_CHECKING:
-    from dhanfeed.config import Config
-    from dhanfeed.renewer import Outcome
+from dhanfeed.hooks import hook_environment, run_hook
+from dhanfeed.logs import close_logging, print_traceback, setup_logging
+from dhanfeed.renew_metrics import write_renew_metrics
+from dhanfeed.renewal import Policy, decide
+from dhanfeed.renewer import Outcome, Renewer
+from dhanfeed.token import format_remaining
+from dhanfeed.token_store import TokenStore
 
 logger = logging.getLogger("dhanfeed.cli.renew_token")
 PROG = "renew_token"
@@ -70,16 +79,11 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(args, DhanfeedError("interrupted"), ExitCode.RENEWAL_FAILED)
     except Exception as exc:  # noqa: BLE001 - the last resort: say so, with the traceback
         print(f"{PROG}: unexpected error: {exc.__class__.__name__}", file=sys.stderr)
-        from dhanfeed.logs import print_traceback
-
         print_traceback()
         return int(ExitCode.RENEWAL_FAILED)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from dhanfeed.config import load_config
-    from dhanfeed.logs import close_logging, setup_logging
-
     config = load_config(args.config)
     setup_logging(PROG, config.logging.dir, level=config.logging.level, debug=args.debug)
     try:
@@ -101,11 +105,6 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _renew(config: Config, args: argparse.Namespace) -> Outcome:
-    from dhanfeed.alerts import Alerter, alert_state_path
-    from dhanfeed.credentials import load_credentials
-    from dhanfeed.renewer import Renewer
-    from dhanfeed.token_store import TokenStore
-
     clock = _now
     store = TokenStore(config.token.file)
     credentials = load_credentials(config.totp)
@@ -158,11 +157,6 @@ def _renew(config: Config, args: argparse.Namespace) -> Outcome:
 
 def _check(config: Config, args: argparse.Namespace) -> int:
     """Read-only status for a person or a monitor. No lock, no network, no writes."""
-    from dhanfeed.credentials import load_credentials
-    from dhanfeed.renewal import Policy, decide
-    from dhanfeed.token import format_remaining
-    from dhanfeed.token_store import TokenStore
-
     now = _now()
     record = TokenStore(config.token.file).read_for(config.dhan.client_id)  # error → exit 3
     token = record.token
@@ -205,10 +199,6 @@ def _api_factory(config: Config, deadline: float) -> Any:
 
     def api() -> Any:
         if "api" not in cache:
-            import requests
-
-            from dhanfeed.dhan_api import DhanApi
-
             cache["api"] = DhanApi(
                 requests.Session(),
                 api_base=config.dhan.api_base,
@@ -227,8 +217,6 @@ def _api_factory(config: Config, deadline: float) -> Any:
 def _on_renew(config: Config, record: Any) -> None:
     if not config.hooks.on_renew:
         return
-    from dhanfeed.hooks import hook_environment, run_hook
-
     env = hook_environment(
         event="renew",
         client_id=record.client_id,
@@ -243,8 +231,6 @@ def _on_renew(config: Config, record: Any) -> None:
 
 
 def _metrics(config: Config, outcome: Outcome) -> None:
-    from dhanfeed.renew_metrics import write_renew_metrics
-
     write_renew_metrics(
         config.metrics_dir,
         client_id=config.dhan.client_id,
@@ -263,8 +249,6 @@ def _report(args: argparse.Namespace, outcome: Outcome) -> int:
             print(f"  {line}", file=stream)
         print(f"{PROG}: {outcome.status}: {outcome.reason}", file=stream)
     if args.debug and outcome.error is not None:
-        from dhanfeed.logs import print_traceback
-
         print_traceback(outcome.error)
     return int(outcome.exit_code)
 
@@ -288,8 +272,6 @@ def _fail(args: argparse.Namespace | None, exc: BaseException, code: int) -> int
         )
     print(f"{PROG}: {exc}", file=sys.stderr)
     if debug:
-        from dhanfeed.logs import print_traceback
-
         print_traceback(exc)
     return int(code)
 

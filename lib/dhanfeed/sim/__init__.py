@@ -6,6 +6,7 @@ feed.py    the v2 live feed (websockets): auth codes, limits, modes, one packet 
            (or --batch N), bulk-written frames, feed faults
 rest.py    RenewToken, generateAccessToken, profile, charts/intraday; REST faults
 admin.py   /__sim/: stats, sent, issue-token, policy, fault, clear-faults
+reply.py   the REST reply and the armed REST faults (a leaf below rest and admin)
 app.py     both servers in one process (asyncio loop + a threaded HTTP server)
 
 Admin API (JSON over HTTP on the REST port):

@@ -13,12 +13,11 @@ from typing import TYPE_CHECKING
 
 from dhanfeed.sim import tokens
 from dhanfeed.sim.feed import MULTI_MODES
+from dhanfeed.sim.reply import Reply, RestFaults
 from dhanfeed.token import IST
 
 if TYPE_CHECKING:
     from dhanfeed.sim.app import Simulator
-    from dhanfeed.sim.rest import Reply
-
 logger = logging.getLogger(__name__)
 
 PREFIX = "/__sim/"
@@ -47,8 +46,6 @@ def parse_ist(text: str, *, end: bool) -> float:
 
 
 def handle(sim: Simulator, method: str, path: str, query: dict, body: bytes) -> Reply:
-    from dhanfeed.sim.rest import Reply
-
     try:
         payload = json.loads(body) if body.strip() else {}
         if not isinstance(payload, dict):
@@ -130,8 +127,6 @@ def _number(payload: dict, key: str, default: float | None = None) -> float:
 
 
 def fault(sim: Simulator, payload: dict) -> dict:
-    from dhanfeed.sim.rest import RestFaults
-
     kind = payload.get("kind")
     feed = sim.feed
     logger.info("admin: fault %s", kind)

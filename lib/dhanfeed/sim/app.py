@@ -17,6 +17,7 @@ from typing import Any
 from dhanfeed.sim import rest, tokens
 from dhanfeed.sim.feed import FeedServer
 from dhanfeed.sim.market import Market
+from dhanfeed.sim.reply import RestFaults
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ class Simulator:
             batch=options.batch,
             multi_mode=options.multi_mode,
         )
-        self.rest_faults = rest.RestFaults()
+        self.rest_faults = RestFaults()
         self._rest_calls: Counter[str] = Counter({name: 0 for name in REST_ENDPOINTS})
         self._calls_lock = threading.Lock()
         self.loop: asyncio.AbstractEventLoop | None = None

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
+import requests
+
 DEFAULT_COMMAND = (sys.executable, "-m", "dhanfeed.cli.dhan_sim")
 START_TIMEOUT_S = 30  # a simulator that hangs before its start-up line must not hang us
 
@@ -69,8 +71,6 @@ class SimProcess:
         self, path: str, payload: dict | None = None, method: str | None = None, timeout: float = 30
     ) -> Any:
         """GET (no payload) or POST (payload) `/__sim/<path>`; returns the JSON answer."""
-        import requests  # not needed by callers that only start and stop it
-
         url = f"{self.admin_url}/{path.lstrip('/')}"
         verb = method or ("POST" if payload is not None else "GET")
         resp = requests.request(verb, url, json=payload, timeout=timeout)
