@@ -15,6 +15,7 @@ BIN = ROOT / "bin"
 
 
 Sim = SimProcess  # the name the tests use
+pytest_plugins = ["renew_support"]  # the `run` and `clean_environment` fixtures
 
 
 def launch_sim(*args: str, env: dict[str, str] | None = None) -> Sim:

@@ -1,14 +1,20 @@
-"""Helpers shared by the renew_token tests: JWT-shaped tokens, token files, configs."""
+"""Helpers shared by the renew_token tests: JWT-shaped tokens, token files, configs, and
+the `run` and `clean_environment` fixtures (a plugin of tests/conftest.py)."""
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
+import io
 import json
 import os
 import secrets
+import sys
 from pathlib import Path
 
+import pytest
+
+from dhanfeed.cli.renew_token import main as renew_token_main
 from dhanfeed.token import Token, parse_token
 from dhanfeed.token_store import TokenRecord, TokenStore
 
@@ -115,3 +121,82 @@ def alert_lines(root: Path) -> list[dict]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)  # at use: the suite may reach a test minutes after import
+
+
+SIM_TTL = "10m"  # tokens the simulator issues on renewal: not due under the policy below
+POLICY = 'renew_before = "2m"\nmust_renew_before = "30s"\nrun_timeout = "60s"'
+
+
+@pytest.fixture
+def clean_environment(monkeypatch):
+    """No PIN, seed or config from the developer's shell leaks into a test."""
+    for name in ("DHAN_PIN", "DHAN_TOTP_SECRET", "CREDENTIALS_DIRECTORY", "DHANFEED_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+
+
+class Run:
+    def __init__(self, code: int, out: str, err: str) -> None:
+        self.code, self.out, self.err = code, out, err
+
+    @property
+    def json(self) -> dict:
+        return json.loads(self.out)
+
+
+@pytest.fixture
+def run(capsys, monkeypatch):
+    """Calls bin/renew_token's main() in-process: exit code, stdout and stderr."""
+
+    def invoke(*args: str, stdin: str | None = None) -> Run:
+        if stdin is not None:
+            monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+        code = renew_token_main(list(args))
+        captured = capsys.readouterr()
+        return Run(code, captured.out, captured.err)
+
+    return invoke
+
+
+class Setup:
+    """A temporary install: config, state/token.json, logs/ — optionally against a simulator."""
+
+    def __init__(self, root: Path, sim=None, **config) -> None:
+        self.root = root
+        self.sim = sim
+        if sim is not None:
+            config.setdefault("api_base", sim.api_base)
+        config.setdefault("token", POLICY)
+        self.config = write_config(root, **config)
+        self.token_file = root / "state" / "token.json"
+
+    def issue(self, ttl_s: float = 60) -> dict:
+        """A fresh SELF token from the simulator, written as the token file (due under POLICY)."""
+        token = self.sim.admin("issue-token", {"ttl_s": ttl_s, "path": str(self.token_file)})
+        remember_secret(token["access_token"])
+        return token
+
+    def args(self, *more: str) -> list[str]:
+        return ["--config", str(self.config), *more]
+
+    def alerts(self) -> list[dict]:
+        return alert_lines(self.root)
+
+    def rest_calls(self, endpoint: str) -> int:
+        return self.sim.admin("stats")["rest_calls"].get(endpoint, 0)
+
+
+def one_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    assert len(lines) == 1, text
+    assert "Traceback" not in text
+    return lines[0]
+
+
+def totp_by_env(monkeypatch, tmp_path) -> str:
+    monkeypatch.setenv("DHAN_PIN", PLANTED_PIN)
+    monkeypatch.setenv("DHAN_TOTP_SECRET", PLANTED_TOTP_SECRET)
+    return ""

@@ -78,4 +78,4 @@ def test_hourly_runs_keep_the_token_alive_and_renew_only_when_due(tmp_path, star
     assert alert_lines(tmp_path) == []
     log = (tmp_path / "logs" / "renew_token.log").read_text()
     assert "decision: not_due: not due: expires at" in log
-    assert "renewed (renew): " in log
+    assert "token renewed with RenewToken: " in log

@@ -4,7 +4,6 @@ line, the right exit code, the token file untouched and an alert line."""
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
 import os
 import re
@@ -16,94 +15,26 @@ from pathlib import Path
 
 import pytest
 
-from dhanfeed.cli.renew_token import main
 from dhanfeed.token_store import TokenRecord, TokenStore
 from renew_support import (
     CLIENT_ID,
     PLANTED_PIN,
     PLANTED_TOTP_SECRET,
-    alert_lines,
+    POLICY,
+    SIM_TTL,
+    Setup,
     file_state,
     make_jwt,
     make_token,
+    now,
+    one_line,
     remember_secret,
+    totp_by_env,
     write_config,
     write_token_file,
 )
 
-
-def now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)  # at use: the suite may reach a test minutes after import
-
-
-SIM_TTL = "10m"  # tokens the simulator issues on renewal: not due under the policy below
-POLICY = 'renew_before = "2m"\nmust_renew_before = "30s"\nrun_timeout = "60s"'
-
-
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch):
-    for name in ("DHAN_PIN", "DHAN_TOTP_SECRET", "CREDENTIALS_DIRECTORY", "DHANFEED_CONFIG"):
-        monkeypatch.delenv(name, raising=False)
-
-
-class Run:
-    def __init__(self, code: int, out: str, err: str) -> None:
-        self.code, self.out, self.err = code, out, err
-
-    @property
-    def json(self) -> dict:
-        return json.loads(self.out)
-
-
-@pytest.fixture
-def run(capsys, monkeypatch):
-    def invoke(*args: str, stdin: str | None = None) -> Run:
-        if stdin is not None:
-            monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
-        code = main(list(args))
-        captured = capsys.readouterr()
-        return Run(code, captured.out, captured.err)
-
-    return invoke
-
-
-class Setup:
-    """A temporary install: config, state/token.json, logs/ — optionally against a simulator."""
-
-    def __init__(self, root: Path, sim=None, **config) -> None:
-        self.root = root
-        self.sim = sim
-        if sim is not None:
-            config.setdefault("api_base", sim.api_base)
-        config.setdefault("token", POLICY)
-        self.config = write_config(root, **config)
-        self.token_file = root / "state" / "token.json"
-
-    def issue(self, ttl_s: float = 60) -> dict:
-        """A fresh SELF token from the simulator, written as the token file (due under POLICY)."""
-        token = self.sim.admin("issue-token", {"ttl_s": ttl_s, "path": str(self.token_file)})
-        remember_secret(token["access_token"])
-        return token
-
-    def args(self, *more: str) -> list[str]:
-        return ["--config", str(self.config), *more]
-
-    def alerts(self) -> list[dict]:
-        return alert_lines(self.root)
-
-    def rest_calls(self, endpoint: str) -> int:
-        return self.sim.admin("stats")["rest_calls"].get(endpoint, 0)
-
-
-def one_line(text: str) -> str:
-    lines = text.strip().splitlines()
-    assert len(lines) == 1, text
-    assert "Traceback" not in text
-    return lines[0]
-
-
-# ---------------------------------------------------------------------------------------------
-# Bad input
+pytestmark = pytest.mark.usefixtures("clean_environment")
 
 
 def test_a_missing_config_is_exit_2_in_one_line(tmp_path, run):
@@ -369,7 +300,7 @@ def test_a_due_token_is_renewed_written_confirmed_and_announced(tmp_path, run, s
     assert os.stat(s.token_file).st_mode & 0o777 == 0o600
     assert s.rest_calls("RenewToken") == 1 and s.rest_calls("profile") == 1
     assert one_line(r.out).startswith(
-        f"renew_token: renewed: renewed (renew): {old['fingerprint']} -> {record.fingerprint}"
+        f"renew_token: token renewed with RenewToken: {old['fingerprint']} -> {record.fingerprint}"
     )
     env = json.loads(hook_out.read_text())
     assert env["DHANFEED_FINGERPRINT"] == record.fingerprint
@@ -418,12 +349,6 @@ def test_a_second_run_right_after_a_renewal_is_not_due(tmp_path, run, start_sim)
     assert r.code == 0
     assert r.json["status"] == "ok" and r.json["action"] == "not_due"
     assert s.rest_calls("RenewToken") == 1
-
-
-def totp_by_env(monkeypatch, tmp_path) -> str:
-    monkeypatch.setenv("DHAN_PIN", PLANTED_PIN)
-    monkeypatch.setenv("DHAN_TOTP_SECRET", PLANTED_TOTP_SECRET)
-    return ""
 
 
 def totp_by_files(monkeypatch, tmp_path) -> str:
@@ -557,7 +482,7 @@ def test_check_reports_a_valid_token_and_what_the_next_run_would_do(tmp_path, ru
     assert lines[2].startswith("next run: not due: ")
     assert s.rest_calls("RenewToken") == 0 and s.rest_calls("profile") == 0
     j = run(*s.args("--check", "--json")).json
-    assert j["status"] == "valid" and j["fingerprint"] == token["fingerprint"]
+    assert j["status"] == "ok" and j["fingerprint"] == token["fingerprint"]
     assert j["action"] == "not_due" and j["exit_code"] == 0
 
 
@@ -580,7 +505,9 @@ def test_dry_run_checks_everything_and_changes_nothing(tmp_path, run, start_sim)
     before = file_state(s.token_file)
     r = run(*s.args("--dry-run"))
     assert r.code == 0
-    assert "the run would renew: due" in r.out
+    assert (
+        "dry run, nothing changed: the next run would renew the token with RenewToken: due" in r.out
+    )
     assert "profile check of the current token: ok" in r.out
     assert "no alert channel besides the log file" in r.out
     assert file_state(s.token_file) == before
@@ -602,11 +529,12 @@ def test_force_renews_a_token_that_is_not_due(tmp_path, run, start_sim):
     assert set(r.json) >= {"status", "action", "reason", "expires_at", "fingerprint", "exit_code"}
 
 
-def test_set_token_installs_a_hand_made_token_as_manual(tmp_path, run):
-    s = Setup(tmp_path)
+def test_set_token_with_no_verify_installs_a_hand_made_token_as_manual(tmp_path, run):
+    s = Setup(tmp_path)  # no Dhan to ask: --no-verify does not ask
     raw = make_jwt(exp=now() + dt.timedelta(hours=20))
-    r = run(*s.args("--set-token"), stdin=raw + "\n")
+    r = run(*s.args("--set-token", "--no-verify"), stdin=raw + "\n")
     assert r.code == 0, r.err
+    assert one_line(r.out).startswith("renew_token: set by hand without asking Dhan (--no-verify)")
     record = TokenStore(s.token_file).read()
     assert record.source == "manual" and record.token.access_token == raw
     assert raw not in r.out + r.err
@@ -675,6 +603,7 @@ def test_a_full_disk_after_renewal_keeps_the_old_file_and_raises_a_critical_aler
     from dhanfeed.alerts import Alerter, alert_state_path
     from dhanfeed.config import load_config
     from dhanfeed.dhan_api import DhanApi
+    from dhanfeed.renew_state import RenewState, renew_state_path
     from dhanfeed.renewer import Renewer
     from dhanfeed.token import parse_token
 
@@ -697,6 +626,7 @@ def test_a_full_disk_after_renewal_keeps_the_old_file_and_raises_a_critical_aler
         renewer = Renewer(
             config=config, store=TokenStore(s.token_file), api=lambda: api, credentials=None,
             alerter=alerter, clock=lambda: dt.datetime.now(dt.UTC),
+            state=RenewState(renew_state_path(s.token_file)),
         )  # fmt: skip
         outcome = renewer.run()
     assert outcome.exit_code == 3

@@ -140,7 +140,22 @@ def test_a_due_app_token_cannot_be_renewed(can_regenerate, action):
     token = make_token(exp=ist(MONDAY, 23), kind="APP")
     d = decide(token, ist(MONDAY, 18), policy(), can_regenerate=can_regenerate)
     assert d.action is action
-    assert "a APP token cannot be renewed" in d.reason
+    assert "tokens of type APP cannot be renewed" in d.reason
+
+
+@pytest.mark.parametrize(
+    ("can_regenerate", "action"), [(True, Action.REGENERATE), (False, Action.MANUAL)]
+)
+def test_a_token_dhan_refused_is_handled_like_an_expired_one_even_when_not_due(
+    can_regenerate, action
+):
+    token = make_token(exp=ist(TUESDAY, 20))
+    d = decide(
+        token, ist(MONDAY, 22), policy(), can_regenerate=can_regenerate, refused="feed code 807"
+    )
+    assert d.action is action
+    assert d.reason.startswith(f"token {token.fingerprint} was refused by Dhan (feed code 807)")
+    assert "not due" not in d.reason
 
 
 def test_force_renews_a_token_that_is_not_due():

@@ -77,6 +77,9 @@ class TokenSection:
     renew_before: Duration = Duration(hours=6)
     must_renew_before: Duration = Duration(hours=2)
     confirm_with_profile: bool = True
+    # A run that is not due asks Dhan's profile endpoint whether the token still works, at
+    # most this often, so a revoked token is found within hours, not at its expiry.
+    confirm_every: Duration = Duration(hours=6)
     run_timeout: Duration = Duration(minutes=2)  # bound on one whole renew_token run
 
 
@@ -360,6 +363,7 @@ def _check_cross_fields(s: dict[str, Any], problems: list[str]) -> None:
     if not re.match(r"^wss?://", dhan.feed_url):
         problems.append("at 'dhan.feed_url': expected a ws(s):// URL")
     positive = [("dhan", "timeout"), ("token", "run_timeout"), ("alerts", "timeout")]
+    positive += [("token", "confirm_every")]
     positive += [("hooks", "timeout"), ("collector", "stale_after"), ("collector", "status_every")]
     for section, key in positive:  # zero would switch a bound off or fire it at once
         if (value := getattr(s.get(section), key, None)) is not None and value.total_seconds() <= 0:

@@ -19,6 +19,7 @@ import pyotp
 
 from dhanfeed.errors import PrivateFileError, UsageError
 from dhanfeed.files import read_private_file
+from dhanfeed.token import fingerprint
 
 ENV_PIN = "DHAN_PIN"
 ENV_SECRET = "DHAN_TOTP_SECRET"
@@ -40,6 +41,11 @@ class Credentials:
     def totp_code(self, now: dt.datetime | None = None) -> str:
         when = now or dt.datetime.now(dt.UTC)
         return pyotp.TOTP(self.totp_secret).at(when)
+
+    @property
+    def fingerprint(self) -> str:
+        """Names this PIN + seed pair (to remember that Dhan refused it) without revealing it."""
+        return fingerprint(f"{self.pin}\0{self.totp_secret}")
 
     def __repr__(self) -> str:
         return f"Credentials(origin={self.origin})"

@@ -49,6 +49,12 @@ class TokenFileError(DhanfeedError):
     exit_code = ExitCode.MANUAL_LOGIN
 
 
+class TokenRefused(DhanfeedError):
+    """Dhan refused a token (HTTP 401 / DH-901): a person must get another one."""
+
+    exit_code = ExitCode.MANUAL_LOGIN
+
+
 class LockBusy(DhanfeedError):
     exit_code = ExitCode.LOCKED
 

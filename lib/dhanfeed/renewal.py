@@ -59,8 +59,13 @@ def decide(
     *,
     can_regenerate: bool,
     force: bool = False,
+    refused: str | None = None,
 ) -> Decision:
-    """What the run should do with `token` at `now`, and why (one sentence)."""
+    """What the run should do with `token` at `now`, and why (one sentence).
+
+    `refused`: how Dhan refused this very token (the collector's feed or a profile check),
+    when it did; such a token is handled like an expired one.
+    """
     tz = policy.calendar.tz
     if token is None:
         return _without_valid_token("no token file", can_regenerate)
@@ -73,6 +78,12 @@ def decide(
         now = token.issued_at
     else:
         note = ""
+    if refused:
+        return _without_valid_token(
+            f"{note}token {token.fingerprint} was refused by Dhan ({refused})",
+            can_regenerate,
+            clock_behind,
+        )
     if token.expired(now):
         return _without_valid_token(
             f"{note}token {token.fingerprint} expired at {local_time(token.expires_at, tz)}",
@@ -149,13 +160,13 @@ def _method(
     if can_regenerate:
         return Decision(
             Action.REGENERATE,
-            f"{why}; a {kind} token cannot be renewed: regenerate with PIN+TOTP",
+            f"{why}; tokens of type {kind} cannot be renewed: regenerate with PIN+TOTP",
             now,
             clock_behind,
         )
     return Decision(
         Action.MANUAL,
-        f"{why}; a {kind} token cannot be renewed and no PIN+TOTP is configured: "
+        f"{why}; tokens of type {kind} cannot be renewed and no PIN+TOTP is configured: "
         "a person must log in",
         now,
         clock_behind,

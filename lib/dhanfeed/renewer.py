@@ -1,19 +1,21 @@
 """The renewer: carries out `renewal.decide` under the token-file lock.
 
-It reads the token file, calls Dhan, checks and writes the new token, alerts, and returns an
-`Outcome` whose status and exit code the CLI reports.
+It reads the token file and what Dhan last said about it (`renew_state`), calls Dhan,
+checks and writes the new token, alerts, and returns an `Outcome` for the CLI to report.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import enum
 import logging
+import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from dhanfeed.errors import DhanApiError, ExitCode, TokenFileError, UsageError
+from dhanfeed.errors import DhanApiError, TokenFileError, TokenRefused, UsageError
+from dhanfeed.renew_outcome import WOULD, Outcome, Status
+from dhanfeed.renew_state import Mark, RenewState
 from dhanfeed.renewal import Action, Decision, Policy, decide, local_time
 from dhanfeed.token import Token, TokenFormatError, format_remaining, parse_token
 from dhanfeed.token_store import TokenFileMissing, TokenRecord
@@ -29,53 +31,31 @@ logger = logging.getLogger(__name__)
 
 # Dhan's `expiryTime` and the JWT `exp` should agree; beyond this the mismatch is logged.
 EXPIRY_MISMATCH = dt.timedelta(minutes=5)
+# Dhan's answer names the PIN or the TOTP as wrong ("Invalid Pin", "Invalid TOTP").
+_WRONG_CREDENTIALS = re.compile(r"\b(pin|totp)\b", re.IGNORECASE)
 
 
-class Status(enum.StrEnum):
-    """How a run ended, in one word (also the `status` of `--json`)."""
-
-    OK = "ok"
-    POSTPONED = "postponed"
-    RENEWED = "renewed"
-    FAILED = "failed"
-    MANUAL = "manual"
-    DRY_RUN = "dry-run"
+def refused_by_dhan(exc: DhanApiError) -> bool:
+    """Dhan itself said no to the token (not a network fault or a server error)."""
+    return exc.status == 401 or exc.code == "DH-901"
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class Outcome:
-    exit_code: ExitCode
-    status: Status
-    reason: str
-    action: Action | None = None
-    token: Token | None = None  # the token in force after the run
-    source: str | None = None
-    due_at: dt.datetime | None = None
-    old_fingerprint: str | None = None
-    details: tuple[str, ...] = ()  # dry-run findings
-    error: BaseException | None = dataclasses.field(default=None, repr=False)  # for --debug
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "status": self.status.value,
-            "action": self.action.value if self.action else None,
-            "reason": self.reason,
-            "expires_at": self.token.expires_at.isoformat() if self.token else None,
-            "fingerprint": self.token.fingerprint if self.token else None,
-            "old_fingerprint": self.old_fingerprint,
-            "source": self.source,
-            "due_at": self.due_at.isoformat() if self.due_at else None,
-            "exit_code": int(self.exit_code),
-            **({"checks": self.details} if self.details else {}),
-        }
+def credentials_refused(exc: DhanApiError) -> bool:
+    """Dhan answered that the PIN or TOTP is wrong; a timeout or a 5xx says nothing of them."""
+    answered = exc.status is not None and not exc.retryable and exc.status != 429
+    return answered and bool(_WRONG_CREDENTIALS.search(str(exc).partition(": ")[2]))
 
 
 class RenewalFailed(Exception):
-    """One attempt to obtain a new token failed; `refused` when Dhan rejected the old token."""
+    """One attempt to obtain a new token failed: `refused` when Dhan rejected the old token,
+    `wrong_credentials` when it called the PIN or TOTP wrong."""
 
-    def __init__(self, message: str, *, refused: bool = False) -> None:
+    def __init__(
+        self, message: str, *, refused: bool = False, wrong_credentials: bool = False
+    ) -> None:
         super().__init__(message)
         self.refused = refused
+        self.wrong_credentials = wrong_credentials
 
 
 @dataclasses.dataclass
@@ -86,6 +66,7 @@ class Renewer:
     credentials: Credentials | None
     alerter: Alerter | None  # None in dry-run
     clock: Callable[[], dt.datetime]
+    state: RenewState
     on_renew: Callable[[TokenRecord], None] = lambda record: None
     # Called the moment Dhan has issued a new token (and so killed the old one): from then on
     # the run must finish writing it, so the CLI stops its whole-run timer here.
@@ -101,16 +82,32 @@ class Renewer:
             try:
                 outcome = self._run_locked(force=force, dry_run=dry_run)
             except TokenFileError as exc:
-                outcome = Outcome(
-                    exit_code=exc.exit_code, status=Status.FAILED, reason=str(exc), error=exc
-                )
+                outcome = Outcome(status=Status.of_exit(exc.exit_code), reason=str(exc), error=exc)
                 self._alert("token_file_unusable", "critical", f"{exc}; a person must fix it")
             if self.alerter:
                 self.alerter.healthcheck("success" if outcome.exit_code == 0 else "fail")
             return outcome
 
-    def set_token(self, text: str) -> Outcome:
-        """Install a token generated by hand on Dhan's site (read from stdin by the caller)."""
+    def check(self) -> Outcome:
+        """Read-only status for a person or a monitor: no lock, no network, no writes."""
+        now = self.clock()
+        record = self.store.read_for(self.config.dhan.client_id)  # TokenFileError → exit 3
+        token = record.token
+        refusal = self.state.refusal(token.fingerprint)
+        decision = self._decide(token, now, force=False, refusal=refusal)
+        usable = not token.expired(now) and refusal is None
+        return Outcome(
+            status=Status.OK if usable else Status.MANUAL,
+            reason=decision.reason,
+            action=decision.action,
+            token=token,
+            source=record.source,
+            due_at=decision.due_at,
+        )
+
+    def set_token(self, text: str, *, verify: bool = True) -> Outcome:
+        """Install a token generated by hand on Dhan's site (read from stdin by the caller),
+        once Dhan's profile endpoint has accepted it (unless `verify` is off)."""
         now = self.clock()
         try:
             token = parse_token(text)
@@ -125,20 +122,43 @@ class Renewer:
             raise UsageError(
                 f"--set-token: token {token.fingerprint} expired at {token.expires_at.isoformat()}"
             )
+        if verify:
+            self._verify_by_hand(token)
         with self.store.lock():
             old = self._read_current()
             record = self._write(token, "manual", now)
-        self._after_write(record)
-        reason = f"set by hand: {self._renewed_text(old, token)}"
+            if verify:
+                self.state.record_accepted(token.fingerprint, now, "profile check of --set-token")
+        self.on_renew(record)
+        if verify:  # only a token Dhan accepted clears the alerts
+            self._resolve(record.token, record.source)
+            how = "set by hand and accepted by Dhan"
+        else:
+            how = "set by hand without asking Dhan (--no-verify)"
+        reason = f"{how}: {self._renewed_text(old, token)}"
         logger.info(reason)
         return Outcome(
-            exit_code=ExitCode.OK,
-            status=Status.RENEWED,
+            status=Status.SET,
             reason=reason,
             token=token,
             source="manual",
             old_fingerprint=old.fingerprint if old else None,
         )
+
+    def _verify_by_hand(self, token: Token) -> None:
+        try:
+            self._confirm(token)
+        except DhanApiError as exc:
+            if refused_by_dhan(exc):
+                raise TokenRefused(
+                    f"--set-token: Dhan refused token {token.fingerprint} ({exc}); the token "
+                    "file is unchanged: generate a new token on web.dhan.co"
+                ) from None
+            raise DhanApiError(
+                f"--set-token: could not confirm token {token.fingerprint} with Dhan ({exc}); "
+                f"the token file is unchanged: check the network and [dhan] api_base, or add "
+                "--no-verify to write it without asking Dhan"
+            ) from None
 
     # -- the run under the lock ---------------------------------------------------------------
 
@@ -148,19 +168,10 @@ class Renewer:
             self._install_recovery_file(now)
         record = self._read_current()
         token = record.token if record else None
-        policy = Policy.from_config(self.config)
-        decision = decide(
-            token, now, policy, can_regenerate=self.credentials is not None, force=force
-        )
-        logger.info(
-            "decision: %s: %s",
-            decision.action.value,
-            decision.reason,
-            extra={
-                "action": decision.action.value,
-                "fingerprint": token.fingerprint if token else None,
-            },
-        )
+        source = record.source if record else None
+        refusal = self.state.refusal(token.fingerprint) if token else None
+        decision = self._decide(token, now, force=force, refusal=refusal)
+        self._log_decision(decision, token)
         if dry_run:
             return self._dry_run(record, decision, now)
         if decision.clock_behind:
@@ -171,23 +182,82 @@ class Renewer:
                 f" ({now.isoformat()} < {token.issued_at.isoformat() if token else '?'}): fix NTP; "
                 "renewal timing is computed from the token's issue time meanwhile",
                 token,
-                record.source if record else None,
+                source,
             )
-        if decision.action in (Action.NOT_DUE, Action.POSTPONED):
-            self._resolve(token, record.source if record else None)
-            status = Status.OK if decision.action is Action.NOT_DUE else Status.POSTPONED
-            return Outcome(
-                exit_code=ExitCode.OK,
-                status=status,
-                reason=decision.reason,
-                action=decision.action,
-                token=token,
-                source=record.source if record else None,
-                due_at=decision.due_at,
-            )
+        if token and decision.action in (Action.NOT_DUE, Action.POSTPONED):
+            accepted = self._confirm_now_and_then(token, now)
+            if accepted:
+                self._resolve(token, source)
+            if accepted is not False:
+                status = Status.OK if decision.action is Action.NOT_DUE else Status.POSTPONED
+                return Outcome(
+                    status=status,
+                    reason=decision.reason,
+                    action=decision.action,
+                    token=token,
+                    source=source,
+                    due_at=decision.due_at,
+                )
+            refusal = self.state.refusal(token.fingerprint)
+            decision = self._decide(token, now, force=force, refusal=refusal)
+            self._log_decision(decision, token)
         if decision.action is Action.MANUAL:
+            blocked = self._blocked_credentials(force)
+            if blocked:
+                return self._credentials_wrong(blocked, token, record)
             return self._manual(decision.reason, token, record)
         return self._obtain(decision, record, now)
+
+    def _decide(
+        self, token: Token | None, now: dt.datetime, *, force: bool, refusal: Mark | None
+    ) -> Decision:
+        refused = None
+        if refusal:
+            refused = f"{refusal.detail} at {local_time(refusal.at, self.config.session.tz)}"
+        can_regenerate = self.credentials is not None and not self._blocked_credentials(force)
+        policy = Policy.from_config(self.config)
+        return decide(
+            token, now, policy, can_regenerate=can_regenerate, force=force, refused=refused
+        )
+
+    def _log_decision(self, decision: Decision, token: Token | None) -> None:
+        logger.info(
+            "decision: %s: %s",
+            decision.action.value,
+            decision.reason,
+            extra={
+                "action": decision.action.value,
+                "fingerprint": token.fingerprint if token else None,
+            },
+        )
+
+    def _confirm_now_and_then(self, token: Token, now: dt.datetime) -> bool | None:
+        """Ask Dhan whether a token that is not due still works, at most once per
+        `confirm_every`. True: accepted (now or recently); False: refused; None: unknown."""
+        accepted = self.state.accepted(token.fingerprint)
+        if accepted and now - accepted.at < self.config.token.confirm_every:
+            return True
+        try:
+            self._confirm(token)
+        except DhanApiError as exc:
+            if refused_by_dhan(exc):
+                logger.error("Dhan refused token %s: %s", token.fingerprint, exc)
+                self.state.record_refused(token.fingerprint, now, f"profile check: {exc}")
+                return False
+            logger.warning(
+                "could not confirm token %s with Dhan (%s); the next run tries again",
+                token.fingerprint,
+                exc,
+            )
+            return None
+        self.state.record_accepted(token.fingerprint, now, "profile check")
+        return True
+
+    def _blocked_credentials(self, force: bool) -> Mark | None:
+        """The refusal of these very PIN+TOTP credentials, unless --force retries them."""
+        if self.credentials is None or force:
+            return None
+        return self.state.credentials_refused(self.credentials.fingerprint)
 
     def _obtain(self, decision: Decision, record: TokenRecord | None, now: dt.datetime) -> Outcome:
         token = record.token if record else None
@@ -200,6 +270,7 @@ class Renewer:
                 except RenewalFailed as exc:
                     if not exc.refused:
                         raise
+                    self.state.record_refused(token.fingerprint, now, str(exc))
                     if self.credentials is None:
                         return self._manual(
                             f"{exc}; no PIN+TOTP is configured: a person must log in", token, record
@@ -212,16 +283,19 @@ class Renewer:
             self.on_issued()
             new = self._check_new(issued, self.clock())
         except RenewalFailed as exc:
+            if exc.wrong_credentials:
+                return dataclasses.replace(self._credentials_wrong(None, token, record), error=exc)
             return dataclasses.replace(self._failed(str(exc), action, token, record), error=exc)
         try:
             new_record = self._write(new, source, self.clock())
         except OSError as exc:
             return self._write_failed(exc, new, source, action, record)
-        reason = f"renewed ({source}): {self._renewed_text(record, new)}"
+        self.state.record_accepted(new.fingerprint, self.clock(), f"issued by Dhan ({source})")
+        how = "renewed with RenewToken" if source == "renew" else "regenerated with PIN+TOTP"
+        reason = f"token {how}: {self._renewed_text(record, new)}"
         logger.info(reason, extra={"action": action.value, "fingerprint": new.fingerprint})
         self._after_write(new_record)
         return Outcome(
-            exit_code=ExitCode.OK,
             status=Status.RENEWED,
             reason=reason,
             action=action,
@@ -235,16 +309,22 @@ class Renewer:
         try:
             return self.api().renew_token(token.access_token)
         except DhanApiError as exc:
-            refused = exc.status == 401 or exc.code == "DH-901"
-            raise RenewalFailed(f"RenewToken failed: {exc}", refused=refused) from None
+            raise RenewalFailed(f"RenewToken failed: {exc}", refused=refused_by_dhan(exc)) from None
 
     def _regenerate(self) -> IssuedToken:
         creds = self.credentials
         assert creds is not None
         try:
-            return self.api().generate_access_token(creds.pin, creds.totp_code)
+            issued = self.api().generate_access_token(creds.pin, creds.totp_code)
         except DhanApiError as exc:
-            raise RenewalFailed(f"PIN+TOTP regeneration failed: {exc}") from None
+            wrong = credentials_refused(exc)
+            if wrong:  # never again with these two, until they change or --force
+                self.state.record_credentials_refused(creds.fingerprint, self.clock(), str(exc))
+            raise RenewalFailed(
+                f"PIN+TOTP regeneration failed: {exc}", wrong_credentials=wrong
+            ) from None
+        self.state.forget_credentials_refusal()
+        return issued
 
     def _check_new(self, issued: IssuedToken, now: dt.datetime) -> Token:
         """A new token must be readable, unexpired and for our client before it is written."""
@@ -308,12 +388,11 @@ class Renewer:
         tz = self.config.session.tz
         source = record.source if record else None
         if token is None or token.expired(now):
-            reason = f"failed: {why}; there is no valid token: data stops now; a person must log in"
+            reason = f"{why}; there is no valid token: data stops now; a person must log in"
             self._alert(
                 "manual_login_needed", "critical", self._runbook(reason, token), token, source
             )
             return Outcome(
-                exit_code=ExitCode.MANUAL_LOGIN,
                 status=Status.MANUAL,
                 reason=reason,
                 action=action,
@@ -323,13 +402,12 @@ class Renewer:
         remaining = token.remaining(now)
         severity = "warning" if remaining > self.config.token.must_renew_before else "critical"
         reason = (
-            f"failed: {why}; the current token {token.fingerprint} stays valid until "
+            f"{why}; the current token {token.fingerprint} stays valid until "
             f"{local_time(token.expires_at, tz)} ({format_remaining(remaining)}); the next run retries"
         )
         logger.error(reason, extra={"action": action.value})
         self._alert("renewal_failed", severity, reason, token, source)
         return Outcome(
-            exit_code=ExitCode.RENEWAL_FAILED,
             status=Status.FAILED,
             reason=reason,
             action=action,
@@ -343,12 +421,27 @@ class Renewer:
         logger.critical("manual login needed: %s", why)
         self._alert("manual_login_needed", "critical", self._runbook(why, token), token, source)
         return Outcome(
-            exit_code=ExitCode.MANUAL_LOGIN,
-            status=Status.MANUAL,
-            reason=why,
-            action=Action.MANUAL,
-            token=token,
-            source=source,
+            status=Status.MANUAL, reason=why, action=Action.MANUAL, token=token, source=source
+        )
+
+    def _credentials_wrong(
+        self, mark: Mark | None, token: Token | None, record: TokenRecord | None
+    ) -> Outcome:
+        """Dhan called the PIN or TOTP seed wrong: tried again only once they change (or with
+        --force), because Dhan may lock an account after repeated wrong PINs."""
+        source = record.source if record else None
+        if mark is None:
+            assert self.credentials is not None
+            mark = self.state.credentials_refused(self.credentials.fingerprint)
+        said = f" ({mark.detail}, {local_time(mark.at, self.config.session.tz)})" if mark else ""
+        why = (
+            f"PIN or TOTP seed wrong: Dhan refused them{said}; they are not tried again until "
+            "they change or --force is given"
+        )
+        logger.critical(why)
+        self._alert("credentials_wrong", "critical", self._runbook(why, token), token, source)
+        return Outcome(
+            status=Status.MANUAL, reason=why, action=Action.REGENERATE, token=token, source=source
         )
 
     def _runbook(self, why: str, token: Token | None) -> str:
@@ -379,7 +472,7 @@ class Renewer:
         except OSError as exc2:
             kept = f"the recovery file {where} could not be written either ({exc2.strerror})"
         reason = (
-            f"failed: Dhan issued new token {new.fingerprint} (expires "
+            f"Dhan issued new token {new.fingerprint} (expires "
             f"{local_time(new.expires_at, self.config.session.tz)}) but writing {self.store.path} "
             f"failed ({exc.__class__.__name__}: {exc.strerror or exc}); the old token is no longer "
             f"valid at Dhan; {kept}"
@@ -387,8 +480,7 @@ class Renewer:
         logger.critical(reason, extra={"fingerprint": new.fingerprint})
         self._alert("write_failed", "critical", reason, new, source)
         return Outcome(
-            exit_code=ExitCode.MANUAL_LOGIN,
-            status=Status.FAILED,
+            status=Status.MANUAL,
             reason=reason,
             action=action,
             token=new,
@@ -436,26 +528,32 @@ class Renewer:
             if token
             else f"token file: {self.store.path} missing"
         )
-        code = ExitCode.OK
+        status = Status.OK
         if token and not token.expired(now):
             try:
                 self._confirm(token)
                 checks.append("profile check of the current token: ok")
             except DhanApiError as exc:
                 checks.append(f"profile check of the current token: FAILED: {exc}")
-                code = ExitCode.RENEWAL_FAILED
-        checks.append("PIN+TOTP: configured" if self.credentials else "PIN+TOTP: not configured")
+                status = Status.MANUAL if refused_by_dhan(exc) else Status.FAILED
+        if self.credentials is None:
+            checks.append("PIN+TOTP: not configured")
+        elif blocked := self._blocked_credentials(force=False):
+            checks.append(f"PIN+TOTP: configured, but Dhan refused them ({blocked.detail})")
+        else:
+            checks.append("PIN+TOTP: configured")
         if decision.action is Action.MANUAL:
-            code = ExitCode.MANUAL_LOGIN
+            status = Status.MANUAL
+        would = WOULD[decision.action]
         return Outcome(
-            exit_code=code,
-            status=Status.DRY_RUN,
-            reason=f"nothing changed; the run would {decision.action.value}: {decision.reason}",
+            status=status,
+            reason=f"dry run, nothing changed: the next run would {would}: {decision.reason}",
             action=decision.action,
             token=token,
             source=record.source if record else None,
             due_at=decision.due_at,
-            details=tuple(checks),
+            dry_run=True,
+            checks=tuple(checks),
         )
 
     def _renewed_text(self, old: TokenRecord | None, new: Token) -> str:

@@ -31,8 +31,10 @@ from dhanfeed.errors import DhanfeedError, ExitCode, UsageError
 from dhanfeed.hooks import hook_environment, run_hook
 from dhanfeed.logs import close_logging, print_traceback, setup_logging
 from dhanfeed.renew_metrics import write_renew_metrics
-from dhanfeed.renewal import Policy, decide
-from dhanfeed.renewer import Outcome, Renewer
+from dhanfeed.renew_outcome import Outcome, Status
+from dhanfeed.renew_state import RenewState, renew_state_path
+from dhanfeed.renewer import Renewer
+from dhanfeed.status import STATUS_FILE
 from dhanfeed.token import format_remaining
 from dhanfeed.token_store import TokenStore
 
@@ -55,7 +57,16 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument(
         "--set-token", action="store_true", help="read a hand-made token from stdin and install it"
     )
-    p.add_argument("--force", action="store_true", help="renew now, whatever the window")
+    p.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="with --set-token: write the token without asking Dhan's profile endpoint first",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="renew now, whatever the window; retry PIN+TOTP that Dhan called wrong",
+    )
     p.add_argument(
         "--dry-run", action="store_true", help="check everything, change nothing at Dhan or on disk"
     )
@@ -72,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError("--check cannot be combined with --force or --dry-run")
         if args.set_token and (args.force or args.dry_run):
             raise UsageError("--set-token cannot be combined with --force or --dry-run")
+        if args.no_verify and not args.set_token:
+            raise UsageError("--no-verify goes with --set-token only")
         return _run(args)
     except DhanfeedError as exc:
         return _fail(args, exc, exc.exit_code)
@@ -105,8 +118,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _renew(config: Config, args: argparse.Namespace) -> Outcome:
+
     clock = _now
-    store = TokenStore(config.token.file)
     credentials = load_credentials(config.totp)
     alerter = None
     if not args.dry_run:
@@ -119,13 +132,11 @@ def _renew(config: Config, args: argparse.Namespace) -> Outcome:
             clock=clock,
         )
     deadline = time.monotonic() + config.token.run_timeout.total_seconds() * _API_SHARE
-    renewer = Renewer(
-        config=config,
-        store=store,
+    renewer = _renewer(
+        config,
         api=_api_factory(config, deadline),
         credentials=credentials,
         alerter=alerter,
-        clock=clock,
         on_renew=lambda record: _on_renew(config, record),
         on_issued=_stop_run_timer,
     )
@@ -133,7 +144,7 @@ def _renew(config: Config, args: argparse.Namespace) -> Outcome:
         text = sys.stdin.read()
         if not text.strip():
             raise UsageError("--set-token: no token on stdin (paste it, then Ctrl-D)")
-        outcome = renewer.set_token(text)
+        outcome = renewer.set_token(text, verify=not args.no_verify)
     else:
         outcome = renewer.run(force=args.force, dry_run=args.dry_run)
     if args.dry_run:
@@ -143,7 +154,7 @@ def _renew(config: Config, args: argparse.Namespace) -> Outcome:
             state_path=alert_state_path(config.token.file),
             hooks=config.hooks,
         ).channels()
-        outcome = dataclasses.replace(outcome, details=(*outcome.details, *channels))
+        outcome = dataclasses.replace(outcome, checks=(*outcome.checks, *channels))
     else:
         _metrics(config, outcome)
     logger.info(
@@ -157,38 +168,36 @@ def _renew(config: Config, args: argparse.Namespace) -> Outcome:
 
 def _check(config: Config, args: argparse.Namespace) -> int:
     """Read-only status for a person or a monitor. No lock, no network, no writes."""
-    now = _now()
-    record = TokenStore(config.token.file).read_for(config.dhan.client_id)  # error → exit 3
-    token = record.token
+
     try:
-        can_regenerate = load_credentials(config.totp) is not None
+        credentials = load_credentials(config.totp)
     except DhanfeedError:
-        can_regenerate = False
-    decision = decide(token, now, Policy.from_config(config), can_regenerate=can_regenerate)
-    ist = token.expires_at.astimezone(config.session.tz).strftime("%Y-%m-%d %H:%M %Z")
-    code = ExitCode.MANUAL_LOGIN if token.expired(now) else ExitCode.OK
+        credentials = None
+    now = _now()
+    outcome = _renewer(config, credentials=credentials).check()  # no token file → exit 3
+    token = outcome.token
+    assert token is not None
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "status": "valid" if code == 0 else "expired",
-                    "client_id": token.client_id,
-                    "fingerprint": token.fingerprint,
-                    "source": record.source,
-                    "expires_at": token.expires_at.isoformat(),
-                    "remaining_s": int(token.remaining(now).total_seconds()),
-                    "action": decision.action.value,
-                    "reason": decision.reason,
-                    "due_at": decision.due_at.isoformat() if decision.due_at else None,
-                    "exit_code": int(code),
-                }
-            )
-        )
+        print(json.dumps(outcome.as_json(now)))
     else:
-        print(f"client {token.client_id}, token {token.fingerprint} (source {record.source})")
+        ist = token.expires_at.astimezone(config.session.tz).strftime("%Y-%m-%d %H:%M %Z")
+        print(f"client {token.client_id}, token {token.fingerprint} (source {outcome.source})")
         print(f"expires {ist} ({format_remaining(token.remaining(now))})")
-        print(f"next run: {decision.reason}")
-    return int(code)
+        print(f"next run: {outcome.reason}")
+    return int(outcome.exit_code)
+
+
+def _renewer(config: Config, **parts: Any) -> Renewer:
+    """The renewer over this config's token file, its state and the collector's status."""
+
+    parts.setdefault("api", lambda: None)
+    parts.setdefault("alerter", None)
+    state = RenewState(
+        renew_state_path(config.token.file), collector_status=config.state_dir / STATUS_FILE
+    )
+    return Renewer(
+        config=config, store=TokenStore(config.token.file), clock=_now, state=state, **parts
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,12 +251,12 @@ def _metrics(config: Config, outcome: Outcome) -> None:
 
 def _report(args: argparse.Namespace, outcome: Outcome) -> int:
     if args.json:
-        print(json.dumps(outcome.as_json()))
+        print(json.dumps(outcome.as_json(_now())))
     else:
         stream = sys.stdout if outcome.exit_code == 0 else sys.stderr
-        for line in outcome.details:
+        for line in outcome.checks:
             print(f"  {line}", file=stream)
-        print(f"{PROG}: {outcome.status}: {outcome.reason}", file=stream)
+        print(f"{PROG}: {outcome.reason}", file=stream)
     if args.debug and outcome.error is not None:
         print_traceback(outcome.error)
     return int(outcome.exit_code)
@@ -258,18 +267,7 @@ def _fail(args: argparse.Namespace | None, exc: BaseException, code: int) -> int
     if logging.getLogger().handlers:  # before set-up, logging would only repeat the line
         logger.error("%s", exc, exc_info=debug, extra={"exit_code": int(code)})
     if args is not None and args.json:
-        print(
-            json.dumps(
-                {
-                    "status": "error",
-                    "action": None,
-                    "reason": str(exc),
-                    "expires_at": None,
-                    "fingerprint": None,
-                    "exit_code": int(code),
-                }
-            )
-        )
+        print(json.dumps(Outcome(status=Status.of_exit(code), reason=str(exc)).as_json(_now())))
     print(f"{PROG}: {exc}", file=sys.stderr)
     if debug:
         print_traceback(exc)
