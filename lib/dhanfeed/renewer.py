@@ -387,7 +387,7 @@ class Renewer:
         now = self.clock()
         tz = self.config.session.tz
         source = record.source if record else None
-        if token is None or token.expired(now):
+        if token is None or token.expired(now) or self.state.refusal(token.fingerprint):
             reason = f"{why}; there is no valid token: data stops now; a person must log in"
             self._alert(
                 "manual_login_needed", "critical", self._runbook(reason, token), token, source
@@ -447,7 +447,7 @@ class Renewer:
     def _runbook(self, why: str, token: Token | None) -> str:
         now = self.clock()
         tz = self.config.session.tz
-        if token is None or token.expired(now):
+        if token is None or token.expired(now) or self.state.refusal(token.fingerprint):
             stops = "market data has stopped (no valid token)"
         else:
             stops = (
