@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import fcntl
 import io
 import json
+import os
+import pty
+import struct
 import subprocess
+import sys
+import termios
 import zoneinfo
 
 import pytest
@@ -250,3 +256,118 @@ def test_the_executable_runs_as_a_subprocess(db):
                          capture_output=True, text=True, timeout=60)  # fmt: skip
     assert (bad.returncode, bad.stdout) == (1, "")
     assert bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
+
+
+# -- Parquet and the progress bar --------------------------------------------------------------
+
+
+def test_parquet_holds_the_same_bars_with_zoned_timestamps(capsys, db, tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet")
+    target = tmp_path / "out" / "bars.parquet"
+    code, _, err = export(capsys, "--database", db, "--instrument", "NSE_EQ:1333",
+                          "--format", "parquet", "--output", target)  # fmt: skip
+    assert (code, err) == (0, "")
+    table = pq.read_table(target)
+    assert table.column_names == ["time", "segment", "security_id", "interval_s", "open", "high",
+                                  "low", "close", "volume", "ticks"]  # fmt: skip
+    assert str(table.schema.field("time").type) == "timestamp[ms, tz=Asia/Kolkata]"
+    got = table.to_pylist()
+    assert [int(r["time"].timestamp()) for r in got] == [b.start_utc for b in BARS[:4]]
+    assert got[0]["open"] == 1500.1 and [r["volume"] for r in got] == [120, 80, 30, 9]
+    assert oct(target.stat().st_mode & 0o777) == "0o644"
+    assert [p.name for p in target.parent.iterdir()] == ["bars.parquet"]  # no temp file left
+
+
+def test_parquet_in_utc_reads_back_in_pandas(capsys, db, tmp_path):
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    target = tmp_path / "utc.parquet"
+    assert export(capsys, "--database", db, "--format", "parquet", "--tz", "utc",
+                  "--interval", "5m", "--output", target)[0] == 0  # fmt: skip
+    frame = pd.read_parquet(target)
+    assert len(frame) == 1 and str(frame.time.dt.tz) == "UTC"
+    assert frame.time[0] == pd.Timestamp("2026-01-05 03:45", tz="UTC")
+
+
+def test_parquet_to_stdout_is_a_usage_error(capsys, db):
+    code, out, err = export(capsys, "--database", db, "--format", "parquet")
+    assert (code, out) == (2, "")
+    assert err == "export_candles: --format parquet writes a file: give --output FILE\n"
+
+
+def test_parquet_without_pyarrow_says_which_extra_to_install(db, tmp_path):
+    code = (
+        "import sys; sys.modules['pyarrow'] = None\n"
+        "from dhanfeed.cli.export_candles import main\n"
+        f"sys.exit(main(['--database', {str(db)!r}, '--format', 'parquet',"
+        f" '--output', {str(tmp_path / 'x.parquet')!r}]))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr == (
+        "export_candles: --format parquet needs pyarrow: pip install 'dhanfeed[parquet]'\n"
+    )
+    assert not (tmp_path / "x.parquet").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".x.parquet")] == []
+
+
+def many_bars(path, n: int = 12_000) -> None:
+    start = t("09:15", "2025-06-02")
+    with Store(path) as store:
+        store.write([Bar("NSE_EQ", 1333, 60, start + 60 * i, 10.0, 11.0, 9.0, 10.5, 1, 1, None)
+                     for i in range(n)])  # fmt: skip
+
+
+def run_on_a_terminal(argv: list[str], *, columns: int = 100) -> tuple[int, str]:
+    """Run bin/export_candles with stderr on a pseudo-terminal; return its exit and stderr."""
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=follower, env={**os.environ, "TERM": "xterm"})  # fmt: skip
+    os.close(follower)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(leader)
+    return proc.wait(timeout=60), seen.decode("utf-8", "replace")
+
+
+def test_a_long_export_on_a_terminal_shows_a_progress_bar(tmp_path):
+    db = tmp_path / "big.sqlite"
+    many_bars(db)
+    out = tmp_path / "big.csv"
+    code, err = run_on_a_terminal([str(BIN / "export_candles"), "--database", str(db),
+                                   "--output", str(out)])  # fmt: skip
+    assert code == 0, err
+    assert "export:" in err and "bar" in err and "12.0k" in err
+    assert len(out.read_text().splitlines()) == 12_000 + 1
+
+
+def test_a_terminal_that_reports_no_size_still_gets_a_bar(tmp_path):
+    db = tmp_path / "big.sqlite"
+    many_bars(db)
+    code, err = run_on_a_terminal([str(BIN / "export_candles"), "--database", str(db),
+                                   "--output", str(tmp_path / "big.csv")], columns=0)  # fmt: skip
+    assert code == 0, err
+    assert "export:" in err and "12.0k" in err
+
+
+def test_without_a_terminal_there_is_no_progress_bar(tmp_path):
+    db = tmp_path / "big.sqlite"
+    many_bars(db)
+    proc = subprocess.run([str(BIN / "export_candles"), "--database", str(db), "--output",
+                           str(tmp_path / "big.csv")], capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    assert (proc.returncode, proc.stderr) == (0, "")
+
+
+def test_a_short_export_on_a_terminal_shows_no_bar(db, tmp_path):
+    code, err = run_on_a_terminal([str(BIN / "export_candles"), "--database", str(db),
+                                   "--output", str(tmp_path / "small.csv")])  # fmt: skip
+    assert (code, err) == (0, "")

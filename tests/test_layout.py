@@ -29,7 +29,7 @@ def all_modules() -> list[str]:
 
 # Third-party libraries that may be imported inside a function: heavy, and needed only on a
 # path that many runs never take. Each such import carries a one-line reason as a comment.
-LAZY_ALLOWED = {"apprise"}
+LAZY_ALLOWED = {"apprise", "pandas", "pyarrow"}  # pandas/pyarrow: optional extras
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,13 @@ return its `dhanfeed.token.Token` (use `.access_token` for Dhan's `access-token`
 raises `dhanfeed.errors.TokenFileError` (missing, unreadable, group/world-readable, a symlink,
 corrupt, expired) with a clear message. Call it again after an HTTP 401: renew_token may have
 replaced the token.
+
+`read_candles(database, instrument, interval, start, end)` returns stored bars as a pandas
+DataFrame with a tz-aware IST index (needs the `pandas` extra: `pip install 'dhanfeed[pandas]'`).
 """
 
+from dhanfeed.frames import read_candles
 from dhanfeed.token_store import current_token
 from dhanfeed.version import USER_AGENT, __version__
 
-__all__ = ["USER_AGENT", "__version__", "current_token"]
+__all__ = ["USER_AGENT", "__version__", "current_token", "read_candles"]

@@ -12,7 +12,9 @@ it. Columns that later schema versions add (`complete`, `source`, `gaps.healed_u
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -49,6 +51,27 @@ class Reconciliation:
     minutes_compared: int
     minutes_differing: int
     volume_differing: int
+
+
+def epoch_of(when: dt.date | dt.datetime | str, tz: dt.tzinfo, *, end_of_day: bool) -> int:
+    """Epoch seconds of a range bound: a date (its midnight in `tz`, or the next midnight
+    when `end_of_day`), an aware datetime, a naive one (read in `tz`), or either as ISO text
+    ("2026-01-05", "2026-01-05 09:15", "2026-01-05T09:15:00+05:30"). ValueError otherwise."""
+    if isinstance(when, str):
+        text = when.strip()
+        try:
+            if len(text) == 10:
+                when = dt.date.fromisoformat(text)
+            else:
+                when = dt.datetime.fromisoformat(text.replace(" ", "T", 1))
+        except ValueError:
+            raise ValueError(
+                f"expected a date like 2026-01-05 or a time like '2026-01-05 09:15', got {text!r}"
+            ) from None
+    if not isinstance(when, dt.datetime):
+        moment = dt.datetime.combine(when, dt.time(0), tzinfo=tz)
+        return int((moment + dt.timedelta(days=1 if end_of_day else 0)).timestamp())
+    return int((when if when.tzinfo else when.replace(tzinfo=tz)).timestamp())
 
 
 def open_reader(database: str | Path) -> SqliteReader:
@@ -133,13 +156,29 @@ class SqliteReader:
         )
         return [GapSpan(r[0], r[1], r[2], bool(r[3])) for r in rows]
 
-    def candle_count(self, start_utc: int, end_utc: int, interval_s: int | None = None) -> int:
-        sql = "SELECT count(*) FROM candles WHERE start_utc >= ? AND start_utc < ?"
-        params: tuple = (start_utc, end_utc)
-        if interval_s is not None:
-            sql += " AND interval_s = ?"
-            params += (interval_s,)
-        return int(self._query(sql, params)[0][0])
+    def candle_count(
+        self,
+        start_utc: int | None = None,
+        end_utc: int | None = None,
+        interval_s: int | None = None,
+        instruments: Sequence[tuple[str, int]] = (),
+    ) -> int:
+        """Bars starting in [start_utc, end_utc) (None: unbounded) of any or these instruments."""
+        where, params = ["1"], []
+        for column, op, value in (
+            ("start_utc", ">=", start_utc),
+            ("start_utc", "<", end_utc),
+            ("interval_s", "=", interval_s),
+        ):
+            if value is not None:
+                where.append(f"{column} {op} ?")
+                params.append(value)
+        if instruments:
+            pairs = " OR ".join("(segment = ? AND security_id = ?)" for _ in instruments)
+            where.append(f"({pairs})")
+            params += [v for pair in instruments for v in pair]
+        sql = "SELECT count(*) FROM candles WHERE " + " AND ".join(where)
+        return int(self._query(sql, tuple(params))[0][0])
 
     def gap_count(self, start_utc: float, end_utc: float) -> int:
         return int(

@@ -1,4 +1,4 @@
-"""`bin/export_candles`: candles from the collector's SQLite file as CSV or JSON lines.
+"""`bin/export_candles`: candles from the collector's SQLite file as CSV, JSON lines or Parquet.
 
 Exit codes: 0 candles written; 1 no data (no database file, a database without candles, an
 instrument or interval it does not hold, nothing in the time range) or the database cannot be
@@ -23,12 +23,16 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
+from dhanfeed.candle_reader import epoch_of, open_reader
 from dhanfeed.candles import Bar
 from dhanfeed.cli.args import ArgumentParser
 from dhanfeed.config import load_config, parse_duration
 from dhanfeed.errors import DhanfeedError, ExitCode, UsageError
 from dhanfeed.instruments import Instrument, parse_instrument
 from dhanfeed.logs import print_traceback
+from dhanfeed.parquet import write_parquet
+from dhanfeed.progress import MIN_ITEMS, progress
+from dhanfeed.progress import wanted as progress_wanted
 from dhanfeed.store import Store
 
 PROG = "export_candles"
@@ -46,7 +50,8 @@ times:
 
 output:
   columns: time (bar start, ISO 8601 with offset), segment, security_id, interval_s, open,
-  high, low, close, volume, ticks. Prices are rounded to 4 decimals.
+  high, low, close, volume, ticks. Prices are rounded to 4 decimals. In Parquet, time is a
+  timestamp in the zone of --tz. On a terminal, a long export shows a progress bar on stderr.
 
 exit codes:
   0 written, 1 no data (no database, no candles, unknown instrument or interval, empty range)
@@ -55,6 +60,7 @@ exit codes:
 examples:
   bin/export_candles --instrument NSE_EQ:1333 --from 2026-01-05 --to 2026-01-05 > rel.csv
   bin/export_candles --interval 5m --format jsonl --tz utc --output data/5m.jsonl
+  bin/export_candles --interval 1m --format parquet --output data/1m.parquet
 """
 
 
@@ -65,7 +71,8 @@ class NoData(DhanfeedError):
 def build_parser() -> argparse.ArgumentParser:
     ap = ArgumentParser(
         prog=PROG,
-        description="Export OHLCV candles from the collector's SQLite database as CSV or JSON lines.",
+        description="Export OHLCV candles from the collector's SQLite database as CSV, JSON lines"
+        " or Parquet.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -89,7 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--tz", choices=sorted(ZONES), default="ist",
                     help="zone of --from/--to and of the time column (default: ist)")  # fmt: skip
-    ap.add_argument("--format", choices=["csv", "jsonl"], default="csv", help="default: csv")
+    ap.add_argument("--format", choices=["csv", "jsonl", "parquet"], default="csv",
+                    help="default: csv; parquet needs --output and the 'parquet' extra "
+                         "(pyarrow)")  # fmt: skip
     ap.add_argument("--output", metavar="FILE", help="write to FILE (atomically) instead of stdout")
     ap.add_argument("--debug", action="store_true", help="tracebacks for expected errors too")
     return ap
@@ -125,13 +134,22 @@ def run(args: argparse.Namespace) -> int:
     end = _when(args.end, tz, end_of_day=True) if args.end else None
     if start is not None and end is not None and start >= end:
         raise UsageError(f"--from {args.start} is not before --to {args.end}")
+    if args.format == "parquet" and (not args.output or args.output == "-"):
+        raise UsageError("--format parquet writes a file: give --output FILE")
     path = Path(args.database) if args.database else load_config(args.config).collector.database
     with Store.open_readonly(path) as store:
-        bars = _select(store, path, instruments, interval_s, start, end)
+        interval_s, bars = _select(store, path, instruments, interval_s, start, end)
         first = next(bars, None)
         if first is None:
             raise NoData(f"no candles in {path} {_describe(instruments, interval_s, args)}")
-        _write(args, [first], bars, tz)
+        rest = itertools.chain([first], bars)
+        if progress_wanted(MIN_ITEMS):  # count only when a person may watch a long run
+            with open_reader(path) as reader:
+                total = reader.candle_count(
+                    start, end, interval_s, [(i.segment, i.security_id) for i in instruments]
+                )
+            rest = progress(rest, total=total, unit="bar", desc="export")
+        _write(args, rest, tz)
     return int(ExitCode.OK)
 
 
@@ -142,7 +160,8 @@ def _select(
     interval_s: int | None,
     start: int | None,
     end: int | None,
-) -> Iterator[Bar]:
+) -> tuple[int, Iterator[Bar]]:
+    """The interval to export (the shortest stored when not given) and the bars."""
     stored = store.instruments()
     if not stored:
         raise NoData(f"database {path} has no candles yet (is the collector running?)")
@@ -160,15 +179,15 @@ def _select(
         have = ", ".join(_label(iv) for iv in intervals)
         raise NoData(f"no {_label(interval_s)} candles in {path} (it has {have})")
     if not instruments:
-        return store.iter_candles(interval_s=interval_s, start_utc=start, end_utc=end)
-    return itertools.chain.from_iterable(
+        return interval_s, store.iter_candles(interval_s=interval_s, start_utc=start, end_utc=end)
+    return interval_s, itertools.chain.from_iterable(
         store.iter_candles(i.segment, i.security_id, interval_s, start, end) for i in instruments
     )
 
 
-def _write(args: argparse.Namespace, head: list[Bar], rest: Iterator[Bar], tz: dt.tzinfo) -> None:
+def _write(args: argparse.Namespace, bars: Iterable[Bar], tz: dt.tzinfo) -> None:
     if not args.output or args.output == "-":
-        _emit(sys.stdout, args.format, itertools.chain(head, rest), tz)
+        _emit(sys.stdout, args.format, bars, tz)
         sys.stdout.flush()
         return
     target = Path(args.output)
@@ -178,8 +197,12 @@ def _write(args: argparse.Namespace, head: list[Bar], rest: Iterator[Bar], tz: d
     except OSError as exc:
         raise UsageError(f"cannot write {target}: {exc.strerror or exc}") from None
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
-            _emit(out, args.format, itertools.chain(head, rest), tz)
+        if args.format == "parquet":
+            os.close(fd)
+            write_parquet(Path(tmp), (_row(bar, tz) for bar in bars), tz)
+        else:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
+                _emit(out, args.format, bars, tz)
         os.chmod(tmp, 0o644)
         os.replace(tmp, target)  # a reader (or cron's next run) never sees half a file
     except BaseException:
@@ -237,23 +260,10 @@ def _interval(text: str) -> int:
 
 def _when(text: str, tz: dt.tzinfo, *, end_of_day: bool) -> int:
     """Epoch seconds for a --from/--to value; a bare date for --to means the next midnight."""
-    raw = text.strip()
     try:
-        if len(raw) == 10:
-            day = dt.date.fromisoformat(raw)
-            moment = dt.datetime.combine(day, dt.time(0), tzinfo=tz)
-            if end_of_day:
-                moment += dt.timedelta(days=1)
-            return int(moment.timestamp())
-        moment = dt.datetime.fromisoformat(raw.replace(" ", "T", 1))
-    except ValueError:
-        flag = "--to" if end_of_day else "--from"
-        raise UsageError(
-            f"{flag}: expected a date like 2026-01-05 or a time like '2026-01-05 09:15', got {text!r}"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=tz)
-    return int(moment.timestamp())
+        return epoch_of(text, tz, end_of_day=end_of_day)
+    except ValueError as exc:
+        raise UsageError(f"{'--to' if end_of_day else '--from'}: {exc}") from None
 
 
 def _label(interval_s: int) -> str:
