@@ -17,8 +17,11 @@ import pytest
 from conftest import BIN
 from dhanfeed.candles import Bar
 from dhanfeed.cli import status
+from dhanfeed.config import load_config
+from dhanfeed.credentials import load_credentials
 from dhanfeed.health import SocketFacts
 from dhanfeed.renew_metrics import write_renew_metrics
+from dhanfeed.renew_state import RenewState, renew_state_path
 from dhanfeed.store import Store
 from renew_support import CLIENT_ID, PLANTED_PIN, PLANTED_TOTP_SECRET, make_token, write_token_file
 from test_collector_e2e import collectors, start_collector, start_sim_with_token  # noqa: F401
@@ -190,11 +193,20 @@ def test_a_token_the_collector_reports_refused_needs_a_person(
     state = healthy_outside_the_session.parent / "state"
     fp = json.loads((state / "token.json").read_text())["fingerprint"]
     (state / "collector_status.json").write_text(
-        json.dumps({"up": 0, "state": "stopped", "token_refused": {"fingerprint": fp, "code": 807}})
+        json.dumps(
+            {
+                "up": 0,
+                "state": "stopped",
+                "token_refused": {"fingerprint": fp, "code": 807, "at": now().isoformat()},
+            }
+        )
     )
     code, out = run_status(healthy_outside_the_session, capsys)
     assert code == 3, out
-    assert f"token {fp} was refused by Dhan (807)" in out
+    assert (
+        f"ACTION NEEDED: token {fp} was refused by Dhan (the collector's feed was refused with code 807 at"
+        in out
+    )
 
 
 def test_no_token_file_at_all_needs_a_person(
@@ -330,3 +342,33 @@ def test_the_readme_documents_every_key_of_the_json(
                         for k in section}  # fmt: skip
     keys |= {k for f in dataclasses.fields(SocketFacts) for k in [f.name]}
     assert sorted(k for k in keys if f"`{k}`" not in schema and f'"{k}"' not in schema) == []
+
+
+def test_a_token_renew_token_found_refused_needs_a_person(
+    healthy_outside_the_session: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    token_file = healthy_outside_the_session.parent / "state" / "token.json"
+    fp = json.loads(token_file.read_text())["fingerprint"]
+    RenewState(renew_state_path(token_file)).record_refused(fp, now(), "profile check: DH-901")
+    code, body = run_json(healthy_outside_the_session, capsys)
+    assert code == 3
+    assert body["token"]["refused"] is True
+    assert body["token"]["refused_detail"].startswith("profile check: DH-901 at ")
+    assert body["findings"][0]["message"].startswith(f"token {fp} was refused by Dhan")
+
+
+def test_pin_and_totp_that_dhan_called_wrong_cannot_save_an_expired_token(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DHAN_PIN", PLANTED_PIN)
+    monkeypatch.setenv("DHAN_TOTP_SECRET", PLANTED_TOTP_SECRET)
+    config = write_config(tmp_path, in_session=False)
+    a_token(tmp_path, hours_left=-1)
+    renewer_ran(tmp_path / "state", exit_code=3)
+    wrong = load_credentials(load_config(config).totp)
+    assert wrong is not None
+    state = RenewState(renew_state_path(tmp_path / "state" / "token.json"))
+    state.record_credentials_refused(wrong.fingerprint, now(), "wrong PIN")
+    code, body = run_json(config, capsys)
+    assert code == 3
+    assert body["token"]["can_regenerate"] is False

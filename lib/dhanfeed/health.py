@@ -1,8 +1,8 @@
 """Everything `bin/status` and the status page show, and how healthy it is.
 
-`gather(config, now, ...)` reads what the programs leave behind (the token file, the renewer's
-and backfill's metrics textfiles, the collector's status file or its live snapshot, the
-database through `candle_reader`) and never writes, locks or calls Dhan. `assess(report)` is
+`gather(config, now, ...)` reads what the programs leave behind (the token file and what
+renew_token remembers about it, the renewer's and backfill's metrics textfiles, the
+collector's status file, the database through `candle_reader`) and never writes, locks or calls Dhan. `assess(report)` is
 pure: it turns the facts into findings, each with a level, and the worst level is the exit
 code (0 healthy, 1 degraded, 3 a person must act). No token here, only its fingerprint.
 
@@ -28,10 +28,11 @@ from dhanfeed.config import Config
 from dhanfeed.credentials import load_credentials
 from dhanfeed.errors import DhanfeedError
 from dhanfeed.renew_metrics import FILENAME as RENEW_PROM
-from dhanfeed.renewal import Policy, decide
+from dhanfeed.renew_state import RenewState, renew_state_path
+from dhanfeed.renewal import Policy, decide, local_time
 from dhanfeed.session import SessionCalendar
 from dhanfeed.status import STATUS_FILE
-from dhanfeed.token_store import TokenStore
+from dhanfeed.token_store import TokenRecord, TokenStore
 
 SCHEMA_VERSION = 1
 BACKFILL_PROM = "backfill.prom"
@@ -71,8 +72,8 @@ class TokenFacts:
     expires_at: str | None = None  # ISO 8601, session time zone
     remaining_s: int | None = None
     written_at: str | None = None
-    refused: bool = False  # the collector reported Dhan refusing this token
-    refused_code: str | None = None
+    refused: bool = False  # Dhan refused this token (the renewer's check or the collector's feed)
+    refused_detail: str | None = None  # how and when
     can_regenerate: bool = False  # PIN+TOTP configured
 
 
@@ -168,29 +169,29 @@ class Report:
 
 
 def gather(
-    config: Config,
-    now: dt.datetime,
-    *,
-    snapshot: Mapping[str, Any] | None = None,
-    previous: Mapping[str, Any] | None = None,
+    config: Config, now: dt.datetime, *, previous: Mapping[str, Any] | None = None
 ) -> Report:
-    """The facts at `now`. `snapshot`: the collector's own, when it asks (the status page);
-    else its status file is read. `previous`: an earlier snapshot, for messages/s."""
+    """The facts at `now`. `previous`: an earlier status of the collector, for messages/s."""
     tz = config.session.tz
     calendar = SessionCalendar.from_config(config.session)
-    if snapshot is None:
-        snapshot, age = read_status_file(config.state_dir / STATUS_FILE, now)
-    else:
-        age = 0.0
-    can_regenerate = _can_regenerate(config)
-    token = _token(config, now, snapshot, can_regenerate)
+    snapshot, age = read_status_file(config.state_dir / STATUS_FILE, now)
+    state = RenewState(
+        renew_state_path(config.token.file), collector_status=config.state_dir / STATUS_FILE
+    )
+    try:
+        record: TokenRecord | DhanfeedError = TokenStore(config.token.file).read_for(
+            config.dhan.client_id
+        )
+    except DhanfeedError as exc:
+        record = exc
+    token = _token(config, now, record, state)
     report = Report(
         checked_at=now.astimezone(tz).isoformat(timespec="seconds"),
         timezone=config.session.timezone,
         client_id=config.dhan.client_id,
         in_session=calendar.current(now) is not None,
         token=token,
-        renewer=_renewer(config, now, can_regenerate),
+        renewer=_renewer(config, now, record, token),
         collector=_collector(config, now, snapshot, age, previous),
         store=_store(config, now),
         backfill=_backfill(config, now),
@@ -230,38 +231,41 @@ def _iso(epoch: float | None, tz: dt.tzinfo) -> str | None:
     return dt.datetime.fromtimestamp(epoch, tz).isoformat(timespec="seconds")
 
 
-def _can_regenerate(config: Config) -> bool:
-    """PIN+TOTP are configured (they are only checked for presence, never shown)."""
+def _can_regenerate(config: Config, state: RenewState) -> bool:
+    """PIN+TOTP are configured and Dhan has not called them wrong (checked for presence
+    only, never shown)."""
     try:
-        return load_credentials(config.totp) is not None
+        credentials = load_credentials(config.totp)
     except DhanfeedError:
         return False
+    return credentials is not None and not state.credentials_refused(credentials.fingerprint)
 
 
 def _token(
-    config: Config, now: dt.datetime, snapshot: Mapping[str, Any] | None, can_regenerate: bool
+    config: Config, now: dt.datetime, record: TokenRecord | DhanfeedError, state: RenewState
 ) -> TokenFacts:
-    try:
-        record = TokenStore(config.token.file).read_for(config.dhan.client_id)
-    except DhanfeedError as exc:
-        return TokenFacts(present=False, problem=str(exc), can_regenerate=can_regenerate)
+    can_regenerate = _can_regenerate(config, state)
+    if isinstance(record, DhanfeedError):
+        return TokenFacts(present=False, problem=str(record), can_regenerate=can_regenerate)
     token = record.token
-    refusal = (snapshot or {}).get("token_refused")
-    refused = isinstance(refusal, dict) and refusal.get("fingerprint") == token.fingerprint
+    refusal = state.refusal(token.fingerprint)  # the renewer's own, or the collector's feed
+    tz = config.session.tz
     return TokenFacts(
         present=True,
         fingerprint=token.fingerprint,
         source=record.source,
-        expires_at=token.expires_at.astimezone(config.session.tz).isoformat(timespec="seconds"),
+        expires_at=token.expires_at.astimezone(tz).isoformat(timespec="seconds"),
         remaining_s=int(token.remaining(now).total_seconds()),
-        written_at=record.written_at.astimezone(config.session.tz).isoformat(timespec="seconds"),
-        refused=refused,
-        refused_code=str(refusal.get("code")) if refused else None,  # type: ignore[union-attr]
+        written_at=record.written_at.astimezone(tz).isoformat(timespec="seconds"),
+        refused=refusal is not None,
+        refused_detail=f"{refusal.detail} at {local_time(refusal.at, tz)}" if refusal else None,
         can_regenerate=can_regenerate,
     )
 
 
-def _renewer(config: Config, now: dt.datetime, can_regenerate: bool) -> RenewerFacts:
+def _renewer(
+    config: Config, now: dt.datetime, record: TokenRecord | DhanfeedError, token: TokenFacts
+) -> RenewerFacts:
     tz = config.session.tz
     prom = read_textfile(config.metrics_dir / RENEW_PROM)
     code = prom.get("dhanfeed_renew_last_exit_code")
@@ -270,17 +274,20 @@ def _renewer(config: Config, now: dt.datetime, can_regenerate: bool) -> RenewerF
         last_exit_code=None if code is None else int(code),
         last_success=_iso(prom.get("dhanfeed_renew_last_success_timestamp_seconds"), tz),
     )
-    try:
-        record = TokenStore(config.token.file).read_for(config.dhan.client_id)
-    except DhanfeedError:
+    if isinstance(record, DhanfeedError):
         return facts
-    decision = decide(record.token, now, Policy.from_config(config), can_regenerate=can_regenerate)
+    decision = decide(
+        record.token,
+        now,
+        Policy.from_config(config),
+        can_regenerate=token.can_regenerate,
+        refused=token.refused_detail,
+    )
+    due = decision.due_at
     return dataclasses.replace(
         facts,
         next=decision.reason,
-        due_at=decision.due_at.astimezone(tz).isoformat(timespec="seconds")
-        if decision.due_at
-        else None,
+        due_at=due.astimezone(tz).isoformat(timespec="seconds") if due else None,
     )
 
 
@@ -420,7 +427,7 @@ def assess(r: Report, config: Config) -> list[Finding]:
         why = (
             t.problem
             if not t.present
-            else f"token {t.fingerprint} was refused by Dhan ({t.refused_code})"
+            else f"token {t.fingerprint} was refused by Dhan ({t.refused_detail})"
             if t.refused
             else f"token {t.fingerprint} expired at {t.expires_at}"
         )

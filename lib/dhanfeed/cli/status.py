@@ -108,7 +108,7 @@ def render(r: Report) -> str:
         lines.append(f"token      none usable: {t.problem}")
     else:
         left = format_remaining(dt.timedelta(seconds=t.remaining_s or 0))
-        refused = f"; REFUSED by Dhan ({t.refused_code})" if t.refused else ""
+        refused = f"; REFUSED by Dhan ({t.refused_detail})" if t.refused else ""
         lines.append(
             f"token      {t.fingerprint} ({t.source}), expires {_hm(t.expires_at)} ({left}){refused}"
         )

@@ -58,7 +58,7 @@ function showStatus(s) {
   const t = s.token;
   text("token-fingerprint", t.present ? t.fingerprint : t.problem);
   text("token-expiry", t.present ? when(t.expires_at) : null);
-  text("token-left", t.present ? span(t.remaining_s) + (t.refused ? ` — refused by Dhan (${t.refused_code})` : "") : null);
+  text("token-left", t.present ? span(t.remaining_s) + (t.refused ? ` — refused by Dhan (${t.refused_detail})` : "") : null);
   text("token-source", t.source);
   text("token-regenerate", t.can_regenerate ? "configured" : "not configured");
   const r = s.renewer;
