@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from dhanfeed.token import TokenFormatError, fingerprint, format_remaining, parse_token
+from dhanfeed.errors import TokenFormatError
+from dhanfeed.token import fingerprint, format_remaining, parse_token
 
 
 def b64(obj) -> str:

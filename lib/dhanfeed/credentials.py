@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pyotp
 
-from dhanfeed.errors import PrivateFileError, UsageError
+from dhanfeed.errors import CredentialsError, PrivateFileError
 from dhanfeed.files import read_private_file
 from dhanfeed.token import fingerprint
 
@@ -26,10 +26,6 @@ ENV_SECRET = "DHAN_TOTP_SECRET"
 CRED_PIN = "dhan_pin"
 CRED_SECRET = "dhan_totp_secret"
 _BASE32 = re.compile(r"^[A-Z2-7]+=*$")
-
-
-class CredentialsError(UsageError):
-    """PIN/TOTP configuration is unusable (exit 2)."""
 
 
 @dataclasses.dataclass(frozen=True)

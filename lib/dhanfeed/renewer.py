@@ -13,12 +13,19 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from dhanfeed.errors import DhanApiError, TokenFileError, TokenRefused, UsageError
+from dhanfeed.errors import (
+    DhanApiError,
+    TokenFileError,
+    TokenFileMissing,
+    TokenFormatError,
+    TokenRefused,
+    UsageError,
+)
 from dhanfeed.renew_outcome import WOULD, Outcome, Status
 from dhanfeed.renew_state import Mark, RenewState
 from dhanfeed.renewal import Action, Decision, Policy, decide, local_time
-from dhanfeed.token import Token, TokenFormatError, format_remaining, parse_token
-from dhanfeed.token_store import TokenFileMissing, TokenRecord
+from dhanfeed.token import Token, format_remaining, parse_token
+from dhanfeed.token_store import TokenRecord
 
 if TYPE_CHECKING:
     from dhanfeed.alerts import Alerter

@@ -15,11 +15,9 @@ import hashlib
 import json
 from typing import Any
 
+from dhanfeed.errors import TokenFormatError
+
 IST = dt.timezone(dt.timedelta(hours=5, minutes=30), "IST")
-
-
-class TokenFormatError(ValueError):
-    """The string is not a readable Dhan JWT. The message never contains the token."""
 
 
 def fingerprint(access_token: str) -> str:

@@ -30,7 +30,13 @@ from dhanfeed.errors import (
     LockBusy,
     PrivateFileError,
     PrivateFileMissing,
+    TokenExpired,
+    TokenFileCorrupt,
     TokenFileError,
+    TokenFileMissing,
+    TokenFileUnsafe,
+    TokenFormatError,
+    UnsafeFile,
 )
 from dhanfeed.files import (
     Reserved,
@@ -42,24 +48,12 @@ from dhanfeed.files import (
     reserve,
     write_atomic,
 )
-from dhanfeed.token import Token, TokenFormatError, fingerprint, parse_aware_time, parse_token
+from dhanfeed.token import Token, fingerprint, parse_aware_time, parse_token
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
 REQUIRED = ("client_id", "access_token", "expires_at")
 RESERVE_BYTES = 16 * 1024  # a token record is about 1 KiB; the rest is margin
-
-
-class TokenFileMissing(TokenFileError):
-    """There is no token file (yet)."""
-
-
-class TokenExpired(TokenFileError):
-    """The token file is fine but its token has expired."""
-
-
-class TokenFileCorrupt(TokenFileError):
-    """The token file is there, private and ours to replace, but its content is unreadable."""
 
 
 class TokenDirUnwritable(DhanfeedError):
@@ -130,7 +124,8 @@ class TokenStore:
             lock.acquire(blocking=False)
         except filelock.Timeout:
             raise LockBusy(
-                f"another renew_token run holds {self.lock_path}; nothing done"
+                f"another renew_token run holds {self.lock_path}; nothing done",
+                path=self.lock_path,
             ) from None
         try:
             yield
@@ -146,32 +141,39 @@ class TokenStore:
             data = read_private_file(path, what="token file")
         except PrivateFileMissing as exc:
             raise TokenFileMissing(str(exc), path=path) from None
+        except UnsafeFile as exc:
+            raise TokenFileUnsafe(str(exc), path=path) from None
         except PrivateFileError as exc:
             raise TokenFileError(str(exc), path=path) from None
         try:
             raw = json.loads(data)
         except (UnicodeDecodeError, ValueError, RecursionError):
-            raise TokenFileCorrupt(f"token file {path} is not valid JSON (corrupt?)") from None
+            raise TokenFileCorrupt(
+                f"token file {path} is not valid JSON (corrupt?)", path=path
+            ) from None
         if not isinstance(raw, dict):
-            raise TokenFileCorrupt(f"token file {path} is not a JSON object")
+            raise TokenFileCorrupt(f"token file {path} is not a JSON object", path=path)
         missing = [key for key in REQUIRED if not raw.get(key)]
         if missing:
-            raise TokenFileCorrupt(f"token file {path} lacks {', '.join(missing)}")
+            raise TokenFileCorrupt(f"token file {path} lacks {', '.join(missing)}", path=path)
         try:
             token = parse_token(
                 str(raw["access_token"]), expires_hint=parse_aware_time(raw["expires_at"])
             )
         except TokenFormatError as exc:
             raise TokenFileCorrupt(
-                f"token file {path}: access_token is unreadable: {exc}"
+                f"token file {path}: access_token is unreadable: {exc}", path=path
             ) from None
         if str(raw["client_id"]) != token.client_id:
             raise TokenFileError(
                 f"token file {path}: client_id {raw['client_id']} does not match the token's "
-                f"client {token.client_id}"
+                f"client {token.client_id}",
+                path=path,
             )
         if raw.get("fingerprint") and raw["fingerprint"] != fingerprint(token.access_token):
-            raise TokenFileCorrupt(f"token file {path}: fingerprint does not match the token")
+            raise TokenFileCorrupt(
+                f"token file {path}: fingerprint does not match the token", path=path
+            )
         source = str(raw.get("source") or "manual")
         return TokenRecord(
             token, source, parse_aware_time(raw.get("written_at")) or token.issued_at
@@ -183,7 +185,8 @@ class TokenStore:
         if record.client_id != client_id:
             raise TokenFileError(
                 f"token file {self.path} is for client {record.client_id}, "
-                f"the config says {client_id}"
+                f"the config says {client_id}",
+                path=self.path,
             )
         return record
 
@@ -266,7 +269,8 @@ def current_token(path: os.PathLike[str] | str, *, now: dt.datetime | None = Non
     if record.token.expired(now):
         raise TokenExpired(
             f"token in {path} ({record.fingerprint}) expired at "
-            f"{record.token.expires_at.isoformat()}; is renew_token running?"
+            f"{record.token.expires_at.isoformat()}; is renew_token running?",
+            path=path,
         )
     return record.token
 

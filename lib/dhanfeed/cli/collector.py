@@ -68,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception:  # noqa: BLE001 - the last resort: say so, with the traceback
         print("collector: unexpected error", file=sys.stderr)
         print_traceback()
-        return 70
+        return int(ExitCode.INTERNAL)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -102,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
     except Timeout:
         raise LockBusy(
             f"another collector for client id {config.dhan.client_id} is running"
-            f" (lock {lock_file} is held)"
+            f" (lock {lock_file} is held)",
+            path=lock_file,
         ) from None
     try:
         return _run_locked(config, timing, Collector, stop)

@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception:
         print(f"{PROG}: unexpected error", file=sys.stderr)
         print_traceback()
-        return 1
+        return ExitCode.INTERNAL
 
 
 if __name__ == "__main__":

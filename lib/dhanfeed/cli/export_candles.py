@@ -27,7 +27,7 @@ from dhanfeed.candle_reader import epoch_of, open_reader
 from dhanfeed.candles import Bar
 from dhanfeed.cli.args import ArgumentParser
 from dhanfeed.config import load_config, parse_duration
-from dhanfeed.errors import DhanfeedError, ExitCode, UsageError
+from dhanfeed.errors import DhanfeedError, ExitCode, NoData, UsageError
 from dhanfeed.instruments import Instrument, parse_instrument
 from dhanfeed.logs import print_traceback
 from dhanfeed.parquet import write_parquet
@@ -62,10 +62,6 @@ examples:
   bin/export_candles --interval 5m --format jsonl --tz utc --output data/5m.jsonl
   bin/export_candles --interval 1m --format parquet --output data/1m.parquet
 """
-
-
-class NoData(DhanfeedError):
-    exit_code = ExitCode.RENEWAL_FAILED  # 1: nothing to export
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -119,11 +115,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(ExitCode.OK)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
-        return int(ExitCode.RENEWAL_FAILED)
+        return int(ExitCode.FAILED)
     except Exception as exc:  # noqa: BLE001 - the last resort: say so, with the traceback
         print(f"{PROG}: unexpected error: {exc.__class__.__name__}", file=sys.stderr)
         print_traceback()
-        return int(ExitCode.RENEWAL_FAILED)
+        return int(ExitCode.INTERNAL)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -27,7 +27,7 @@ from dhanfeed.cli.args import ArgumentParser
 from dhanfeed.config import Config, load_config
 from dhanfeed.credentials import load_credentials
 from dhanfeed.dhan_api import DhanApi
-from dhanfeed.errors import DhanfeedError, ExitCode, UsageError
+from dhanfeed.errors import DhanfeedError, ExitCode, RunTimeout, UsageError
 from dhanfeed.hooks import hook_environment, run_hook
 from dhanfeed.logs import close_logging, print_traceback, setup_logging
 from dhanfeed.renew_metrics import write_renew_metrics
@@ -279,10 +279,6 @@ def _stop_run_timer() -> None:
     their own, and stopping half-way would lose the only valid token."""
     if threading.current_thread() is threading.main_thread():
         signal.setitimer(signal.ITIMER_REAL, 0)
-
-
-class RunTimeout(DhanfeedError):
-    exit_code = ExitCode.RENEWAL_FAILED
 
 
 @contextlib.contextmanager

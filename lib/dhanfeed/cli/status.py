@@ -68,7 +68,7 @@ def main(
     except Exception as exc:  # noqa: BLE001 - the last resort: say so, with the traceback
         print(f"{PROG}: unexpected error: {exc.__class__.__name__}", file=sys.stderr)
         print_traceback()
-        return int(ExitCode.RENEWAL_FAILED)
+        return int(ExitCode.INTERNAL)
     if args.json:
         print(json.dumps(report.as_json(), indent=1))
     else:

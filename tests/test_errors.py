@@ -1,0 +1,102 @@
+"""errors.py: one tree, each error also the builtin that fits and naming its file; one table
+of exit codes, the same in the code and in the README."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import filelock
+import pytest
+
+from dhanfeed import errors
+from dhanfeed.errors import (
+    DhanfeedError,
+    ExitCode,
+    LockBusy,
+    TokenFileCorrupt,
+    TokenFileMissing,
+    TokenFileUnsafe,
+)
+from dhanfeed.token_store import TokenStore
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def test_every_public_error_is_a_dhanfeed_error_with_a_code_from_the_table() -> None:
+    classes = [
+        value
+        for value in vars(errors).values()
+        if isinstance(value, type) and issubclass(value, BaseException)
+    ]
+    assert len(classes) > 10
+    for cls in classes:
+        assert issubclass(cls, DhanfeedError), cls
+        assert cls.exit_code in ExitCode, cls
+
+
+@pytest.mark.parametrize(
+    ("error", "builtin"),
+    [
+        (errors.TokenFileMissing, FileNotFoundError),
+        (errors.TokenFileUnsafe, PermissionError),
+        (errors.TokenFileCorrupt, ValueError),
+        (errors.PrivateFileMissing, FileNotFoundError),
+        (errors.UnsafeFile, PermissionError),
+        (errors.TokenFormatError, ValueError),
+        (errors.LockBusy, BlockingIOError),
+        (errors.RunTimeout, TimeoutError),
+    ],
+)
+def test_an_error_is_also_the_builtin_that_fits_and_keeps_its_one_line_text(error, builtin):
+    exc = error("what went wrong with /srv/x", path="/srv/x")
+    assert isinstance(exc, builtin)
+    assert str(exc) == "what went wrong with /srv/x"
+    assert exc.path == "/srv/x"
+
+
+def test_a_missing_token_file_is_a_file_not_found_error_naming_the_file(tmp_path):
+    store = TokenStore(tmp_path / "state" / "token.json")
+    with pytest.raises(FileNotFoundError) as caught:
+        store.read()
+    assert isinstance(caught.value, TokenFileMissing)
+    assert caught.value.path == store.path
+    assert caught.value.exit_code == ExitCode.MANUAL_LOGIN
+
+
+def test_a_token_file_open_to_others_is_a_permission_error(tmp_path):
+    path = tmp_path / "token.json"
+    path.write_text("{}")
+    path.chmod(0o644)
+    with pytest.raises(PermissionError) as caught:
+        TokenStore(path).read()
+    assert isinstance(caught.value, TokenFileUnsafe)
+    assert caught.value.path == path
+
+
+def test_a_corrupt_token_file_is_a_value_error(tmp_path):
+    path = tmp_path / "token.json"
+    path.write_text("{not json")
+    path.chmod(0o600)
+    with pytest.raises(ValueError) as caught:
+        TokenStore(path).read()
+    assert isinstance(caught.value, TokenFileCorrupt)
+    assert caught.value.path == path
+
+
+def test_a_held_lock_is_a_blocking_io_error_naming_the_lock_file(tmp_path):
+    store = TokenStore(tmp_path / "token.json")
+    holder = filelock.FileLock(store.lock_path, is_singleton=False)
+    with holder, pytest.raises(BlockingIOError) as caught, store.lock():
+        pass
+    assert isinstance(caught.value, LockBusy)
+    assert caught.value.path == store.lock_path
+    assert caught.value.exit_code == 75
+
+
+def test_the_readme_table_lists_exactly_the_exit_codes_of_the_code() -> None:
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("### Exit codes") :]
+    section = section[: section.index("\n###")]
+    documented = {int(code) for code in re.findall(r"^\| (\d+) \|", section, re.M)}
+    assert documented == {int(code) for code in ExitCode}
