@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the last resort: say so, with the traceback
         print(f"{PROG}: unexpected error: {exc.__class__.__name__}", file=sys.stderr)
         print_traceback()
-        return int(ExitCode.RENEWAL_FAILED)
+        return int(ExitCode.INTERNAL)
 
 
 def _run(args: argparse.Namespace) -> int:
