@@ -150,11 +150,9 @@ instruments = {json.dumps(instruments)}
 class CollectorProc:
     """A `bin/collector` subprocess, its status file, log and database."""
 
-    def __init__(self, workdir: Path, config: Path, timing: dict | None = None) -> None:
+    def __init__(self, workdir: Path, config: Path) -> None:
         self.workdir = workdir
         env = {k: v for k, v in os.environ.items() if not k.startswith("DHANFEED_")}
-        if timing:  # production delays unless a benchmark says otherwise
-            env["DHANFEED_COLLECTOR_TIMING"] = json.dumps(timing)
         self._err = open(workdir / "collector.err", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [str(BIN / "collector"), "--config", str(config)],

@@ -4,7 +4,7 @@
 cumulative volume of the last tick the simulator delivered to us, and every tick it
 delivered is stored exactly once. Durations are scaled down: 1-minute bars with a 1 s grace,
 a few instruments at 20 ticks per second, and the 60 s floors after 805 / HTTP 429 lowered
-through the test-only `$DHANFEED_COLLECTOR_TIMING`.
+through `tests/support/collector_timing.py`, which runs the collector's `main` with them.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, Sim
+from conftest import PYTHON, Sim
+from support import collector_timing
 
 INSTRUMENTS = ["NSE_EQ:1333", "NSE_EQ:11536", "NSE_FNO:55796", "IDX_I:13"]  # an index: Ticker
 SIM_ARGS = ("--instruments", ",".join(INSTRUMENTS), "--ticks-per-second", "20")
@@ -83,10 +84,10 @@ class Collector:
         self.stderr_path = workdir / f"collector-{next(self.runs)}.err"
 
     def start(self) -> Collector:
-        env = {**os.environ, "DHANFEED_COLLECTOR_TIMING": json.dumps(self.timing)}
+        env = {**os.environ, collector_timing.ENV_TIMING: json.dumps(self.timing)}
         with self.stderr_path.open("wb") as err:  # a file: a full pipe would block the child
             self.proc = subprocess.Popen(
-                [str(BIN / "collector"), "--config", str(self.config)],
+                [PYTHON, collector_timing.__file__, "--config", str(self.config)],
                 stdout=subprocess.DEVNULL,
                 stderr=err,
                 env=env,

@@ -20,7 +20,7 @@ import pytest
 from conftest import BIN
 from dhanfeed.candles import Bar
 from dhanfeed.cli.export_candles import main
-from dhanfeed.store import Store
+from dhanfeed.store import SqliteStore
 
 IST = zoneinfo.ZoneInfo("Asia/Kolkata")
 F32_PRICE = 1500.0999755859375  # how 1500.1 arrives as a float32 from the feed
@@ -44,7 +44,7 @@ BARS = [
 @pytest.fixture
 def db(tmp_path):
     path = tmp_path / "data" / "candles.sqlite"
-    with Store(path) as store:
+    with SqliteStore(path) as store:
         store.write(BARS)
     return path
 
@@ -183,7 +183,7 @@ def test_an_unknown_instrument_says_so_and_exits_1(capsys, db, tmp_path):
 
 
 def test_an_empty_database_says_so_and_exits_1(capsys, tmp_path):
-    Store(tmp_path / "empty.sqlite").close()
+    SqliteStore(tmp_path / "empty.sqlite").close()
     code, out, err = export(capsys, "--database", tmp_path / "empty.sqlite")
     assert (code, out) == (1, "")
     assert_one_line(err, "has no candles yet")
@@ -313,7 +313,7 @@ def test_parquet_without_pyarrow_says_which_extra_to_install(db, tmp_path):
 
 def many_bars(path, n: int = 12_000) -> None:
     start = t("09:15", "2025-06-02")
-    with Store(path) as store:
+    with SqliteStore(path) as store:
         store.write([Bar("NSE_EQ", 1333, 60, start + 60 * i, 10.0, 11.0, 9.0, 10.5, 1, 1, None)
                      for i in range(n)])  # fmt: skip
 

@@ -69,9 +69,9 @@ def test_ticks_shed_or_left_unwritten_at_stop_are_dropped_in_the_final_status(tm
         writer.put_bars([Bar("NSE_EQ", 1333, 60, T0, 100.0, 101.0, 99.0, 100.5, 50, 5, 50)])
         assert wait_for(lambda: writer.bars_written == 1)
         running = collector.snapshot()
-        assert running["bars_stored"] == 1 and running["ticks_stored"] == 0
-        assert running["ticks_dropped"] == 3000 and running["dropped"] == 3000
-        assert running["store_pending"] == 2000
+        assert running.bars_stored == 1 and running.ticks_stored == 0
+        assert running.ticks_dropped == 3000 and running.dropped == 3000
+        assert running.store_pending == 2000
     finally:
         assert collector.stop(1.0) is False
         other.close()

@@ -8,7 +8,13 @@ from pathlib import Path
 
 import requests
 
-from dhanfeed.status import STATUS_FILE, TEXTFILE, StatusReporter, last_data_of_previous_run
+from dhanfeed.status import (
+    STATUS_FILE,
+    TEXTFILE,
+    CollectorStatus,
+    StatusReporter,
+    last_data_of_previous_run,
+)
 
 SNAP = {
     "pid": 4242,
@@ -22,15 +28,34 @@ SNAP = {
     "duplicates": 17,
     "late": 2,
 }
+ZERO = {  # every other field of a running collector's snapshot
+    "state": "running",
+    "started_utc": 1_800_000_000.0,
+    "written_at": "2027-01-15T08:00:00+00:00",
+    "client_id": "1000000001",
+    "database": "data/candles.sqlite",
+    "token_expires_at": None,
+    "sockets": (),
+    "swap_log": (),
+    **dict.fromkeys(
+        "connects gaps skipped_packets trades unknown_segment ticks_stored dropped ticks_dropped"
+        " queue bars_closed bars_stored store_pending store_errors".split(),
+        0,
+    ),
+}
+
+
+def snapshot() -> CollectorStatus:
+    return CollectorStatus(**SNAP, **ZERO)
 
 
 def test_the_status_file_and_the_textfile_carry_the_same_figures(tmp_path: Path) -> None:
     reporter = StatusReporter(
-        lambda: dict(SNAP), status_path=tmp_path / STATUS_FILE, every_s=60, textfile_dir=tmp_path
+        snapshot, status_path=tmp_path / STATUS_FILE, every_s=60, textfile_dir=tmp_path
     )
     reporter.write_once()
     status = json.loads((tmp_path / STATUS_FILE).read_text())
-    assert status == SNAP
+    assert status == {**SNAP, **ZERO, "sockets": [], "swap_log": []}
     prom = (tmp_path / TEXTFILE).read_text()
     for line in (
         "dhanfeed_collector_up 1.0",
@@ -48,7 +73,7 @@ def test_the_status_file_and_the_textfile_carry_the_same_figures(tmp_path: Path)
 
 def test_stop_writes_a_final_status_that_says_down(tmp_path: Path) -> None:
     reporter = StatusReporter(
-        lambda: dict(SNAP), status_path=tmp_path / STATUS_FILE, every_s=60, textfile_dir=tmp_path
+        snapshot, status_path=tmp_path / STATUS_FILE, every_s=60, textfile_dir=tmp_path
     )
     reporter.start()
     reporter.stop()
@@ -64,7 +89,7 @@ def test_with_a_port_the_metrics_are_served_over_http_and_no_textfile_is_written
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     reporter = StatusReporter(
-        lambda: dict(SNAP),
+        snapshot,
         status_path=tmp_path / STATUS_FILE,
         every_s=60,
         metrics_port=port,

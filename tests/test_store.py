@@ -15,7 +15,8 @@ import pytest
 
 from dhanfeed.candles import Bar, CandleBuilder, Carry
 from dhanfeed.errors import DhanfeedError
-from dhanfeed.store import Gap, Store, StoreError, StoreWriter, Tick
+from dhanfeed.store import Gap, SqliteStore, StoreError, StoreWriter, Tick
+from support import store_queries as q
 
 IST = zoneinfo.ZoneInfo("Asia/Kolkata")
 SEG, SID = "NSE_EQ", 1333
@@ -58,8 +59,8 @@ class FrozenClock:
 
 
 def test_the_database_and_its_directory_are_created_in_wal_mode(db):
-    with Store(db, store_ticks=True) as store:
-        assert store.journal_mode() == "wal"
+    with SqliteStore(db, store_ticks=True) as store:
+        assert q.journal_mode(store) == "wal"
     assert db.is_file()
     other = sqlite3.connect(db)  # a second connection sees the persistent WAL setting
     try:
@@ -69,7 +70,7 @@ def test_the_database_and_its_directory_are_created_in_wal_mode(db):
 
 
 def test_the_tables_have_the_columns_and_key_of_the_issue(db):
-    Store(db).close()
+    SqliteStore(db).close()
     conn = sqlite3.connect(db)
     try:
         info = {
@@ -105,7 +106,7 @@ def test_the_tables_have_the_columns_and_key_of_the_issue(db):
 def test_a_database_under_a_regular_file_is_a_store_error_of_one_line(tmp_path):
     (tmp_path / "data").write_text("not a directory")
     with pytest.raises(StoreError) as err:
-        Store(tmp_path / "data" / "candles.sqlite")
+        SqliteStore(tmp_path / "data" / "candles.sqlite")
     assert isinstance(err.value, DhanfeedError) and err.value.exit_code == 1
     assert "data/candles.sqlite" in str(err.value) and "\n" not in str(err.value)
 
@@ -113,7 +114,7 @@ def test_a_database_under_a_regular_file_is_a_store_error_of_one_line(tmp_path):
 def test_a_database_path_that_is_a_directory_is_a_store_error(tmp_path):
     (tmp_path / "candles.sqlite").mkdir()
     with pytest.raises(StoreError, match="cannot write database .*candles.sqlite"):
-        Store(tmp_path / "candles.sqlite")
+        SqliteStore(tmp_path / "candles.sqlite")
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes through file modes")
@@ -121,19 +122,19 @@ def test_a_read_only_directory_is_a_store_error(tmp_path):
     ro = tmp_path / "ro"
     ro.mkdir(mode=0o500)
     with pytest.raises(StoreError):
-        Store(ro / "candles.sqlite")
+        SqliteStore(ro / "candles.sqlite")
 
 
 def test_a_file_that_is_not_sqlite_is_a_store_error(tmp_path):
     path = tmp_path / "candles.sqlite"
     path.write_bytes(b"definitely not a database" * 100)
     with pytest.raises(StoreError):
-        Store(path)
+        SqliteStore(path)
 
 
 def test_opening_a_missing_database_read_only_is_a_store_error(tmp_path):
     with pytest.raises(StoreError, match="no database at"):
-        Store.open_readonly(tmp_path / "nope.sqlite")
+        SqliteStore.open_readonly(tmp_path / "nope.sqlite")
     assert not (tmp_path / "nope.sqlite").exists()
 
 
@@ -141,7 +142,7 @@ def test_opening_a_missing_database_read_only_is_a_store_error(tmp_path):
 
 
 def test_writing_the_rest_of_a_bar_merges_it_with_the_stored_part(db):
-    with Store(db) as store:
+    with SqliteStore(db) as store:
         store.write([bar(o=100, h=103, lo=99, c=101, v=40, n=3, cum=40)])
         store.write([bar(o=102, h=102.5, lo=97, c=98, v=15, n=2, cum=55)])
         (merged,) = store.candles()
@@ -149,14 +150,14 @@ def test_writing_the_rest_of_a_bar_merges_it_with_the_stored_part(db):
 
 
 def test_a_ticker_bar_keeps_a_null_cumulative_volume_and_is_left_out_of_the_carry(db):
-    with Store(db) as store:
+    with SqliteStore(db) as store:
         store.write([Bar("IDX_I", 13, 60, T0, 1, 2, 0.5, 1.5, 0, 4, None), bar(cum=70)])
         assert store.candles(segment="IDX_I")[0].cum_volume_end is None
         assert store.carry() == {(SEG, SID, 60): Carry(T0, 70)}
 
 
 def test_the_carry_is_the_newest_bar_of_each_instrument_and_interval(db):
-    with Store(db) as store:
+    with SqliteStore(db) as store:
         store.write([bar(T0, cum=10), bar(T0 + 60, cum=25), bar(T0, iv=300, cum=25)])
         store.write([bar(T0 + 120, cum=31)])
         assert store.carry() == {
@@ -166,27 +167,27 @@ def test_the_carry_is_the_newest_bar_of_each_instrument_and_interval(db):
 
 
 def test_a_write_is_all_or_nothing(db):
-    with Store(db) as store:
+    with SqliteStore(db) as store:
         bad_tick = Tick(SEG, SID, T0, None, 1, 1, T0)  # ltp NOT NULL
         with pytest.raises(StoreError):
             store.write([bar()], [bad_tick])
         assert store.candles() == []
         store.write([bar()], [tick(1)])
-        assert store.candle_count() == 1
+        assert q.candle_count(store) == 1
 
 
 def test_ticks_are_stored_only_when_asked(tmp_path):
-    with Store(tmp_path / "a.sqlite", store_ticks=False) as store:
+    with SqliteStore(tmp_path / "a.sqlite", store_ticks=False) as store:
         store.write([bar()], [tick(1), tick(2)])
-        assert store.tick_counts() == {}
-    with Store(tmp_path / "b.sqlite", store_ticks=True) as store:
+        assert q.tick_counts(store) == {}
+    with SqliteStore(tmp_path / "b.sqlite", store_ticks=True) as store:
         store.write([], [tick(1), tick(2), tick(3, sid=2885)])
-        assert store.tick_counts() == {(SEG, SID): 2, (SEG, 2885): 1}
-        assert store.ticks(SEG, 2885) == [tick(3, sid=2885)]
+        assert q.tick_counts(store) == {(SEG, SID): 2, (SEG, 2885): 1}
+        assert q.ticks(store, SEG, 2885) == [tick(3, sid=2885)]
 
 
 def test_read_helpers_filter_by_instrument_interval_and_time(db):
-    with Store(db) as store:
+    with SqliteStore(db) as store:
         store.write(
             [bar(T0 + 60 * i, v=i + 1) for i in range(5)]
             + [Bar(SEG, 2885, 60, T0, 1, 1, 1, 1, 7, 1, 7), bar(T0, iv=300, v=15)],
@@ -194,11 +195,11 @@ def test_read_helpers_filter_by_instrument_interval_and_time(db):
         )
         got = store.candles(SEG, SID, 60, start_utc=T0 + 60, end_utc=T0 + 180)
         assert [b.start_utc for b in got] == [T0 + 60, T0 + 120]
-        assert store.volume_sums(60) == {(SEG, SID): 15, (SEG, 2885): 7}
-        assert store.volume_sums(300) == {(SEG, SID): 15}
+        assert q.volume_sums(store, 60) == {(SEG, SID): 15, (SEG, 2885): 7}
+        assert q.volume_sums(store, 300) == {(SEG, SID): 15}
         assert store.instruments() == [(SEG, SID), (SEG, 2885)]
         assert store.intervals() == [60, 300]
-        assert store.gaps() == [Gap(SEG, SID, T0 + 10.5, T0 + 11.25, "swap: old socket killed")]
+        assert q.gaps(store) == [Gap(SEG, SID, T0 + 10.5, T0 + 11.25, "swap: old socket killed")]
 
 
 # -- restart in the middle of a bar -----------------------------------------------------------
@@ -233,13 +234,13 @@ def test_a_restart_in_the_middle_of_a_bar_gives_the_bars_of_an_uninterrupted_run
     expected = feed(uninterrupted, trades) + uninterrupted.flush()
 
     first = CandleBuilder(intervals)
-    with Store(tmp_path / "c.sqlite") as store:  # the collector before the restart
+    with SqliteStore(tmp_path / "c.sqlite") as store:  # the collector before the restart
         store.write(feed(first, trades[:k]) + first.flush())
-    with Store(tmp_path / "c.sqlite") as store:  # and after it
+    with SqliteStore(tmp_path / "c.sqlite") as store:  # and after it
         second = CandleBuilder(intervals, carry=store.carry())
         store.write(feed(second, trades[k:]) + second.flush())
         stored = store.candles()
-        sums = store.volume_sums(60), store.volume_sums(300)
+        sums = q.volume_sums(store, 60), q.volume_sums(store, 300)
 
     key = lambda b: (b.interval_s, b.start_utc)  # noqa: E731
     assert sorted(stored, key=key) == sorted(expected, key=key)
@@ -251,22 +252,22 @@ def test_a_restart_in_the_middle_of_a_bar_gives_the_bars_of_an_uninterrupted_run
 
 def test_the_writer_batches_many_puts_into_one_transaction(db):
     clock = FrozenClock()  # time never reaches the batch deadline: only flush writes
-    store = Store(db)
+    store = SqliteStore(db)
     writer = StoreWriter(store, clock=clock)
     try:
         for i in range(100):
             writer.put_ticks([tick(10 * i + j) for j in range(10)])
         writer.put_bars([bar()])
-        writer.put_gap(Gap(SEG, SID, T0, T0 + 1.5, "reconnect"))
+        writer.put_gaps([Gap(SEG, SID, T0, T0 + 1.5, "reconnect")])
         assert writer.flush(10)
         assert (writer.commits, writer.rows_written, writer.pending) == (1, 1002, 0)
-        assert store.tick_counts() == {(SEG, SID): 1000}
+        assert q.tick_counts(store) == {(SEG, SID): 1000}
     finally:
         assert writer.close(10)
 
 
 def test_the_writer_commits_every_max_rows(db):
-    store = Store(db)
+    store = SqliteStore(db)
     writer = StoreWriter(store, clock=FrozenClock(), max_rows=250)
     try:
         for i in range(100):
@@ -280,7 +281,7 @@ def test_the_writer_commits_every_max_rows(db):
 
 def test_the_writer_commits_a_batch_once_its_delay_has_passed_without_a_flush(db):
     clock = FrozenClock()
-    store = Store(db)
+    store = SqliteStore(db)
     writer = StoreWriter(store, clock=clock, max_delay_s=0.05)
     try:
         writer.put_bars([bar()])
@@ -289,13 +290,13 @@ def test_the_writer_commits_a_batch_once_its_delay_has_passed_without_a_flush(db
         assert writer.commits == 0 and writer.pending == 2
         clock.now += 0.06
         assert wait_for(lambda: writer.commits == 1)
-        assert store.candle_count() == 1
+        assert q.candle_count(store) == 1
     finally:
         writer.close(10)
 
 
 def test_puts_from_several_threads_all_arrive(db):
-    store = Store(db)
+    store = SqliteStore(db)
     writer = StoreWriter(store, max_delay_s=0.01, max_rows=300)
 
     def produce(sid: int) -> None:
@@ -308,12 +309,12 @@ def test_puts_from_several_threads_all_arrive(db):
     for t in threads:
         t.join(10)
     assert writer.flush(10)
-    assert store.tick_counts() == {(SEG, sid): 500 for sid in (1, 2, 3, 4)}
+    assert q.tick_counts(store) == {(SEG, sid): 500 for sid in (1, 2, 3, 4)}
     assert writer.close(10)
 
 
 def test_a_failing_write_is_counted_kept_and_retried_until_it_succeeds(db, caplog):
-    store = Store(db)
+    store = SqliteStore(db)
     writer = StoreWriter(store, max_delay_s=0.01, retry_s=0.02)
     other = sqlite3.connect(db)
     try:
@@ -336,7 +337,7 @@ def test_a_failing_write_is_counted_kept_and_retried_until_it_succeeds(db, caplo
 
 
 def test_close_is_bounded_when_the_database_keeps_failing_and_reports_the_lost_rows(db):
-    store = Store(db)
+    store = SqliteStore(db)
     writer = StoreWriter(store, max_delay_s=0.01, retry_s=0.02)
     other = sqlite3.connect(db)
     try:
@@ -351,13 +352,13 @@ def test_close_is_bounded_when_the_database_keeps_failing_and_reports_the_lost_r
 
 
 def test_close_writes_what_is_pending_and_later_puts_are_counted_as_lost(db):
-    store = Store(db)
+    store = SqliteStore(db)
     writer = StoreWriter(store, clock=FrozenClock())
     writer.put_bars([bar()])
     assert writer.close(10)
     writer.put_bars([bar(T0 + 60)])
     assert writer.lost_rows == 1
-    with Store.open_readonly(db) as reader:
+    with SqliteStore.open_readonly(db) as reader:
         assert reader.candles() == [bar()]
 
 
@@ -397,7 +398,7 @@ def note_the_ticks_committed_before_each_new_bar(db) -> None:
 
 
 def test_a_bar_put_behind_a_large_tick_backlog_is_committed_within_one_batch(db):
-    store = Store(db)
+    store = SqliteStore(db)
     note_the_ticks_committed_before_each_new_bar(db)
     writer = StoreWriter(store, max_rows=1000)
     backlog = [tick(i) for i in range(100_000)]  # 100 batches
@@ -417,18 +418,18 @@ def test_a_bar_put_behind_a_large_tick_backlog_is_committed_within_one_batch(db)
     # committed all 100 000 ticks first); and nothing was shed on the way.
     assert seen[0] <= 1000
     assert writer.ticks_written == 100_000 and writer.ticks_dropped == 0 == writer.lost_rows
-    with Store.open_readonly(db) as reader:
+    with SqliteStore.open_readonly(db) as reader:
         assert reader.candles() == [bar()]
-        assert reader.tick_counts() == {(SEG, SID): 100_000}
+        assert q.tick_counts(reader) == {(SEG, SID): 100_000}
 
 
 def test_close_with_a_tiny_budget_writes_the_bars_first_and_counts_the_unwritten_ticks(db, caplog):
-    store = Store(db)
+    store = SqliteStore(db)
     writer = StoreWriter(store, max_rows=1000, clock=SlowDiskClock(step=1.0))
     backlog = [tick(i) for i in range(200_000)]
     writer.put_ticks(backlog)
     writer.put_bars([bar(), bar(T0 + 60)])  # handed in after the ticks
-    writer.put_gap(Gap(SEG, SID, T0 + 1.0, T0 + 1.5, "reconnect"))
+    writer.put_gaps([Gap(SEG, SID, T0 + 1.0, T0 + 1.5, "reconnect")])
     assert writer.close(5) is False  # 4 s of the slow clock: a few batches, not 200
 
     assert writer.pending == 0
@@ -436,17 +437,17 @@ def test_close_with_a_tiny_budget_writes_the_bars_first_and_counts_the_unwritten
     assert writer.ticks_dropped > 100_000
     assert writer.ticks_written + writer.ticks_dropped == len(backlog)
     assert writer.lost_rows == writer.ticks_dropped  # only ticks were given up
-    with Store.open_readonly(db) as reader:
+    with SqliteStore.open_readonly(db) as reader:
         assert reader.candles() == [bar(), bar(T0 + 60)]
-        assert len(reader.gaps()) == 1
-        assert reader.ticks() == backlog[: writer.ticks_written]  # the oldest, in order
+        assert len(q.gaps(reader)) == 1
+        assert q.ticks(reader) == backlog[: writer.ticks_written]  # the oldest, in order
     (line,) = [r for r in caplog.records if "not written" in r.getMessage()]
     assert f"{writer.ticks_dropped} ticks" in line.getMessage()
 
 
 def test_the_tick_backlog_bound_sheds_new_ticks_counts_them_and_warns_once_per_episode(db, caplog):
-    caplog.set_level(logging.INFO, logger="dhanfeed.store")
-    store = Store(db)
+    caplog.set_level(logging.INFO, logger="dhanfeed.store.writer")
+    store = SqliteStore(db)
     writer = StoreWriter(store, max_rows=1000, max_pending_ticks=5000, retry_s=0.02)
     other = sqlite3.connect(db, isolation_level=None)
     sent = [tick(i) for i in range(26_000)]
@@ -478,6 +479,6 @@ def test_the_tick_backlog_bound_sheds_new_ticks_counts_them_and_warns_once_per_e
     finally:
         other.close()
         writer.close(10)
-    with Store.open_readonly(db) as reader:  # the newest were shed: what is kept is the oldest
-        assert reader.ticks() == sent[:5000] + sent[20_000:25_000]
+    with SqliteStore.open_readonly(db) as reader:  # the newest were shed: the oldest are kept
+        assert q.ticks(reader) == sent[:5000] + sent[20_000:25_000]
         assert reader.candles() == [bar()]

@@ -15,18 +15,19 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from dhanfeed.candles import DUPLICATE, LATE, CandleBuilder, ist_to_utc
 from dhanfeed.config import Config
 from dhanfeed.feed import protocol
 from dhanfeed.feed.connection import FeedConnection
-from dhanfeed.feed.supervisor import Gap, Supervisor, Timing, log_alert
+from dhanfeed.feed.policy import Timing
+from dhanfeed.feed.shard import Gap
+from dhanfeed.feed.supervisor import Supervisor, log_alert
 from dhanfeed.feed.token_watch import TokenWatcher
 from dhanfeed.session import SessionCalendar
-from dhanfeed.status import STATUS_FILE, StatusReporter, last_data_of_previous_run
+from dhanfeed.status import STATUS_FILE, CollectorStatus, StatusReporter, last_data_of_previous_run
 from dhanfeed.store import Gap as GapRow
-from dhanfeed.store import Store, StoreWriter, Tick
+from dhanfeed.store import StoreWriter, Tick, open_store
 from dhanfeed.web.server import StatusPage
 
 logger = logging.getLogger(__name__)
@@ -118,7 +119,7 @@ class Pipeline(threading.Thread):
         self.join(timeout)
 
     def _consume(self, received_utc: float, trades: list, others: int, source: int) -> list[Tick]:
-        """`trades`: `protocol.decode_trades` tuples; `others`: the frame's other data packets."""
+        """`trades`: the frame's `protocol.Trade`s; `others`: how many other data packets."""
         ticks: list[Tick] = []
         self.packets += len(trades) + others
         self.last_data_utc = received_utc
@@ -153,7 +154,7 @@ class Collector:
         self.config = config
         c = config.collector
         self.started_utc = time.time()
-        self.store = Store(c.database, c.store_ticks)  # StoreError: unwritable
+        self.store = open_store(c.database, store_ticks=c.store_ticks)  # StoreError: unwritable
         self.writer = StoreWriter(self.store)
         self.builder = CandleBuilder(
             [int(i.total_seconds()) for i in c.intervals],
@@ -253,31 +254,39 @@ class Collector:
             for i in gap.instruments
         )
 
-    def snapshot(self) -> dict[str, Any]:
-        sup = self.supervisor.snapshot()
+    def snapshot(self) -> CollectorStatus:
+        feed = self.supervisor.snapshot()
         p = self.pipeline
-        return {
-            "pid": os.getpid(),
-            "state": "running",
-            "up": 1,
-            "started_utc": self.started_utc,
-            "written_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "client_id": self.config.dhan.client_id,
-            **sup,
-            "packets": p.packets,
-            "trades": p.trades,
-            "unknown_segment": p.unknown_segment,
-            "ticks_stored": self.writer.ticks_written,  # committed, not just handed in
-            "duplicates": self.builder.duplicates,
-            "late": self.builder.late,
-            # Packets the queue refused + rows the store shed or could not write in time.
-            "dropped": p.dropped + self.writer.lost_rows,
-            "ticks_dropped": self.writer.ticks_dropped,
-            "queue": p.queue.qsize(),
-            "last_data_utc": p.last_data_utc,
-            "bars_closed": p.bars_closed,
-            "bars_stored": self.writer.bars_written,
-            "store_pending": self.writer.pending,
-            "store_errors": self.writer.errors,
-            "database": str(Path(self.config.collector.database)),
-        }
+        return CollectorStatus(
+            pid=os.getpid(),
+            state="running",
+            up=1,
+            started_utc=self.started_utc,
+            written_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            client_id=self.config.dhan.client_id,
+            database=str(Path(self.config.collector.database)),
+            token_fp=feed.token_fp,
+            token_expires_at=feed.token_expires_at,
+            sockets=feed.sockets,
+            sockets_live=feed.sockets_live,
+            connects=feed.connects,
+            reconnects=feed.reconnects,
+            swaps=feed.swaps,
+            gaps=feed.gaps,
+            skipped_packets=feed.skipped_packets,
+            swap_log=feed.swap_log,
+            packets=p.packets,
+            trades=p.trades,
+            unknown_segment=p.unknown_segment,
+            ticks_stored=self.writer.ticks_written,
+            duplicates=self.builder.duplicates,
+            late=self.builder.late,
+            dropped=p.dropped + self.writer.lost_rows,
+            ticks_dropped=self.writer.ticks_dropped,
+            queue=p.queue.qsize(),
+            last_data_utc=p.last_data_utc,
+            bars_closed=p.bars_closed,
+            bars_stored=self.writer.bars_written,
+            store_pending=self.writer.pending,
+            store_errors=self.writer.errors,
+        )

@@ -8,6 +8,7 @@ only its fingerprint.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
@@ -26,7 +27,50 @@ logger = logging.getLogger(__name__)
 STATUS_FILE = "collector_status.json"
 TEXTFILE = "collector.prom"
 
-Snapshot = dict[str, Any]
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CollectorStatus:
+    """One snapshot of the collector: the status file's fields, and the metrics' source."""
+
+    pid: int
+    state: str  # "running" | "stopped"
+    up: int  # 1 while running, 0 in the final snapshot
+    started_utc: float
+    written_at: str  # ISO 8601 UTC
+    client_id: str
+    database: str
+    # the feed (see `feed.supervisor.FeedStatus`)
+    token_fp: str | None
+    token_expires_at: str | None
+    sockets: tuple[Any, ...]  # `feed.supervisor.SocketStatus`
+    sockets_live: int
+    connects: int
+    reconnects: int
+    swaps: int
+    gaps: int
+    skipped_packets: int
+    swap_log: tuple[dict, ...]
+    # packets, candles and the store
+    packets: int
+    trades: int
+    unknown_segment: int
+    ticks_stored: int  # committed, not just handed in
+    duplicates: int
+    late: int
+    dropped: int  # packets the queue refused + rows the store shed or could not write in time
+    ticks_dropped: int
+    queue: int
+    last_data_utc: float | None
+    bars_closed: int
+    bars_stored: int
+    store_pending: int
+    store_errors: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+Snapshot = CollectorStatus
 
 # metric name (without _total for counters) → (kind, snapshot key, help)
 METRICS = {
@@ -61,9 +105,9 @@ class _SnapshotCollector(Collector):
         self.reporter = reporter
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-        snap = self.reporter.last or {}
+        snap = self.reporter.last
         for name, (kind, key, text) in METRICS.items():
-            value = snap.get(key)
+            value = getattr(snap, key, None)
             if value is None:
                 value = 0
             family = GaugeMetricFamily if kind == "gauge" else CounterMetricFamily
@@ -80,7 +124,7 @@ def last_data_of_previous_run(path: Path) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
-def write_json_atomically(path: Path, data: Snapshot) -> None:
+def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
     text = json.dumps(data, indent=1, sort_keys=True, default=str) + "\n"
     write_atomic(path, text.encode("utf-8"), mode=0o644, dir_mode=0o755)
 
@@ -120,10 +164,10 @@ class StatusReporter:
         self._thread.start()
 
     def write_once(self, **overrides: Any) -> Snapshot:
-        snap = {**self.snapshot(), **overrides}
+        snap = dataclasses.replace(self.snapshot(), **overrides)
         self.last = snap
         try:
-            write_json_atomically(self.status_path, snap)
+            write_json_atomically(self.status_path, snap.as_dict())
             if self.textfile is not None:
                 self.textfile.parent.mkdir(parents=True, exist_ok=True)
                 write_to_textfile(str(self.textfile), self.registry)

@@ -5,18 +5,13 @@
 Runs in the foreground (systemd: Type=simple). SIGTERM/SIGINT: close the sockets (bounded),
 write every open bar, commit, exit 0 within 10 s. One collector per client id: a second one
 exits 75. A missing token file is waited for (one alert); an unwritable database exits 1.
-
-Test-only setting: `$DHANFEED_COLLECTOR_TIMING`, a JSON object overriding fields of
-`dhanfeed.feed.supervisor.Timing` (e.g. '{"floor_805_s": 2, "floor_429_s": 2}') so that the
-60 s floors after 805 and HTTP 429 can be scaled down in tests. It is logged when used;
-production never sets it.
+`main(timing=...)` lets a test scale the delays of `dhanfeed.feed.policy.Timing` down.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 import threading
@@ -30,7 +25,8 @@ from dhanfeed.cli.args import ArgumentParser
 from dhanfeed.collector import Collector
 from dhanfeed.config import load_config
 from dhanfeed.errors import DhanfeedError, ExitCode, LockBusy, UsageError
-from dhanfeed.feed.supervisor import Timing, log_alert
+from dhanfeed.feed.policy import Timing
+from dhanfeed.feed.supervisor import log_alert
 from dhanfeed.logs import print_traceback, setup_logging
 
 logger = logging.getLogger("dhanfeed.collector")
@@ -52,14 +48,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, timing: Timing | None = None) -> int:
     try:
         args = parse_args(argv)
     except UsageError as exc:
         print(f"collector: {exc}", file=sys.stderr)
         return int(exc.exit_code)
     try:
-        return run(args)
+        return run(args, timing or Timing())
     except DhanfeedError as exc:
         print(f"collector: {exc}", file=sys.stderr)
         if args.debug:
@@ -71,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(ExitCode.INTERNAL)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, timing: Timing) -> int:
     stop = threading.Event()  # set by SIGTERM/SIGINT; installed first so start-up is covered
 
     def on_signal(signum: int, frame: object) -> None:
@@ -90,10 +86,6 @@ def run(args: argparse.Namespace) -> int:
     )
     if not config.collector.instruments:
         raise UsageError("no instruments: set collector.instruments in the config")
-    try:
-        timing = Timing.from_env(os.environ)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
     lock_file = lock_path(config.token.file, config.dhan.client_id)
     lock_file.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(lock_file, timeout=0)

@@ -33,7 +33,7 @@ from dhanfeed.logs import print_traceback
 from dhanfeed.parquet import write_parquet
 from dhanfeed.progress import MIN_ITEMS, progress
 from dhanfeed.progress import wanted as progress_wanted
-from dhanfeed.store import Store
+from dhanfeed.store import Store, open_store
 
 PROG = "export_candles"
 ZONES = {"ist": zoneinfo.ZoneInfo("Asia/Kolkata"), "utc": dt.UTC}
@@ -133,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "parquet" and (not args.output or args.output == "-"):
         raise UsageError("--format parquet writes a file: give --output FILE")
     path = Path(args.database) if args.database else load_config(args.config).collector.database
-    with Store.open_readonly(path) as store:
+    with open_store(path, readonly=True) as store:
         interval_s, bars = _select(store, path, instruments, interval_s, start, end)
         first = next(bars, None)
         if first is None:

@@ -1,0 +1,10 @@
+"""Dhan's live feed, from bytes to sockets kept alive across token swaps.
+
+- `protocol`: packets and requests (pure).
+- `policy`: delays, sharding, backoff, when a feed is stale (pure).
+- `clock`: the clock the workers read and wait on (passed in; tests use a fake one).
+- `connection`: one WebSocket: bounded handshake, subscribe, the receive thread.
+- `shard`: one shard's worker: reconnects, 805/807 handling, make-before-break swaps.
+- `supervisor`: one worker per shard, their sockets opened through `connection`, one status.
+- `token_watch`: notices a new token file.
+"""

@@ -28,8 +28,8 @@ from dhanfeed.version import USER_AGENT
 
 logger = logging.getLogger(__name__)
 
-# What a socket hands on for one frame: (connection, its trades as `protocol.decode_trades`
-# tuples, its other data packets (never a Disconnect), received at: UTC epoch seconds).
+# What a socket hands on for one frame: (connection, its `protocol.Trade`s,
+# its other data packets (never a Disconnect), received at: UTC epoch seconds).
 Sink = Callable[["FeedConnection", list, list, float], None]
 
 CONNECTING, OPEN, CLOSED = "connecting", "open", "closed"

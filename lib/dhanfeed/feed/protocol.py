@@ -268,31 +268,42 @@ def _decode_one(code: int, seg: int, sid: int, buf, off: int, length: int) -> Pa
 # The collector's path: only what a candle needs from each trade packet
 
 
-class Trades(NamedTuple):
-    """A frame as the collector wants it: `trades` are plain tuples
-    `(segment_code, security_id, ltp, ltq, ltt, cum_volume)` (IST-epoch ltt; ltq and
-    cum_volume None for a Ticker) for each Quote, Full and Ticker packet, in frame order;
-    `others` the rest of the packets as `decode_frame` gives them; `skipped` as there."""
+class Trade(NamedTuple):
+    """What a candle needs from one Quote, Full or Ticker packet."""
 
-    trades: list[tuple]
+    segment: int  # the exchange segment code (1 = NSE_EQ)
+    security_id: int
+    ltp: float
+    ltq: int | None  # None for a Ticker
+    ltt: int  # IST-epoch seconds, as Dhan sends it
+    cum_volume: int | None  # the day's volume so far; None for a Ticker
+
+
+class Trades(NamedTuple):
+    """A frame as the collector wants it: a `Trade` for each Quote, Full and Ticker packet,
+    in frame order; `others` the rest of the packets as `decode_frame` gives them; `skipped`
+    as there."""
+
+    trades: list[Trade]
     others: list[Packet]
     skipped: int
 
 
 # Quote and Full begin alike (ltp, ltq, ltt, atp, volume): one unpack of the first 26 bytes,
-# skipping code, length and atp, yields the trade tuple in its order.
+# skipping code, length and atp, yields the `Trade` fields in order (built with tuple.__new__:
+# NamedTuple's own __new__ is Python code, and this runs once per packet).
 _TRADE = struct.Struct("<xxxBIfHi4xI")
 _TICKER_TRADE = struct.Struct("<xxxBIfi")  # segment, security id, ltp, ltt
 
 
 def decode_trades(frame: bytes | bytearray | memoryview) -> Trades:
-    """`decode_frame`'s walk (same skip and stop rules), trade packets as plain tuples."""
+    """`decode_frame`'s walk (same skip and stop rules), trade packets as `Trade`s."""
     end = len(frame)
     if (end == QUOTE_SIZE and frame[:3] == _QUOTE_START) or (
         end == FULL_SIZE and frame[:3] == _FULL_START
     ):
-        return _new(Trades, ([_TRADE.unpack_from(frame)], [], 0))
-    trades: list[tuple] = []
+        return _new(Trades, ([_new(Trade, _TRADE.unpack_from(frame))], [], 0))
+    trades: list[Trade] = []
     others: list[Packet] = []
     skipped = 0
     offset = 0
@@ -304,10 +315,10 @@ def decode_trades(frame: bytes | bytearray | memoryview) -> Trades:
         if length < HEADER_SIZE or offset + length > end:
             return _new(Trades, (trades, others, skipped + 1))
         if (code == QUOTE and length >= QUOTE_SIZE) or (code == FULL and length >= FULL_SIZE):
-            trades.append(_TRADE.unpack_from(frame, offset))
+            trades.append(_new(Trade, _TRADE.unpack_from(frame, offset)))
         elif code == TICKER and length >= TICKER_SIZE:
             _, _, ltp, ltt = _TICKER_TRADE.unpack_from(frame, offset)
-            trades.append((segment, security_id, ltp, None, ltt, None))
+            trades.append(_new(Trade, (segment, security_id, ltp, None, ltt, None)))
         else:
             packet = _decode_one(code, segment, security_id, frame, offset, length)
             if packet is None:

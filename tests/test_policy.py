@@ -1,4 +1,4 @@
-"""The supervisor's pure policies: sharding, backoff, floors, stale feed, test-only timing."""
+"""The feed's pure policies: sharding, backoff, floors, stale feed; the tests' timing override."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import json
 import pytest
 
 from dhanfeed.config import Instrument, SessionSection
-from dhanfeed.feed.supervisor import (
-    ENV_TIMING,
+from dhanfeed.feed.policy import (
     Timing,
     backoff_delay,
     feed_is_stale,
@@ -18,6 +17,7 @@ from dhanfeed.feed.supervisor import (
 )
 from dhanfeed.session import SessionCalendar
 from dhanfeed.token import IST
+from support.collector_timing import ENV_TIMING, timing_from_env
 
 
 def instruments(n: int) -> list[Instrument]:
@@ -81,25 +81,25 @@ def test_floors_come_from_timing_so_tests_can_scale_them_down() -> None:
 
 
 def test_timing_is_overridden_only_by_its_test_environment_variable() -> None:
-    assert Timing.from_env({}) == Timing()
-    timing = Timing.from_env({ENV_TIMING: json.dumps({"floor_805_s": 1.5, "live_quiet_s": 1})})
+    assert timing_from_env({}) == Timing()
+    timing = timing_from_env({ENV_TIMING: json.dumps({"floor_805_s": 1.5, "live_quiet_s": 1})})
     assert timing.floor_805_s == 1.5 and timing.live_quiet_s == 1.0
     assert timing.floor_429_s == Timing().floor_429_s
     with pytest.raises(ValueError, match="unknown keys"):
-        Timing.from_env({ENV_TIMING: json.dumps({"floor_805": 1})})
+        timing_from_env({ENV_TIMING: json.dumps({"floor_805": 1})})
     with pytest.raises(ValueError, match=ENV_TIMING):
-        Timing.from_env({ENV_TIMING: "{bad"})
+        timing_from_env({ENV_TIMING: "{bad"})
 
 
 def test_the_per_socket_limit_is_dhans_unless_a_test_lowers_it_to_get_more_shards() -> None:
     assert Timing().max_per_socket == 5000
-    timing = Timing.from_env({ENV_TIMING: json.dumps({"max_per_socket": 2})})
+    timing = timing_from_env({ENV_TIMING: json.dumps({"max_per_socket": 2})})
     assert timing.max_per_socket == 2 and isinstance(timing.max_per_socket, int)
     shards = shard_instruments(instruments(8), per_socket=timing.max_per_socket)
     assert [len(s) for s in shards] == [2, 2, 2, 2]
     for bad in (2.5, 0, "many"):
         with pytest.raises(ValueError, match=ENV_TIMING):
-            Timing.from_env({ENV_TIMING: json.dumps({"max_per_socket": bad})})
+            timing_from_env({ENV_TIMING: json.dumps({"max_per_socket": bad})})
 
 
 # --- stale feed: silence counts only inside the trading session ---

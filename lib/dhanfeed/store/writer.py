@@ -1,359 +1,31 @@
-"""The SQLite store: candles, raw ticks and gaps; a batching writer thread; read helpers.
+"""The store's writer thread: the collector hands rows in; they are committed in batches.
 
-- WAL mode (readers such as `bin/export_candles` never block the collector), `synchronous=NORMAL`
-  (a power cut may lose the last commit, never corrupt the file; a restart's upsert and carry
-  make the next bars right again).
-- `candles` upsert: a bar written before a restart is merged with the rest of it: open kept from
-  the stored part, high max, low min, close from the new part, volume and ticks summed,
-  `cum_volume_end` from the new part. The builder's carry (`Store.carry()`) makes the second
-  part's volume start where the first ended, so the merged bar equals an uninterrupted one.
-- `ticks` (when `store_ticks`): one row per packet the caller hands in; the caller hands in only
-  packets the builder did not call a duplicate.
-- `gaps`: one row per instrument and stretch without a live subscription (times are REAL epoch
-  seconds UTC, since gaps during a swap are sub-second).
-
-Errors: anything SQLite or the filesystem refuses becomes a `StoreError` naming the path.
 `StoreWriter` never raises into the caller's thread: it counts, logs and keeps the rows for a
 retry, and exposes `errors`, `last_error`, `pending`, `lost_rows` and `ticks_dropped`. Bars and
-gaps never wait behind raw ticks, and only ticks are ever shed (see `StoreWriter`).
+gaps never wait behind raw ticks, and only ticks are ever shed. It works with any `Store`.
 """
 
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
-from typing import NamedTuple
+from collections.abc import Callable, Iterable
 
-from dhanfeed.candles import Bar, Carry, Key
+from dhanfeed.candles import Bar
 from dhanfeed.errors import StoreError
+from dhanfeed.store.base import Gap, Store, Tick
 
-__all__ = ["Gap", "Store", "StoreError", "StoreWriter", "Tick"]
+__all__ = ["MAX_PENDING_TICKS", "StoreWriter"]
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
 LOG_FAILURES_EVERY_S = 30.0
-# Ticks waiting for SQLite beyond which new ticks are shed (~250 bytes each: ~75 MB; 5 s of a
+# Ticks waiting for the store beyond which new ticks are shed (~250 bytes each: ~75 MB; 5 s of a
 # 60k/s feed, 15 s at 20k/s: room for a checkpoint or a slow disk, not for a writer that
 # cannot keep up).
 MAX_PENDING_TICKS = 300_000
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS candles (
-    segment TEXT NOT NULL,
-    security_id INTEGER NOT NULL,
-    interval_s INTEGER NOT NULL,
-    start_utc INTEGER NOT NULL,
-    open REAL NOT NULL,
-    high REAL NOT NULL,
-    low REAL NOT NULL,
-    close REAL NOT NULL,
-    volume INTEGER NOT NULL,
-    ticks INTEGER NOT NULL,
-    cum_volume_end INTEGER,
-    PRIMARY KEY (segment, security_id, interval_s, start_utc)
-);
-CREATE TABLE IF NOT EXISTS ticks (
-    segment TEXT NOT NULL,
-    security_id INTEGER NOT NULL,
-    ltt_utc INTEGER NOT NULL,
-    ltp REAL NOT NULL,
-    ltq INTEGER,
-    cum_volume INTEGER,
-    received_utc REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS ticks_by_instrument ON ticks (segment, security_id, ltt_utc);
-CREATE TABLE IF NOT EXISTS gaps (
-    segment TEXT NOT NULL,
-    security_id INTEGER NOT NULL,
-    start_utc REAL NOT NULL,
-    end_utc REAL NOT NULL,
-    reason TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS gaps_by_instrument ON gaps (segment, security_id, start_utc);
-"""
-
-_UPSERT_BAR = """
-INSERT INTO candles (segment, security_id, interval_s, start_utc, open, high, low, close,
-                     volume, ticks, cum_volume_end)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (segment, security_id, interval_s, start_utc) DO UPDATE SET
-    high = max(candles.high, excluded.high),
-    low = min(candles.low, excluded.low),
-    close = excluded.close,
-    volume = candles.volume + excluded.volume,
-    ticks = candles.ticks + excluded.ticks,
-    cum_volume_end = coalesce(excluded.cum_volume_end, candles.cum_volume_end)
-"""
-_INSERT_TICK = """
-INSERT INTO ticks (segment, security_id, ltt_utc, ltp, ltq, cum_volume, received_utc)
-VALUES (?, ?, ?, ?, ?, ?, ?)
-"""
-_INSERT_GAP = (
-    "INSERT INTO gaps (segment, security_id, start_utc, end_utc, reason) VALUES (?, ?, ?, ?, ?)"
-)
-_BAR_COLUMNS = (
-    "segment, security_id, interval_s, start_utc, open, high, low, close, volume, ticks, "
-    "cum_volume_end"
-)
-
-
-class Tick(NamedTuple):
-    """One packet that made a trade, as stored in `ticks`."""
-
-    segment: str  # "NSE_EQ"
-    security_id: int
-    ltt_utc: int  # LTT converted to epoch seconds UTC (ltt - 19800)
-    ltp: float
-    ltq: int | None  # None for Ticker packets
-    cum_volume: int | None  # None for Ticker packets
-    received_utc: float  # when our socket got it (epoch s)
-
-
-class Gap(NamedTuple):
-    """A stretch during which an instrument had no live subscription."""
-
-    segment: str
-    security_id: int
-    start_utc: float
-    end_utc: float
-    reason: str  # e.g. "reconnect after 807", "swap: old socket killed"
-
-
-def _bar_row(bar: Bar) -> tuple:
-    return (
-        bar.segment, bar.security_id, bar.interval_s, bar.start_utc, bar.open, bar.high,
-        bar.low, bar.close, bar.volume, bar.ticks, bar.cum_volume_end,
-    )  # fmt: skip
-
-
-class Store:
-    """One SQLite connection, usable from one thread at a time (calls are serialised)."""
-
-    def __init__(
-        self, path: str | Path, store_ticks: bool = True, *, readonly: bool = False
-    ) -> None:
-        self.path = Path(path)
-        self.store_ticks = store_ticks
-        self.readonly = readonly
-        self._lock = threading.Lock()
-        self._conn = self._open()
-
-    @classmethod
-    def open_readonly(cls, path: str | Path) -> Store:
-        """Open an existing database for reading; a missing file is a `StoreError`."""
-        return cls(path, store_ticks=False, readonly=True)
-
-    def _open(self) -> sqlite3.Connection:
-        if self.readonly:
-            if not self.path.is_file():
-                raise StoreError(f"no database at {self.path}")
-            conn = None
-            try:
-                conn = sqlite3.connect(
-                    f"{self.path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False
-                )
-                conn.execute("PRAGMA query_only = ON")
-                tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
-            except sqlite3.Error as exc:
-                if conn is not None:
-                    conn.close()
-                raise StoreError(f"cannot read database {self.path}: {exc}") from None
-            if "candles" not in tables:
-                conn.close()
-                raise StoreError(f"{self.path} is not a dhanfeed database (no candles table)")
-            return conn
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(
-                f"cannot create the directory of database {self.path}: {exc.strerror or exc}"
-            ) from None
-        conn = None
-        try:
-            # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE ... COMMIT).
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA busy_timeout = 5000")
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise sqlite3.OperationalError(f"cannot switch to WAL mode (got {mode})")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            # A write transaction proves the file is writable now, not at the first bar.
-            conn.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        except (sqlite3.Error, OSError) as exc:
-            if conn is not None:
-                conn.close()
-            raise StoreError(f"cannot write database {self.path}: {exc}") from None
-        return conn
-
-    def close(self) -> None:
-        with self._lock:
-            self._conn.close()
-
-    def __enter__(self) -> Store:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # -- writing --------------------------------------------------------------------------
-
-    def write(
-        self, bars: Iterable[Bar] = (), ticks: Iterable[Tick] = (), gaps: Iterable[Gap] = ()
-    ) -> None:
-        """Write everything in one transaction (all or nothing); raise `StoreError`."""
-        bar_rows = [_bar_row(b) for b in bars]
-        tick_rows = list(ticks) if self.store_ticks else []
-        gap_rows = list(gaps)
-        if not (bar_rows or tick_rows or gap_rows):
-            return
-        with self._lock:
-            conn = self._conn
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    # Only the tables written are touched: a broken `ticks` table must not
-                    # stop a transaction of bars.
-                    for sql, rows in (
-                        (_UPSERT_BAR, bar_rows),
-                        (_INSERT_TICK, tick_rows),
-                        (_INSERT_GAP, gap_rows),
-                    ):
-                        if rows:
-                            conn.executemany(sql, rows)
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                raise StoreError(f"cannot write database {self.path}: {exc}") from None
-
-    # -- reading --------------------------------------------------------------------------
-
-    def _query(self, sql: str, params: Iterable = ()) -> list[tuple]:
-        with self._lock:
-            try:
-                return self._conn.execute(sql, tuple(params)).fetchall()
-            except sqlite3.Error as exc:
-                raise StoreError(f"cannot read database {self.path}: {exc}") from None
-
-    def carry(self) -> dict[Key, Carry]:
-        """Per (segment, security_id, interval_s): the newest bar with a cumulative volume.
-
-        Hand it to `CandleBuilder(carry=...)` after a restart so that volumes continue exactly.
-        """
-        rows = self._query(
-            # SQLite takes the bare column from the row holding MAX(start_utc).
-            "SELECT segment, security_id, interval_s, MAX(start_utc), cum_volume_end FROM candles"
-            " WHERE cum_volume_end IS NOT NULL GROUP BY segment, security_id, interval_s"
-        )
-        return {(seg, sid, iv): Carry(start, cum) for seg, sid, iv, start, cum in rows}
-
-    def candles(
-        self,
-        segment: str | None = None,
-        security_id: int | None = None,
-        interval_s: int | None = None,
-        start_utc: int | None = None,
-        end_utc: int | None = None,
-    ) -> list[Bar]:
-        """Bars ordered by instrument, interval and time; `start_utc` ≤ bar start < `end_utc`."""
-        return list(self.iter_candles(segment, security_id, interval_s, start_utc, end_utc))
-
-    def iter_candles(
-        self,
-        segment: str | None = None,
-        security_id: int | None = None,
-        interval_s: int | None = None,
-        start_utc: int | None = None,
-        end_utc: int | None = None,
-        chunk: int = 5000,
-    ) -> Iterator[Bar]:
-        """Like `candles`, a chunk at a time (an export of months of bars stays small)."""
-        where, params = [], []
-        for column, op, value in (
-            ("segment", "=", segment),
-            ("security_id", "=", security_id),
-            ("interval_s", "=", interval_s),
-            ("start_utc", ">=", start_utc),
-            ("start_utc", "<", end_utc),
-        ):
-            if value is not None:
-                where.append(f"{column} {op} ?")
-                params.append(value)
-        # Keyset paging on the primary key: each chunk starts after the last bar of the one before.
-        after: tuple = ()
-        while True:
-            page = list(where)
-            if after:
-                page.append("(segment, security_id, interval_s, start_utc) > (?, ?, ?, ?)")
-            sql = f"SELECT {_BAR_COLUMNS} FROM candles"
-            if page:
-                sql += " WHERE " + " AND ".join(page)
-            sql += " ORDER BY segment, security_id, interval_s, start_utc LIMIT ?"
-            rows = self._query(sql, [*params, *after, chunk])
-            yield from (Bar(*row) for row in rows)
-            if len(rows) < chunk:
-                return
-            after = tuple(rows[-1][:4])
-
-    def instruments(self) -> list[tuple[str, int]]:
-        """Instruments that have at least one candle."""
-        return [
-            (seg, sid)
-            for seg, sid in self._query(
-                "SELECT DISTINCT segment, security_id FROM candles ORDER BY segment, security_id"
-            )
-        ]
-
-    def intervals(self) -> list[int]:
-        return [iv for (iv,) in self._query("SELECT DISTINCT interval_s FROM candles ORDER BY 1")]
-
-    def candle_count(self) -> int:
-        return self._query("SELECT count(*) FROM candles")[0][0]
-
-    def volume_sums(self, interval_s: int = 60) -> dict[tuple[str, int], int]:
-        """Per instrument: the sum of candle volumes of one interval (the day's volume)."""
-        rows = self._query(
-            "SELECT segment, security_id, SUM(volume) FROM candles WHERE interval_s = ?"
-            " GROUP BY segment, security_id",
-            (interval_s,),
-        )
-        return {(seg, sid): total for seg, sid, total in rows}
-
-    def tick_counts(self) -> dict[tuple[str, int], int]:
-        rows = self._query(
-            "SELECT segment, security_id, count(*) FROM ticks GROUP BY segment, security_id"
-        )
-        return {(seg, sid): n for seg, sid, n in rows}
-
-    def ticks(self, segment: str | None = None, security_id: int | None = None) -> list[Tick]:
-        where, params = [], []
-        if segment is not None:
-            where.append("segment = ?")
-            params.append(segment)
-        if security_id is not None:
-            where.append("security_id = ?")
-            params.append(security_id)
-        sql = "SELECT segment, security_id, ltt_utc, ltp, ltq, cum_volume, received_utc FROM ticks"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        return [Tick(*row) for row in self._query(sql + " ORDER BY rowid", params)]
-
-    def gaps(self) -> list[Gap]:
-        rows = self._query(
-            "SELECT segment, security_id, start_utc, end_utc, reason FROM gaps ORDER BY rowid"
-        )
-        return [Gap(*row) for row in rows]
-
-    def journal_mode(self) -> str:
-        return str(self._query("PRAGMA journal_mode")[0][0]).lower()
 
 
 class StoreWriter:
@@ -474,14 +146,11 @@ class StoreWriter:
                 "store writer behind: more than %d ticks waiting for %s; dropping new ticks"
                 " until the backlog halves (bars and gaps are kept)",
                 self.max_pending_ticks,
-                self.store.path,
+                self.store.location,
             )
 
     def put_gaps(self, gaps: Iterable[Gap]) -> None:
         self._put_urgent("gaps", [], list(gaps))
-
-    def put_gap(self, gap: Gap) -> None:
-        self._put_urgent("gaps", [], [gap])
 
     def _put_urgent(self, kind: str, bars: list[Bar], gaps: list[Gap]) -> None:
         n = len(bars) + len(gaps)
@@ -549,14 +218,14 @@ class StoreWriter:
                 urgent, ticks = self._give_up_all()
             logger.error(
                 "database %s: %d bars/gaps and %d ticks not written at shutdown",
-                self.store.path,
+                self.store.location,
                 urgent,
                 ticks,
             )
         try:
             self.store.close()
-        except sqlite3.Error as exc:  # closing cannot lose committed data; note it
-            logger.warning("closing database %s: %s", self.store.path, exc)
+        except StoreError as exc:  # closing cannot lose committed data; note it
+            logger.warning("%s", exc)
         return self.pending == 0 and self.lost_rows == lost_before
 
     # -- the thread -----------------------------------------------------------------------
@@ -655,7 +324,7 @@ class StoreWriter:
         if urgent or ticks:
             logger.error(
                 "database %s: stop budget spent: %d ticks (and %d bars/gaps) not written",
-                self.store.path,
+                self.store.location,
                 ticks,
                 urgent,
             )
@@ -668,7 +337,7 @@ class StoreWriter:
                 urgent, ticks = self._give_up_all()
             logger.error(
                 "database %s: %d bars/gaps and %d ticks not written at shutdown",
-                self.store.path,
+                self.store.location,
                 urgent,
                 ticks,
             )

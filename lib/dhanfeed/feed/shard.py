@@ -1,0 +1,562 @@
+"""One shard's socket, kept alive forever and moved onto new tokens without a gap.
+
+`ShardWorker` is given everything it uses: `open_socket(token)` (connect and subscribe, or
+raise `ConnectFailed`), a `Clock` to read and wait on, the token watcher, a `FeedCounters` to
+count into and a `ShardContext` shared with the other shards (stop flag, swap slot, alerts).
+So make-before-break, backoff and the 805/807 handling run in tests with fake sockets and a
+fake clock, in milliseconds.
+
+- Reconnects: `policy.retry_delay` (backoff with jitter; floors after 805 and HTTP 429; 806
+  alerts and retries slowly), reset once a socket has been stable.
+- 807/808/809: re-read the token file; a newer token is used at once; with the same token,
+  alert once and wait for a new file (retrying the same token only every `token_recheck_s`).
+- Token hot swap, make-before-break: open with the new token, subscribe, wait until live (a
+  data packet, or a quiet period without a disconnect), then close the old socket. If Dhan
+  kills the old socket first the new one takes over at once. One shard at a time holds the
+  swap slot, so we never open more than 5 sockets.
+- A stretch with no live socket for the shard's instruments is reported as a `Gap`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from dhanfeed.config import Instrument
+from dhanfeed.feed.clock import Clock
+from dhanfeed.feed.connection import ConnectFailed
+from dhanfeed.feed.policy import TOKEN_CODES, Timing, backoff_delay, feed_is_stale, retry_delay
+from dhanfeed.token import Token
+
+logger = logging.getLogger(__name__)
+
+
+class FeedSocket(Protocol):
+    """What a worker reads of a socket (`feed.connection.FeedConnection` in production).
+    Times are the worker's clock: `*_at` monotonic, `*_utc` wall clock."""
+
+    conn_id: int
+    token: Token
+    state: str
+    closed: threading.Event
+    opened_at: float | None
+    closed_at: float | None
+    closed_utc: float | None
+    last_data: float | None  # last data packet (pings do not count)
+    last_data_utc: float | None
+    disconnect_code: int | None
+    close_reason: str
+    packets: int
+    skipped: int
+
+    @property
+    def alive(self) -> bool: ...
+
+    def close(self, timeout: float) -> None: ...
+
+
+OpenSocket = Callable[[Token], FeedSocket]  # connected and subscribed, or ConnectFailed
+
+
+class TokenSource(Protocol):
+    """The token watcher, as a worker uses it."""
+
+    @property
+    def path(self) -> object: ...
+
+    @property
+    def current(self) -> Token | None: ...
+
+    def reread(self) -> None: ...
+
+    def wait_for_change(self, fingerprint: str | None, timeout: float) -> Token | None: ...
+
+
+Alert = Callable[[str, str, str], None]  # (key, level, message)
+
+
+@dataclasses.dataclass(frozen=True)
+class Gap:
+    """A stretch during which a shard's instruments had no live socket (epoch s UTC)."""
+
+    instruments: tuple[Instrument, ...]
+    start_utc: float
+    end_utc: float
+    reason: str
+
+
+class SwapOutcome(enum.StrEnum):
+    PENDING = "pending"
+    MADE_BEFORE_BREAK = "made-before-break"  # the old socket closed after the new one was live
+    RECONNECTED = "reconnected"  # the old socket was gone first: a short gap
+    FAILED = "failed"  # the new socket never became live; the old one stays
+
+
+@dataclasses.dataclass
+class SwapRecord:
+    shard: int
+    old_fp: str
+    new_fp: str
+    started_utc: float
+    outcome: SwapOutcome = SwapOutcome.PENDING
+    reason: str = ""  # why a swap failed
+    overlap_s: float = 0.0
+    duplicates_dropped: int = 0
+    gap_s: float = 0.0
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class FeedCounters:
+    """What the shards count, summed over them. Thread-safe through `add`."""
+
+    connects: int = 0
+    reconnects: int = 0
+    swaps: int = 0
+    gaps: int = 0
+    skipped: int = 0  # undecodable packets on sockets already closed
+    _lock: threading.Lock = dataclasses.field(
+        default_factory=threading.Lock, repr=False, compare=False
+    )
+
+    def add(
+        self,
+        *,
+        connects: int = 0,
+        reconnects: int = 0,
+        swaps: int = 0,
+        gaps: int = 0,
+        skipped: int = 0,
+    ) -> None:
+        with self._lock:
+            self.connects += connects
+            self.reconnects += reconnects
+            self.swaps += swaps
+            self.gaps += gaps
+            self.skipped += skipped
+
+
+class AlertOnce:
+    """Sends an alert once per key until the key is cleared (shared by the shards)."""
+
+    def __init__(self, alert: Alert) -> None:
+        self.alert = alert
+        self._sent: set[str] = set()
+        self._lock = threading.Lock()
+
+    def once(self, key: str, level: str, message: str) -> None:
+        with self._lock:
+            if key in self._sent:
+                return
+            self._sent.add(key)
+        self.alert(key, level, message)
+
+    def clear(self, key: str) -> None:
+        with self._lock:
+            self._sent.discard(key)
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardContext:
+    """What every shard of one collector shares."""
+
+    watcher: TokenSource
+    timing: Timing
+    clock: Clock
+    counters: FeedCounters
+    alerts: AlertOnce
+    stale_after_s: float
+    in_session: Callable[..., bool]  # (aware datetime) -> inside the trading session
+    on_gap: Callable[[Gap], None]
+    on_swap: Callable[[SwapRecord], None]
+    duplicates: Callable[[], int]  # packets the candle builder dropped as duplicates so far
+    stopping: threading.Event = dataclasses.field(default_factory=threading.Event)
+    swap_slot: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+
+
+class ShardWorker(threading.Thread):
+    """Keeps one shard's socket alive and swaps it onto new tokens (see the module docstring)."""
+
+    def __init__(
+        self,
+        index: int,
+        instruments: Sequence[Instrument],
+        open_socket: OpenSocket,
+        ctx: ShardContext,
+        *,
+        down_since: float | None = None,
+    ) -> None:
+        super().__init__(name=f"feed-shard-{index}", daemon=True)
+        self.index = index
+        self.instruments = tuple(instruments)
+        self.open_socket = open_socket
+        self.ctx = ctx
+        self.wake = threading.Event()
+        self.conn: FeedSocket | None = None  # the live socket
+        self.spare: FeedSocket | None = None  # the new socket during a swap
+        self.phase = "starting"
+        self.attempt = 0
+        self.opened_once = False
+        self.gap_start: float | None = down_since  # the previous run's last data
+        self.gap_reason = "collector not running" if down_since else ""
+        self.failed_swap_fp: str | None = None
+        self.swap_retry_at = 0.0
+
+    def connections(self) -> list[FeedSocket]:
+        return [c for c in (self.conn, self.spare) if c is not None]
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def run(self) -> None:
+        ctx = self.ctx
+        crashes = 0
+        try:
+            while not ctx.stopping.is_set():
+                try:
+                    self._loop()
+                    return
+                except Exception:  # noqa: BLE001 - a bug must not end the shard for good
+                    logger.exception("shard %d: worker failed; restarting it", self.index)
+                    for conn in self.connections():
+                        conn.close(ctx.timing.close_timeout_s)
+                    self.conn = self.spare = None
+                    self._begin_gap(ctx.clock.time(), "collector error")
+                    self._sleep(backoff_delay(crashes, ctx.timing))
+                    crashes += 1
+        finally:
+            for conn in self.connections():
+                conn.close(ctx.timing.close_timeout_s)
+            self._end_gap(ctx.clock.time(), reason_suffix="until shutdown")
+
+    def _loop(self) -> None:
+        ctx = self.ctx
+        delay = 0.0
+        while not ctx.stopping.is_set():
+            if delay > 0:
+                self.phase = "waiting"
+                if self._sleep(delay):
+                    return
+            token = self._wait_for_token()
+            if token is None:
+                return
+            self.phase = "connecting"
+            if self.opened_once:
+                ctx.counters.add(reconnects=1)
+            self.opened_once = True
+            try:
+                conn = self._open(token)
+            except ConnectFailed as exc:
+                delay = retry_delay(self.attempt, ctx.timing, http_status=exc.status)
+                self.attempt += 1
+                self._log_retry(str(exc), delay, exc.status)
+                continue
+            self.conn, self.spare = conn, None
+            self._end_gap(ctx.clock.time())
+            self.phase = "live"
+            conn = self._watch()
+            if ctx.stopping.is_set():
+                return
+            delay = self._after_close(conn)
+
+    def _open(self, token: Token) -> FeedSocket:
+        self.ctx.counters.add(connects=1)
+        conn = self.open_socket(token)
+        logger.info(
+            "shard %d: socket %d open with token %s, %d instruments subscribed",
+            self.index,
+            conn.conn_id,
+            token.fingerprint,
+            len(self.instruments),
+        )
+        return conn
+
+    def _watch(self) -> FeedSocket:
+        """Wait on the live socket; swap it, replace it if stale; return it once it is closed."""
+        ctx = self.ctx
+        timing, clock = ctx.timing, ctx.clock
+        while True:
+            conn = self.conn
+            assert conn is not None
+            if ctx.stopping.is_set():
+                conn.close(timing.close_timeout_s)
+                return conn
+            if conn.closed.is_set():
+                return conn
+            now = clock.monotonic()
+            if (
+                self.attempt
+                and conn.last_data
+                and now - (conn.opened_at or now) >= timing.stable_after_s
+            ):
+                self.attempt = 0  # stable: the next failure starts the backoff afresh
+            if self._stale(conn, now):
+                logger.warning(
+                    "shard %d: socket %d delivered no data for %.0fs in session; reconnecting",
+                    self.index,
+                    conn.conn_id,
+                    ctx.stale_after_s,
+                )
+                conn.close_reason = f"stale: no data for {ctx.stale_after_s:.0f}s"
+                conn.close(timing.close_timeout_s)
+                return conn
+            token = ctx.watcher.current
+            if (
+                token is not None
+                and token.fingerprint != conn.token.fingerprint
+                and token.fingerprint != self.failed_swap_fp
+                and now >= self.swap_retry_at
+            ):
+                self._swap(conn, token)
+                continue
+            clock.wait(self.wake, 0.1)
+            self.wake.clear()
+
+    def _stale(self, conn: FeedSocket, now_mono: float) -> bool:
+        return feed_is_stale(
+            last_data=conn.last_data,
+            opened_at=conn.opened_at,
+            now_mono=now_mono,
+            stale_after_s=self.ctx.stale_after_s,
+            now=self.ctx.clock.now(),
+            in_session=self.ctx.in_session,
+        )
+
+    def _after_close(self, conn: FeedSocket) -> float:
+        """The live socket is gone: start a gap and decide how long to wait."""
+        ctx = self.ctx
+        timing = ctx.timing
+        closed_utc = conn.closed_utc or ctx.clock.time()
+        self._begin_gap(closed_utc, conn.close_reason)
+        self.conn = None
+        ctx.counters.add(skipped=conn.skipped)
+        code = conn.disconnect_code
+        stable = bool(conn.last_data) and (
+            (conn.closed_at or 0) - (conn.opened_at or 0) >= timing.stable_after_s
+        )
+        if stable:
+            self.attempt = 0
+        logger.warning(
+            "shard %d: socket %d closed: %s",
+            self.index,
+            conn.conn_id,
+            conn.close_reason,
+            extra={"disconnect_code": code},
+        )
+        if code in TOKEN_CODES:
+            return self._token_rejected(conn)
+        if code == 806:
+            ctx.alerts.alert(
+                "feed-806-no-data-plan",
+                "critical",
+                "Dhan refused the feed: Data APIs not subscribed (806). Subscribe to Data APIs;"
+                " the collector keeps retrying slowly.",
+            )
+        if code == 805:
+            logger.warning(
+                "shard %d: Dhan says too many sockets (805): is another collector using client id"
+                " %s? waiting at least %.0fs",
+                self.index,
+                conn.token.client_id,
+                timing.floor_805_s,
+            )
+        delay = retry_delay(self.attempt, timing, disconnect_code=code)
+        self.attempt += 1
+        self._log_retry(conn.close_reason, delay, None)
+        return delay
+
+    def _token_rejected(self, conn: FeedSocket) -> float:
+        """807/808/809: use a newer token at once; with the same one, wait for a new file."""
+        ctx = self.ctx
+        watcher = ctx.watcher
+        old_fp = conn.token.fingerprint
+        watcher.reread()
+        current = watcher.current
+        if current is None or current.fingerprint == old_fp:
+            current = watcher.wait_for_change(old_fp, ctx.timing.token_grace_s)
+        if current is not None and current.fingerprint != old_fp:
+            logger.info(
+                "shard %d: reconnecting at once with token %s", self.index, current.fingerprint
+            )
+            return 0.0
+        ctx.alerts.once(
+            f"token-rejected-{old_fp}",
+            "error",
+            f"Dhan rejected token {old_fp} ({conn.close_reason}); waiting for a new token file"
+            f" at {watcher.path} (run renew_token)",
+        )
+        self.phase = "waiting for token"
+        while not ctx.stopping.is_set():
+            current = watcher.wait_for_change(old_fp, 0.5)
+            if current is not None and current.fingerprint != old_fp:
+                return 0.0
+            if ctx.clock.monotonic() - (conn.closed_at or 0) >= ctx.timing.token_recheck_s:
+                return 0.0  # try the same token again, rarely
+        return 0.0
+
+    def _take_swap_slot(self, old: FeedSocket) -> bool:
+        """Wait for the one swap slot; False if stopping or the old socket died meanwhile."""
+        ctx = self.ctx
+        while not ctx.swap_slot.acquire(blocking=False):
+            if ctx.clock.wait(ctx.stopping, 0.1) or old.closed.is_set():
+                return False
+        return True
+
+    def _swap(self, old: FeedSocket, token: Token) -> None:
+        """Make-before-break onto `token`; on return `self.conn` is the socket to watch."""
+        ctx = self.ctx
+        timing, clock = ctx.timing, ctx.clock
+        record = SwapRecord(self.index, old.token.fingerprint, token.fingerprint, clock.time())
+        if not self._take_swap_slot(old):
+            return  # the watch loop handles both
+        opened = False
+        try:
+            self.phase = "swapping"
+            dups_before = ctx.duplicates()
+            try:
+                self.spare = new = self._open(token)
+                opened = True
+            except ConnectFailed as exc:
+                self.swap_retry_at = clock.monotonic() + retry_delay(
+                    self.attempt, timing, http_status=exc.status
+                )
+                self.attempt += 1
+                self._finish_swap(record, SwapOutcome.FAILED, str(exc))
+                return
+            subscribed = clock.time()
+            if not self._wait_live(new, old):
+                self.spare = None
+                new.close(timing.close_timeout_s)
+                if new.disconnect_code in TOKEN_CODES:
+                    self.failed_swap_fp = token.fingerprint
+                self.swap_retry_at = clock.monotonic() + backoff_delay(self.attempt, timing)
+                self.attempt += 1
+                reason = f"new socket not live ({new.close_reason or 'timeout'})"
+                self._finish_swap(record, SwapOutcome.FAILED, reason)
+                return
+            old_closed_first = old.closed.is_set()
+            if old_closed_first:
+                old_end = old.closed_utc or clock.time()
+                record.gap_s = max(0.0, subscribed - old_end)
+                self.gap_start = min(self.gap_start or old_end, old_end)
+                self.gap_reason = old.close_reason
+            self.conn, self.spare = new, None
+            self._end_gap(subscribed)
+            old.close_reason = old.close_reason or "replaced by a new token"
+            old.close(timing.close_timeout_s)
+            ctx.counters.add(skipped=old.skipped)
+            record.overlap_s = 0.0 if old_closed_first else round(clock.time() - subscribed, 3)
+            record.duplicates_dropped = max(0, ctx.duplicates() - dups_before)
+            self.failed_swap_fp = None
+            self.phase = "live"
+            outcome = SwapOutcome.RECONNECTED if old_closed_first else SwapOutcome.MADE_BEFORE_BREAK
+            self._finish_swap(record, outcome)
+        finally:
+            if opened:
+                # The server must have counted the close before the next shard opens its
+                # spare, or the 5th socket it sees is a 6th (805).
+                clock.wait(ctx.stopping, timing.swap_settle_s)
+            ctx.swap_slot.release()
+
+    def _wait_live(self, new: FeedSocket, old: FeedSocket) -> bool:
+        """A data packet, or a quiet period without a disconnect, within swap_timeout."""
+        ctx = self.ctx
+        timing, clock = ctx.timing, ctx.clock
+        start = clock.monotonic()
+        while not ctx.stopping.is_set():
+            if new.closed.is_set():
+                return False
+            if new.last_data is not None:
+                return True
+            now = clock.monotonic()
+            waited = now - start
+            if waited >= timing.live_quiet_s and (
+                old.closed.is_set()
+                or old.last_data is None
+                or now - old.last_data >= timing.live_quiet_s
+            ):
+                return True  # quiet on both: nothing trades; the new socket is as good
+            if old.closed.is_set() and waited >= min(timing.live_quiet_s, 0.5):
+                return True  # old one is gone: take the new one as soon as it survives a moment
+            if waited >= timing.swap_timeout_s:
+                return False
+            clock.wait(new.closed, 0.02)
+        return False
+
+    def _finish_swap(self, record: SwapRecord, outcome: SwapOutcome, reason: str = "") -> None:
+        record.outcome, record.reason = outcome, reason
+        if outcome is not SwapOutcome.FAILED:
+            self.ctx.counters.add(swaps=1)
+        self.ctx.on_swap(record)
+        logger.info(
+            "shard %d: swap %s -> %s %s%s (overlap %.3fs, duplicates dropped %d, gap %.3fs)",
+            self.index,
+            record.old_fp,
+            record.new_fp,
+            outcome,
+            f": {reason}" if reason else "",
+            record.overlap_s,
+            record.duplicates_dropped,
+            record.gap_s,
+            extra={"swap": record.as_dict()},
+        )
+
+    # -- gaps, tokens, sleeping ------------------------------------------------------------
+
+    def _begin_gap(self, start_utc: float, reason: str) -> None:
+        if self.gap_start is None:
+            self.gap_start, self.gap_reason = start_utc, reason
+
+    def _end_gap(self, end_utc: float, reason_suffix: str = "") -> None:
+        if self.gap_start is None:
+            return
+        start, self.gap_start = self.gap_start, None
+        self.ctx.counters.add(gaps=1)
+        reason = self.gap_reason or "socket closed"
+        if reason_suffix:
+            reason = f"{reason} ({reason_suffix})"
+        gap = Gap(self.instruments, start, max(start, end_utc), reason)
+        logger.info(
+            "shard %d: gap of %.3fs for %d instruments (%s)",
+            self.index,
+            gap.end_utc - gap.start_utc,
+            len(self.instruments),
+            gap.reason,
+        )
+        self.ctx.on_gap(gap)
+
+    def _wait_for_token(self) -> Token | None:
+        ctx = self.ctx
+        while not ctx.stopping.is_set():
+            token = ctx.watcher.current
+            if token is not None and not token.expired(ctx.clock.now()):
+                ctx.alerts.clear("token-missing")
+                return token
+            ctx.alerts.once(
+                "token-missing",
+                "error",
+                f"no usable token file at {ctx.watcher.path}; the collector waits for one"
+                " (run renew_token)",
+            )
+            self.phase = "waiting for token"
+            ctx.watcher.wait_for_change(token.fingerprint if token else None, 0.5)
+        return None
+
+    def _sleep(self, seconds: float) -> bool:
+        """Sleep unless stopping; True if stopping."""
+        return self.ctx.clock.wait(self.ctx.stopping, seconds)
+
+    def _log_retry(self, why: str, delay: float, status: int | None) -> None:
+        logger.warning(
+            "shard %d: connect failed or closed (%s); retry %d in %.1fs",
+            self.index,
+            why,
+            self.attempt,
+            delay,
+            extra={"http_status": status},
+        )
