@@ -286,7 +286,7 @@ def test_decoding_accepts_bytearray_and_memoryview() -> None:
     assert p.decode_frame(memoryview(QUOTE)).packets == [EXPECTED_QUOTE]
 
 
-# --- decode_trades: the collector's path, trades as plain tuples ---
+# --- decode_trades: the collector's path, each trade a Trade NamedTuple ---
 
 TRADE_QUOTE = (1, 1333, 100.0, 5, LTT, 123456)  # segment, security, ltp, ltq, ltt, volume
 TRADE_FULL = (2, 55796, pytest.approx(152.3, abs=1e-4), 75, LTT, 100000)
@@ -296,10 +296,11 @@ TRADE_TICKER = (0, 13, 100.0, None, LTT, None)  # a Ticker has no LTQ and no vol
 @pytest.mark.parametrize(
     "frame, trade", [(QUOTE, TRADE_QUOTE), (FULL, TRADE_FULL), (TICKER, TRADE_TICKER)]
 )
-def test_decode_trades_reads_each_trade_packet_as_a_plain_tuple(frame: bytes, trade) -> None:
+def test_decode_trades_reads_each_trade_packet_as_a_trade(frame: bytes, trade) -> None:
     decoded = p.decode_trades(frame)
     assert decoded == p.Trades([trade], [], 0)
-    assert type(decoded.trades[0]) is tuple
+    assert type(decoded.trades[0]) is p.Trade
+    assert decoded.trades[0].security_id == trade[1] and decoded.trades[0].ltt == LTT
 
 
 def test_decode_trades_keeps_frame_order_and_hands_the_other_packets_on_decoded() -> None:
@@ -338,10 +339,12 @@ def test_decode_trades_accepts_bytearray_and_memoryview() -> None:
     assert p.decode_trades(memoryview(QUOTE + TICKER)).trades == [TRADE_QUOTE, TRADE_TICKER]
 
 
-def as_trade(packet: p.Packet) -> tuple:
+def as_trade(packet: p.Packet) -> p.Trade:
     if isinstance(packet, p.Ticker):
-        return (packet.segment, packet.security_id, packet.ltp, None, packet.ltt, None)
-    return (packet.segment, packet.security_id, packet.ltp, packet.ltq, packet.ltt, packet.volume)
+        return p.Trade(packet.segment, packet.security_id, packet.ltp, None, packet.ltt, None)
+    return p.Trade(
+        packet.segment, packet.security_id, packet.ltp, packet.ltq, packet.ltt, packet.volume
+    )
 
 
 def test_decode_trades_agrees_with_decode_frame_on_random_valid_and_invalid_frames() -> None:
@@ -370,7 +373,7 @@ def test_decode_trades_agrees_with_decode_frame_on_random_valid_and_invalid_fram
         expected_others = [x for x in reference.packets if not isinstance(x, p.TRADES)]
         # repr: random float bytes can be NaN, which equals nothing, not even itself
         assert repr(decoded.trades) == repr(expected_trades), frame.hex()
-        assert all(type(t) is tuple for t in decoded.trades)
+        assert all(type(t) is p.Trade for t in decoded.trades)
         assert repr(decoded.others) == repr(expected_others), frame.hex()
         assert decoded.skipped == reference.skipped, frame.hex()
         trades_seen += len(decoded.trades)
