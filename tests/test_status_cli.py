@@ -22,7 +22,7 @@ from dhanfeed.credentials import load_credentials
 from dhanfeed.health import SocketFacts
 from dhanfeed.renew_metrics import write_renew_metrics
 from dhanfeed.renew_state import RenewState, renew_state_path
-from dhanfeed.store import Store
+from dhanfeed.store import SqliteStore
 from renew_support import CLIENT_ID, PLANTED_PIN, PLANTED_TOTP_SECRET, make_token, write_token_file
 from test_collector_e2e import collectors, start_collector, start_sim_with_token  # noqa: F401
 
@@ -253,7 +253,7 @@ def test_the_store_counts_todays_candles(
         Bar("NSE_EQ", 1333, 60, start - 60 * i, 10.0, 11.0, 9.0, 10.5, 100, 3, None)
         for i in range(3)
     ]
-    with Store(healthy_outside_the_session.parent / "data" / "candles.sqlite") as store:
+    with SqliteStore(healthy_outside_the_session.parent / "data" / "candles.sqlite") as store:
         store.write(bars, [], [])
     code, body = run_json(healthy_outside_the_session, capsys)
     today = now().astimezone(IST).replace(hour=0, minute=0, second=0).timestamp()

@@ -14,7 +14,7 @@ import requests
 
 from dhanfeed.candles import Bar
 from dhanfeed.config import load_config
-from dhanfeed.store import Gap, Store
+from dhanfeed.store import Gap, SqliteStore
 from dhanfeed.web.server import StatusPage
 from test_status_cli import IST, REQUIRED_KEYS, a_token, renewer_ran, write_config
 
@@ -32,7 +32,7 @@ def bars_of(sid: int, n: int, start: int = OPEN_UTC, interval_s: int = 60) -> li
 
 def fill_database(root: Path) -> Path:
     path = root / "data" / "candles.sqlite"
-    with Store(path) as store:
+    with SqliteStore(path) as store:
         store.write(
             bars_of(1333, 30) + bars_of(1333, 6, interval_s=300) + bars_of(11536, 5),
             [],

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from dhanfeed.candles import Bar
-from dhanfeed.store import Gap, Store
+from dhanfeed.store import Gap, SqliteStore
 from test_collector_e2e import Collector as CollectorProcess
 from test_collector_e2e import collectors, start_sim_with_token, write_config  # noqa: F401
 from test_status_cli import IST, renewer_ran
@@ -59,7 +59,7 @@ def prefill(database: Path, day: dt.date) -> int:
             100 + (i * 3) % 8, 500 + 40 * (i % 9), 10, None)
         for i in range(45)
     ]  # fmt: skip
-    with Store(database) as store:
+    with SqliteStore(database) as store:
         store.write(bars, [], [Gap("NSE_EQ", 1333, start + 20 * 60, start + 24 * 60, "test")])
     with sqlite3.connect(database) as db:
         db.execute("ALTER TABLE candles ADD COLUMN complete INTEGER NOT NULL DEFAULT 1")

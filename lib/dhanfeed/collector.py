@@ -7,6 +7,7 @@ the candle builder, bars closed by a timer), the store writer, and the status re
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -265,16 +266,7 @@ class Collector:
             written_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             client_id=self.config.dhan.client_id,
             database=str(Path(self.config.collector.database)),
-            token_fp=feed.token_fp,
-            token_expires_at=feed.token_expires_at,
-            sockets=feed.sockets,
-            sockets_live=feed.sockets_live,
-            connects=feed.connects,
-            reconnects=feed.reconnects,
-            swaps=feed.swaps,
-            gaps=feed.gaps,
-            skipped_packets=feed.skipped_packets,
-            swap_log=feed.swap_log,
+            **{f.name: getattr(feed, f.name) for f in dataclasses.fields(feed)},
             packets=p.packets,
             trades=p.trades,
             unknown_segment=p.unknown_segment,

@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, start_http_server, write_to_tex
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from dhanfeed.feed.supervisor import FeedStatus
 from dhanfeed.files import write_atomic
 
 logger = logging.getLogger(__name__)
@@ -29,8 +30,9 @@ TEXTFILE = "collector.prom"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class CollectorStatus:
-    """One snapshot of the collector: the status file's fields, and the metrics' source."""
+class CollectorStatus(FeedStatus):
+    """One snapshot of the collector: the feed's status, then packets, candles and the store.
+    The status file's fields (flat) and the metrics' source."""
 
     pid: int
     state: str  # "running" | "stopped"
@@ -39,18 +41,6 @@ class CollectorStatus:
     written_at: str  # ISO 8601 UTC
     client_id: str
     database: str
-    # the feed (see `feed.supervisor.FeedStatus`)
-    token_fp: str | None
-    token_expires_at: str | None
-    sockets: tuple[Any, ...]  # `feed.supervisor.SocketStatus`
-    sockets_live: int
-    connects: int
-    reconnects: int
-    swaps: int
-    gaps: int
-    skipped_packets: int
-    swap_log: tuple[dict, ...]
-    # packets, candles and the store
     packets: int
     trades: int
     unknown_segment: int

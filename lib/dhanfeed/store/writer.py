@@ -214,14 +214,7 @@ class StoreWriter:
             )
             return False
         if self.pending:  # the thread died (see _guarded_run): nothing will write these
-            with self._cond:
-                urgent, ticks = self._give_up_all()
-            logger.error(
-                "database %s: %d bars/gaps and %d ticks not written at shutdown",
-                self.store.location,
-                urgent,
-                ticks,
-            )
+            self._give_up_at_shutdown()
         try:
             self.store.close()
         except StoreError as exc:  # closing cannot lose committed data; note it
@@ -333,17 +326,20 @@ class StoreWriter:
         """After a failed commit at close: True when the deadline has passed (rows counted)."""
         now = self._clock()
         if now >= self._stop_at:  # type: ignore[operator]
-            with self._cond:
-                urgent, ticks = self._give_up_all()
-            logger.error(
-                "database %s: %d bars/gaps and %d ticks not written at shutdown",
-                self.store.location,
-                urgent,
-                ticks,
-            )
+            self._give_up_at_shutdown()
             return True
         time.sleep(min(self.retry_s, max(0.0, self._stop_at - now)))  # type: ignore[operator]
         return False
+
+    def _give_up_at_shutdown(self) -> None:
+        with self._cond:
+            urgent, ticks = self._give_up_all()
+        logger.error(
+            "database %s: %d bars/gaps and %d ticks not written at shutdown",
+            self.store.location,
+            urgent,
+            ticks,
+        )
 
     def _give_up_all(self) -> tuple[int, int]:
         """Under _cond: count every unwritten row as lost; returns (bars+gaps, ticks)."""
