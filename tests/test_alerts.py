@@ -8,8 +8,6 @@ import json
 import logging
 import socket
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -18,6 +16,7 @@ from dhanfeed.alerts import Alerter, alert_state_path
 from dhanfeed.config import AlertsSection, Duration, HooksSection
 from dhanfeed.hooks import hook_environment, run_hook
 from renew_support import SCAN_DIRS, make_token
+from support.http import recording_server
 
 T0 = dt.datetime(2026, 1, 5, 6, 0, tzinfo=dt.UTC)
 
@@ -117,31 +116,10 @@ def test_a_condition_raised_in_this_run_is_not_resolved_by_it(tmp_path):
 # Channels over loopback
 
 
-class Recorder(BaseHTTPRequestHandler):
-    hits: list[tuple[str, str, bytes]] = []
-
-    def _record(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        Recorder.hits.append((self.command, self.path, self.rfile.read(length)))
-        self.send_response(200)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"OK")
-
-    do_GET = do_POST = _record  # noqa: N815
-
-    def log_message(self, *args) -> None:
-        pass
-
-
 @pytest.fixture
 def recorder():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    Recorder.hits = []
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
+    with recording_server() as server:
+        yield server
 
 
 def closed_port() -> int:
@@ -151,9 +129,9 @@ def closed_port() -> int:
 
 
 def test_apprise_delivers_the_alert_to_each_url(tmp_path, recorder):
-    alerter = make_alerter(tmp_path, Clock(T0), urls=[f"json://127.0.0.1:{recorder}/hook"])
+    alerter = make_alerter(tmp_path, Clock(T0), urls=[f"json://127.0.0.1:{recorder.port}/hook"])
     alerter.alert("manual_login_needed", "critical", "log in now")
-    (hit,) = [h for h in Recorder.hits if h[0] == "POST"]
+    (hit,) = [h for h in recorder.hits if h.method == "POST"]
     body = json.loads(hit[2])
     assert hit[1] == "/hook"
     assert body["message"] == "log in now"
@@ -175,11 +153,11 @@ def test_a_failing_channel_is_a_warning_and_the_alert_line_is_still_written(tmp_
 
 
 def test_healthcheck_pings_start_success_and_fail(tmp_path, recorder):
-    url = f"http://127.0.0.1:{recorder}/ping/abc"
+    url = f"{recorder.url}/ping/abc"
     alerter = make_alerter(tmp_path, Clock(T0), healthcheck_url=url)
     for kind in ("start", "success", "fail"):
         alerter.healthcheck(kind)
-    assert [h[1] for h in Recorder.hits] == ["/ping/abc/start", "/ping/abc", "/ping/abc/fail"]
+    assert recorder.paths() == ["/ping/abc/start", "/ping/abc", "/ping/abc/fail"]
 
 
 def test_a_dead_healthcheck_endpoint_is_only_a_warning(tmp_path, caplog):

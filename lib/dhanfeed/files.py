@@ -24,11 +24,13 @@ from pathlib import Path
 from typing import BinaryIO
 
 from dhanfeed.errors import PrivateFileError, PrivateFileMissing, UnsafeFile
+from dhanfeed.shield import shielded
 
 TEMP_PREFIX = "."
 TEMP_SUFFIX = ".tmp"
 
 
+@shielded()  # a run timeout waits until the file is replaced (or left intact)
 def write_atomic(path: Path, data: bytes, *, mode: int = 0o600, dir_mode: int = 0o700) -> None:
     """Replace `path` with `data`; raise OSError (old file intact) when that fails."""
     path.parent.mkdir(mode=dir_mode, parents=True, exist_ok=True)
@@ -64,6 +66,7 @@ class Reserved:
         self.size = size
         self.filled = False
 
+    @shielded()
     def fill(self, data: bytes) -> None:
         if len(data) > self.size:
             raise ValueError(f"{len(data)} bytes do not fit the {self.size} reserved")
@@ -76,6 +79,7 @@ class Reserved:
         os.fsync(f.fileno())
         self.filled = True
 
+    @shielded()
     def commit(self, target: Path) -> None:
         """Rename onto `target` (same directory) and make the rename durable."""
         os.replace(self.path, target)

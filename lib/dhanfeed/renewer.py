@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from dhanfeed.errors import (
     DhanApiError,
+    DhanfeedError,
     TokenFileError,
     TokenFileMissing,
     TokenFormatError,
@@ -53,6 +54,17 @@ def credentials_refused(exc: DhanApiError) -> bool:
     return answered and bool(_WRONG_CREDENTIALS.search(str(exc).partition(": ")[2]))
 
 
+def _describe(exc: BaseException) -> str:
+    """One line for an alert: the message of an expected error, the type of any other."""
+    if isinstance(exc, DhanfeedError):
+        return str(exc)
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted (Ctrl-C or SIGINT)"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.__class__.__name__}: {exc.strerror} ({exc.filename or 'no file'})"
+    return f"unexpected {exc.__class__.__name__} (the log has the traceback)"
+
+
 class RenewalFailed(Exception):
     """One attempt to obtain a new token failed: `refused` when Dhan rejected the old token,
     `wrong_credentials` when it called the PIN or TOTP wrong."""
@@ -86,13 +98,19 @@ class Renewer:
         with self.store.lock():
             if self.alerter:
                 self.alerter.healthcheck("start")
+            outcome: Outcome | None = None
             try:
                 outcome = self._run_locked(force=force, dry_run=dry_run)
             except TokenFileError as exc:
                 outcome = Outcome(status=Status.of_exit(exc.exit_code), reason=str(exc), error=exc)
                 self._alert("token_file_unusable", "critical", f"{exc}; a person must fix it")
-            if self.alerter:
-                self.alerter.healthcheck("success" if outcome.exit_code == 0 else "fail")
+            except BaseException as exc:  # a run timeout, an OSError, Ctrl-C: said, then raised
+                self._alert("run_stopped", "critical", f"the run stopped: {_describe(exc)}")
+                raise
+            finally:  # every way out pings: a monitor never stays at "start"
+                if self.alerter:
+                    ok = outcome is not None and outcome.exit_code == 0
+                    self.alerter.healthcheck("success" if ok else "fail")
             return outcome
 
     def check(self) -> Outcome:

@@ -48,6 +48,7 @@ from dhanfeed.files import (
     reserve,
     write_atomic,
 )
+from dhanfeed.shield import shielded
 from dhanfeed.token import Token, fingerprint, parse_aware_time, parse_token
 
 FILE_MODE = 0o600
@@ -130,7 +131,8 @@ class TokenStore:
         try:
             yield
         finally:
-            lock.release()
+            with shielded():  # a run timeout never leaves the lock half released
+                lock.release()
 
     # -- read ---------------------------------------------------------------------------------
 

@@ -1,1 +1,7 @@
-"""Helpers shared by the tests (not collected as tests)."""
+"""What the tests share, not collected as tests (imported as `support.<module>`; tests/ is on
+sys.path).
+
+collector_timing.py  the collector's short test timings (from the environment)
+http.py              a loopback HTTP server that records every request (healthchecks, channels)
+store_queries.py     read-back queries that only tests need
+"""

@@ -34,6 +34,7 @@ from dhanfeed.renew_metrics import write_renew_metrics
 from dhanfeed.renew_outcome import Outcome, Status
 from dhanfeed.renew_state import RenewState, renew_state_path
 from dhanfeed.renewer import Renewer
+from dhanfeed.shield import interrupt
 from dhanfeed.status import STATUS_FILE
 from dhanfeed.token import format_remaining
 from dhanfeed.token_store import TokenStore
@@ -286,7 +287,8 @@ def _run_timeout(seconds: float) -> Iterator[None]:
     """A backstop bound on the whole run (the HTTP calls have their own, shorter ones)."""
 
     def expire(signum: int, frame: Any) -> None:
-        raise RunTimeout(f"the run took longer than run_timeout ({seconds:g}s); stopped")
+        # held until a write or a lock release that is under way has finished
+        interrupt(RunTimeout(f"the run took longer than run_timeout ({seconds:g}s); stopped"))
 
     try:
         previous = signal.signal(signal.SIGALRM, expire)
