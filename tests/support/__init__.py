@@ -1,7 +1,7 @@
 """What the tests share, not collected as tests (imported as `support.<module>`; tests/ is on
 sys.path).
 
-collector_timing.py  the collector's short test timings (from the environment)
+collector_timing.py  bin/collector with scaled-down delays (805/429 floors in seconds)
 http.py              a loopback HTTP server that records every request (healthchecks, channels)
 store_queries.py     read-back queries that only tests need
 """
