@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from dhanfeed.config import Instrument, SessionSection
+from dhanfeed.config import SessionSection
 from dhanfeed.feed.policy import (
     Timing,
     backoff_delay,
@@ -15,6 +15,7 @@ from dhanfeed.feed.policy import (
     retry_delay,
     shard_instruments,
 )
+from dhanfeed.instruments import Instrument
 from dhanfeed.session import SessionCalendar
 from dhanfeed.token import IST
 from support.collector_timing import ENV_TIMING, timing_from_env

@@ -11,7 +11,6 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from dhanfeed.config import Instrument
 from dhanfeed.feed.connection import ConnectFailed
 from dhanfeed.feed.policy import Timing
 from dhanfeed.feed.shard import (
@@ -23,6 +22,7 @@ from dhanfeed.feed.shard import (
     SwapOutcome,
     SwapRecord,
 )
+from dhanfeed.instruments import Instrument
 from dhanfeed.token import Token
 
 EPOCH = dt.datetime(2026, 1, 5, 4, 0, tzinfo=dt.UTC)  # a Monday, 09:30 IST

@@ -18,8 +18,8 @@ import math
 import random
 from collections.abc import Callable, Sequence
 
-from dhanfeed.config import Instrument
 from dhanfeed.feed.protocol import MAX_PER_SOCKET
+from dhanfeed.instruments import Instrument
 
 MAX_SOCKETS = 4  # Dhan allows 5 per user; one stays free for a token swap
 TOKEN_CODES = frozenset({807, 808, 809})

@@ -16,7 +16,6 @@ import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 
-from dhanfeed.config import Instrument
 from dhanfeed.feed.clock import Clock, SystemClock
 from dhanfeed.feed.connection import ConnectFailed, FeedConnection, Sink
 from dhanfeed.feed.policy import Timing, shard_instruments
@@ -31,6 +30,7 @@ from dhanfeed.feed.shard import (
     SwapRecord,
     TokenSource,
 )
+from dhanfeed.instruments import Instrument
 from dhanfeed.token import Token
 
 logger = logging.getLogger(__name__)

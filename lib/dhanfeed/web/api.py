@@ -8,7 +8,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dhanfeed.candle_reader import open_reader
-from dhanfeed.config import Config, Instrument, parse_duration
+from dhanfeed.config import Config, parse_duration
+from dhanfeed.instruments import Instrument
 
 MAX_DAYS_BACK = 3660  # a date further back than this is a typo, not a question
 
