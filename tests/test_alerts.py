@@ -105,6 +105,22 @@ def test_a_cleared_condition_sends_one_recovery_message(tmp_path):
     assert len(lines(tmp_path)) == 2
 
 
+def test_clear_ends_the_conditions_with_its_prefix_even_those_raised_by_the_same_process(
+    tmp_path,
+):
+    clock = Clock(T0)
+    alerter = make_alerter(tmp_path, clock)  # a collector: one alerter for its whole life
+    alerter.alert("collector-token-rejected-abc", "critical", "refused")
+    alerter.alert("collector-feed-806-no-data-plan", "critical", "no plan")
+    assert alerter.clear("collector-token-") == ["collector-token-rejected-abc"]
+    assert alerter.clear("collector-token-") == []
+    assert [(x["condition"], x["severity"]) for x in lines(tmp_path)][-1] == (
+        "collector-token-rejected-abc",
+        "recovery",
+    )
+    assert alerter.alert("collector-token-rejected-abc", "critical", "refused again")
+
+
 def test_a_condition_raised_in_this_run_is_not_resolved_by_it(tmp_path):
     alerter = make_alerter(tmp_path, Clock(T0))
     alerter.alert("profile_check_failed", "warning", "profile down")

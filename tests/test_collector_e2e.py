@@ -24,6 +24,8 @@ from pathlib import Path
 import pytest
 
 from conftest import PYTHON, Sim
+from dhanfeed.cli.renew_token import main as renew_token_main
+from renew_support import PLANTED_PIN, PLANTED_TOTP_SECRET, remember_secret
 from support import collector_timing
 
 INSTRUMENTS = ["NSE_EQ:1333", "NSE_EQ:11536", "NSE_FNO:55796", "IDX_I:13"]  # an index: Ticker
@@ -527,6 +529,62 @@ def test_a_missing_token_file_is_waited_for_with_one_alert(
     assert sim.admin("stats")["connections_total"] == 0
     assert c.log().count("ALERT token-missing") == 1
     issue_token(sim, workdir)
+    poll("the token-missing alert to end", lambda: "collector-token-missing" not in active(workdir))
+    assert c.terminate() == 0
+
+
+def active(workdir: Path) -> dict:
+    """The collector's active alerts (state/collector_alerts.json)."""
+    try:
+        return json.loads((workdir / "state" / "collector_alerts.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def poll(what: str, check: Callable[[], object], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def test_a_token_the_feed_refuses_is_recorded_renewed_at_once_and_its_alert_then_ends(
+    start_sim: Callable[..., Sim],
+    workdir: Path,
+    collectors: list[Collector],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sim = start_sim_with_token(
+        start_sim, workdir, "--renew-kills-sockets", "--pin", PLANTED_PIN,
+        "--totp-secret", PLANTED_TOTP_SECRET,
+    )  # fmt: skip
+    c = start_collector(collectors, workdir, sim)
+    old_fp = c.wait_live()["token_fp"]
+    remember_secret(sim.admin("issue-token", {})["access_token"])  # Dhan drops the file's token
+    c.wait_for(
+        "the refusal in the status file",
+        lambda s: (s.get("token_refused") or {}).get("fingerprint") == old_fp,
+    )
+    poll(
+        "the token-rejected alert", lambda: f"collector-token-rejected-{old_fp}" in active(workdir)
+    )
+    config = str(c.config)
+    assert renew_token_main(["--config", config, "--check"]) == 3
+    monkeypatch.setenv("DHAN_PIN", PLANTED_PIN)
+    monkeypatch.setenv("DHAN_TOTP_SECRET", PLANTED_TOTP_SECRET)
+    assert renew_token_main(["--config", config]) == 0  # not due, but refused: regenerated
+    assert sim.admin("stats")["rest_calls"]["generateAccessToken"] == 1
+    new_fp = json.loads((workdir / "state" / "token.json").read_text())["fingerprint"]
+    status = c.wait_for(
+        "the new token live",
+        lambda s: (
+            s.get("token_fp") == new_fp
+            and s.get("sockets_live") == 1
+            and not s.get("token_refused")
+        ),
+    )
+    assert status["token_refused"] is None
+    poll("the token-rejected alert to end", lambda: not active(workdir))
     c.wait_live()
     assert c.terminate() == 0
 

@@ -271,6 +271,24 @@ def test_after_807_with_the_same_token_the_worker_waits_for_a_new_file_and_alert
     assert "token-1" not in repr(h.alerts)  # the fingerprint only, never the token
 
 
+def test_a_refused_token_is_recorded_until_a_socket_is_live_again_which_ends_its_alerts() -> None:
+    h = Harness()
+    refusal: list[dict | None] = []
+    h.at(2.0, lambda: h.server.sockets[0].kill(807, "disconnect 807 (access token expired)"))
+    h.at(100.0, lambda: refusal.append(h.ctx.refusals.last))
+    h.at(500.0, lambda: h.watcher.publish(token(2)))
+    h.run_until(600.0)
+
+    assert refusal == [
+        {"fingerprint": token(1).fingerprint, "code": 807, "at": (EPOCH.replace(
+            second=2) + dt.timedelta(seconds=Timing().token_grace_s)).isoformat()}
+    ]  # fmt: skip
+    assert h.ctx.refusals.last is None  # token 2 is live: the refusal no longer stands
+    ended = [(key, message) for key, level, message in h.alerts if level == "recovery"]
+    live_2 = f"the feed is live with token {token(2).fingerprint}"
+    assert ("token-", live_2) in ended and ("feed-", live_2) in ended
+
+
 def test_refused_connects_back_off_exponentially_with_jitter_inside_its_bounds() -> None:
     h = Harness()
     h.server.refuse = [None] * 8

@@ -37,6 +37,7 @@ ZERO = {  # every other field of a running collector's snapshot
     "token_expires_at": None,
     "sockets": (),
     "swap_log": (),
+    "token_refused": None,
     **dict.fromkeys(
         "connects gaps skipped_packets trades unknown_segment ticks_stored dropped ticks_dropped"
         " queue bars_closed bars_stored store_pending store_errors".split(),

@@ -102,8 +102,24 @@ class Alerter:
         self, *, token: Token | None = None, source: str | None = None, keep: tuple[str, ...] = ()
     ) -> list[str]:
         """Send a recovery message for each active condition not raised in this run."""
+        return self._recover(
+            lambda c: c not in self._raised and c not in keep, token=token, source=source
+        )
+
+    def clear(
+        self, prefix: str, *, token: Token | None = None, source: str | None = None
+    ) -> list[str]:
+        """Send a recovery message for each active condition whose name starts with `prefix`
+        (a long-running process: its condition ended, whenever it was raised)."""
+        cleared = self._recover(lambda c: c.startswith(prefix), token=token, source=source)
+        self._raised.difference_update(cleared)
+        return cleared
+
+    def _recover(
+        self, ended: Callable[[str], bool], *, token: Token | None, source: str | None
+    ) -> list[str]:
         state = self._load_state()
-        cleared = [c for c in state if c not in self._raised and c not in keep]
+        cleared = [c for c in state if ended(c)]
         if not cleared:
             return []
         now = self.clock()

@@ -32,6 +32,8 @@ from dhanfeed.logs import print_traceback, setup_logging
 logger = logging.getLogger("dhanfeed.collector")
 
 STOP_BUDGET_S = 8.0  # of the 10 s a service manager is promised
+# The supervisor's alert levels as Alerter severities (anything else is a warning).
+_SEVERITY = {"critical": "critical", "error": "critical", "recovery": "recovery"}
 
 
 def lock_path(token_file: Path, client_id: str) -> Path:
@@ -118,15 +120,20 @@ def make_alert(config):  # noqa: ANN001, ANN201
     def send(condition: str, level: str, message: str) -> None:
         with lock:
             try:
-                alerter.alert(f"collector-{condition}", level, message, source="collector")
+                if level == "recovery":  # `condition` is a prefix: those alerts have ended
+                    alerter.clear(f"collector-{condition}", source="collector")
+                else:
+                    alerter.alert(f"collector-{condition}", level, message, source="collector")
             except Exception:  # noqa: BLE001 - an alert channel never stops the collector
                 logger.exception("alert %s could not be sent", condition)
 
     def alert(condition: str, level: str, message: str) -> None:
         log_alert(condition, level, message)
-        severity = "critical" if level in ("critical", "error") else "warning"
         threading.Thread(
-            target=send, args=(condition, severity, message), name="alert", daemon=True
+            target=send,
+            args=(condition, _SEVERITY.get(level, "warning"), message),
+            name="alert",
+            daemon=True,
         ).start()
 
     return alert

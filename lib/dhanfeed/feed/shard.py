@@ -161,6 +161,35 @@ class AlertOnce:
         with self._lock:
             self._sent.discard(key)
 
+    def ended(self, prefix: str, message: str) -> None:
+        """Every condition whose key starts with `prefix` is over, also one sent by an earlier
+        run: said with level "recovery", which the receiver turns into recovery messages."""
+        with self._lock:
+            self._sent = {k for k in self._sent if not k.startswith(prefix)}
+        self.alert(prefix, "recovery", message)
+
+
+class Refusals:
+    """The last time Dhan's feed refused the token from the file (807/808/809), as the status
+    file shows it, so that the next renew_token run treats that token as refused."""
+
+    def __init__(self) -> None:
+        self._last: dict | None = None
+        self._lock = threading.Lock()
+
+    def record(self, token: Token, code: int | None, at: str) -> None:
+        with self._lock:
+            self._last = {"fingerprint": token.fingerprint, "code": code, "at": at}
+
+    def clear(self) -> None:
+        with self._lock:
+            self._last = None
+
+    @property
+    def last(self) -> dict | None:
+        with self._lock:
+            return dict(self._last) if self._last else None
+
 
 @dataclasses.dataclass(frozen=True)
 class ShardContext:
@@ -176,6 +205,7 @@ class ShardContext:
     on_gap: Callable[[Gap], None]
     on_swap: Callable[[SwapRecord], None]
     duplicates: Callable[[], int]  # packets the candle builder dropped as duplicates so far
+    refusals: Refusals = dataclasses.field(default_factory=Refusals)
     stopping: threading.Event = dataclasses.field(default_factory=threading.Event)
     swap_slot: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
@@ -203,6 +233,7 @@ class ShardWorker(threading.Thread):
         self.phase = "starting"
         self.attempt = 0
         self.opened_once = False
+        self.live_reported: int | None = None  # id of the last socket reported live
         self.gap_start: float | None = down_since  # the previous run's last data
         self.gap_reason = "collector not running" if down_since else ""
         self.failed_swap_fp: str | None = None
@@ -295,6 +326,10 @@ class ShardWorker(threading.Thread):
                 and now - (conn.opened_at or now) >= timing.stable_after_s
             ):
                 self.attempt = 0  # stable: the next failure starts the backoff afresh
+            if self.live_reported != conn.conn_id and (
+                conn.last_data or now - (conn.opened_at or now) >= timing.live_quiet_s
+            ):
+                self._report_live(conn)
             if self._stale(conn, now):
                 logger.warning(
                     "shard %d: socket %d delivered no data for %.0fs in session; reconnecting",
@@ -316,6 +351,16 @@ class ShardWorker(threading.Thread):
                 continue
             clock.wait(self.wake, 0.1)
             self.wake.clear()
+
+    def _report_live(self, conn: FeedSocket) -> None:
+        """Data (or quiet without a disconnect): Dhan took the token and the feed flows, so
+        the token and feed alerts end and no refusal stands."""
+        self.live_reported = conn.conn_id
+        ctx = self.ctx
+        ctx.refusals.clear()
+        message = f"the feed is live with token {conn.token.fingerprint}"
+        ctx.alerts.ended("token-", message)
+        ctx.alerts.ended("feed-", message)
 
     def _stale(self, conn: FeedSocket, now_mono: float) -> bool:
         return feed_is_stale(
@@ -384,6 +429,7 @@ class ShardWorker(threading.Thread):
                 "shard %d: reconnecting at once with token %s", self.index, current.fingerprint
             )
             return 0.0
+        ctx.refusals.record(conn.token, conn.disconnect_code, ctx.clock.now().isoformat())
         ctx.alerts.once(
             f"token-rejected-{old_fp}",
             "error",

@@ -37,6 +37,11 @@ logger = logging.getLogger(__name__)
 
 
 def log_alert(key: str, level: str, message: str) -> None:
+    """The default `Alert`. Level "recovery": the conditions whose keys start with `key` are
+    over (said on every new live socket, so only the receiver knows which were active)."""
+    if level == "recovery":
+        logger.debug("alerts %s* end: %s", key, message)
+        return
     logger.log(logging.getLevelName(level.upper()), "ALERT %s: %s", key, message)
 
 
@@ -64,6 +69,7 @@ class FeedStatus:
     gaps: int
     skipped_packets: int
     swap_log: tuple[dict, ...]
+    token_refused: dict | None  # {"fingerprint", "code", "at"}: Dhan's feed refused the token
 
 
 class Supervisor:
@@ -220,4 +226,5 @@ class Supervisor:
             skipped_packets=c.skipped
             + sum(s.skipped for w in self.workers for s in w.connections()),
             swap_log=tuple(s.as_dict() for s in list(self.swap_log)[-10:]),
+            token_refused=self.ctx.refusals.last,
         )
