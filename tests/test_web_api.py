@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import socket
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,9 @@ from dhanfeed.candles import Bar
 from dhanfeed.config import load_config
 from dhanfeed.store import Gap, SqliteStore
 from dhanfeed.web.server import StatusPage
+from test_collector_e2e import Collector as CollectorProcess
+from test_collector_e2e import collectors, start_sim_with_token  # noqa: F401
+from test_collector_e2e import write_config as e2e_config
 from test_status_cli import IST, REQUIRED_KEYS, a_token, renewer_ran, write_config
 
 DAY = dt.date(2026, 1, 5)
@@ -166,3 +170,30 @@ def test_without_a_database_the_candles_answer_is_503_in_one_line(page, tmp_path
     resp = get(base, "/api/candles", instrument="NSE_EQ:1333", date=str(DAY))
     assert resp.status_code == 503
     assert resp.json() == {"error": f"no database at {tmp_path / 'data' / 'candles.sqlite'}"}
+
+
+def test_a_stalled_browser_does_not_hold_up_other_requests(page) -> None:
+    server, base = page
+    stalled = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(5)]
+    try:
+        for conn in stalled:
+            conn.sendall(b"GET /api/status HTTP/1.1\r\n")  # and never the rest of its headers
+        assert get(base, "/api/status").status_code == 200
+        assert get(base, "/api/candles", instrument="NSE_EQ:1333", date=str(DAY)).ok
+    finally:
+        for conn in stalled:
+            conn.close()
+
+
+def test_a_collector_whose_page_port_is_taken_still_collects(start_sim, tmp_path, collectors):  # noqa: F811
+    (tmp_path / "state").mkdir(exist_ok=True)
+    sim = start_sim_with_token(start_sim, tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        config = e2e_config(tmp_path, sim)
+        config.write_text(config.read_text() + f"\n[web]\nport = {taken.getsockname()[1]}\n")
+        collector = CollectorProcess(tmp_path, config).start()
+        collectors.append(collector)
+        collector.wait_live(min_packets=5)
+    assert "no status page: cannot listen on 127.0.0.1:" in collector.log()
