@@ -204,3 +204,28 @@ def test_a_lenient_section_does_not_excuse_problems_elsewhere(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, text), environ={}, lenient=("collector",))
     assert [p.split(":")[0] for p in info.value.problems] == ["at 'token.renew_before'"]
+
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def test_an_alert_url_apprise_cannot_parse_is_a_config_error_with_its_key(tmp_path):
+    text = EXAMPLE.replace(
+        "urls = []", 'urls = ["mailto://user:app-password@gmail.com", "tgram://BOT_TOKEN/CHAT_ID"]'
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text), environ={})
+    assert caught.value.exit_code == ExitCode.USAGE
+    assert caught.value.problems == [
+        "at 'alerts.urls[1]': Apprise cannot parse this tgram://... URL"
+        " (see https://github.com/caronc/apprise/wiki for its form)"
+    ]
+    assert "BOT_TOKEN" not in str(caught.value)  # the rest of a URL may hold a key
+
+
+def test_every_alert_url_in_the_readme_parses(tmp_path):
+    lines = [line for line in README.read_text().splitlines() if line.startswith("urls = [")]
+    assert lines, "the README shows how to set [alerts] urls"
+    for line in lines:
+        text = EXAMPLE.replace("urls = []", line)
+        assert load_config(write(tmp_path, text), environ={}).alerts.urls

@@ -9,18 +9,17 @@ channel is a warning in the log: it never changes the exit code or hides the job
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import logging
 import threading
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import requests
 
+from dhanfeed.apprise_urls import load_apprise, quiet_deprecations, scheme
 from dhanfeed.files import write_atomic
 from dhanfeed.hooks import hook_environment, run_hook
 from dhanfeed.logs import redact
@@ -162,7 +161,7 @@ class Alerter:
     def channels(self) -> list[str]:
         """What is configured, for --dry-run (URLs reduced to their scheme: they hold keys)."""
         out = [f"alert log: {self.section.log_file}"]
-        out += [f"apprise: {url.split(':', 1)[0]}://..." for url in self.section.urls]
+        out += [f"apprise: {scheme(url)}" for url in self.section.urls]
         if self.section.healthcheck_url:
             out.append("healthcheck: configured")
         if self.hooks and self.hooks.on_alert:
@@ -226,18 +225,18 @@ class Alerter:
 
         def send() -> None:
             try:
-                with _quiet_deprecations():
-                    import apprise  # lazy: heavy (loads its plugins), needed only with alert URLs
-
+                apprise = load_apprise()
+                with quiet_deprecations():
                     kind = {
                         "critical": apprise.NotifyType.FAILURE,
                         "warning": apprise.NotifyType.WARNING,
                     }.get(severity, apprise.NotifyType.SUCCESS)
                     sender = apprise.Apprise()
                     for url in self.section.urls:
-                        if not sender.add(url):
-                            scheme = url.split(":", 1)[0]
-                            logger.warning("alert channel %s:// is not a valid Apprise URL", scheme)
+                        if not sender.add(url):  # config load refuses these; kept as a guard
+                            logger.warning(
+                                "alert channel %s is not a valid Apprise URL", scheme(url)
+                            )
                     outcome["ok"] = bool(len(sender)) and bool(
                         sender.notify(body=message, title=title, notify_type=kind)
                     )
@@ -277,14 +276,6 @@ class Alerter:
             write_atomic(self.state_path, (json.dumps(state, indent=2) + "\n").encode("utf-8"))
         except OSError as exc:
             logger.warning("cannot save alert state %s: %s", self.state_path, exc.strerror or exc)
-
-
-@contextlib.contextmanager
-def _quiet_deprecations() -> Iterator[None]:
-    """Apprise's plugins import modules that Python 3.11 deprecates (imghdr); not our concern."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        yield
 
 
 def alert_state_path(token_file: Path) -> Path:

@@ -18,6 +18,7 @@ import zoneinfo
 from pathlib import Path
 from typing import Any
 
+from dhanfeed.apprise_urls import scheme, unparseable
 from dhanfeed.errors import ConfigError
 from dhanfeed.instruments import Instrument, parse_instrument
 from dhanfeed.session import WEEKDAYS
@@ -380,6 +381,12 @@ def _check_cross_fields(s: dict[str, Any], problems: list[str]) -> None:
                 problems.append(f"at 'session.days[{i}]': expected one of {', '.join(WEEKDAYS)}")
         if session.end <= session.start:
             problems.append("at 'session.end': must be after session.start")
+    if (alerts := s.get("alerts")) and alerts.urls:
+        for i in unparseable(alerts.urls):  # found now, not at the first alert
+            problems.append(
+                f"at 'alerts.urls[{i}]': Apprise cannot parse this {scheme(alerts.urls[i])} URL"
+                " (see https://github.com/caronc/apprise/wiki for its form)"
+            )
     if logging_ := s.get("logging"):
         if logging_.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             problems.append("at 'logging.level': expected DEBUG, INFO, WARNING or ERROR")
