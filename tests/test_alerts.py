@@ -16,7 +16,7 @@ from dhanfeed.alerts import Alerter, alert_state_path
 from dhanfeed.config import AlertsSection, Duration, HooksSection
 from dhanfeed.hooks import hook_environment, run_hook
 from renew_support import SCAN_DIRS, make_token
-from support.http import recording_server
+from support.recording_http import recording_server
 
 T0 = dt.datetime(2026, 1, 5, 6, 0, tzinfo=dt.UTC)
 

@@ -14,7 +14,7 @@ import pytest
 from dhanfeed.shield import interrupt, shielded
 from dhanfeed.token_store import TokenStore
 from renew_support import POLICY, SIM_TTL, Setup, file_state
-from support.http import RecordingServer, recording_server
+from support.recording_http import RecordingServer, recording_server
 
 pytestmark = pytest.mark.usefixtures("clean_environment")
 

@@ -2,6 +2,9 @@
 sys.path).
 
 collector_timing.py  bin/collector with scaled-down delays (805/429 floors in seconds)
-http.py              a loopback HTTP server that records every request (healthchecks, channels)
+recording_http.py    a loopback HTTP server that records every request (healthchecks, channels)
 store_queries.py     read-back queries that only tests need
+
+No module here may share a standard library module's name: collector_timing.py runs as a
+script, which puts this directory first on sys.path (an `http.py` here hid `http.server`).
 """
