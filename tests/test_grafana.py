@@ -13,8 +13,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from dhanfeed.renew_metrics import write_renew_metrics
-from dhanfeed.status import METRICS, StatusReporter
+from dhanfeed.status import StatusReporter
 from test_deploy import find_tool, run
+from test_status import snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "examples" / "grafana-dashboard.json"
@@ -44,7 +45,7 @@ def exported_names(tmp_path: Path) -> set[str]:
         expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(hours=20),
     )
     reporter = StatusReporter(
-        lambda: {key: 1 for _, key, _ in METRICS.values()},
+        snapshot,
         status_path=tmp_path / "collector_status.json",
         every_s=1,
         textfile_dir=tmp_path,
