@@ -13,7 +13,9 @@ import contextlib
 import itertools
 import json
 import os
+import pty
 import re
+import select
 import signal
 import sqlite3
 import subprocess
@@ -23,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PYTHON, Sim
+from conftest import BIN, PYTHON, Sim
 from dhanfeed.cli.renew_token import main as renew_token_main
 from renew_support import PLANTED_PIN, PLANTED_TOTP_SECRET, remember_secret
 from support import collector_timing
@@ -587,6 +589,53 @@ def test_a_token_the_feed_refuses_is_recorded_renewed_at_once_and_its_alert_then
     poll("the token-rejected alert to end", lambda: not active(workdir))
     c.wait_live()
     assert c.terminate() == 0
+    assert c.stderr() == ""  # stderr is no terminal here: the collector keeps quiet
+
+
+def read_terminal(master: int, until: Callable[[str], bool], timeout: float = 30) -> str:
+    """What a program wrote to the pseudo-terminal, until `until(text)` or the deadline."""
+    text, deadline = "", time.monotonic() + timeout
+    while not until(text) and time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.2)
+        if ready:
+            try:
+                text += os.read(master, 65536).decode("utf-8", "replace")
+            except OSError:  # EIO: the program closed its end
+                break
+    return text
+
+
+def test_run_by_hand_in_a_terminal_it_says_what_happens_and_prints_a_status_line(
+    start_sim: Callable[..., Sim], workdir: Path
+) -> None:
+    sim = start_sim_with_token(start_sim, workdir)
+    config = write_config(workdir, sim)
+    master, terminal = pty.openpty()  # a real terminal device as the collector's stderr
+    proc = subprocess.Popen(
+        [str(BIN / "collector"), "--config", str(config)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=terminal,
+    )
+    os.close(terminal)
+    try:
+        text = read_terminal(master, lambda t: "status: " in t)
+        proc.send_signal(signal.SIGTERM)
+        text += read_terminal(master, lambda t: "collector stopped" in t, timeout=15)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    fp = json.loads((workdir / "state" / "token.json").read_text())["fingerprint"]
+    assert "collector started: 4 instruments on 1 sockets" in text, text
+    assert f"socket 1 open with token {fp}" in text
+    assert re.search(rf"status: 1/1 sockets live \| token {fp} expires in \d+h", text), text
+    assert "collector stopped" in text
+    assert "{" not in text  # short lines for a person, not the JSON log
+    assert not JWT.search(text)
+    assert "collector started" in (workdir / "logs" / "collector.log").read_text()  # and the log
 
 
 def test_an_unwritable_database_is_one_line_and_exit_1(

@@ -2,7 +2,9 @@
 
     bin/collector [--config PATH] [--debug] [--log-stdout]
 
-Runs in the foreground (systemd: Type=simple). SIGTERM/SIGINT: close the sockets (bounded),
+Runs in the foreground (systemd: Type=simple). Run by hand with stderr on a terminal, it also
+prints short lines (start-up, connects, swaps, reconnects, gaps) and a status line every few
+seconds; under systemd or cron it only writes its JSON log. SIGTERM/SIGINT: close the sockets (bounded),
 write every open bar, commit, exit 0 within 10 s. One collector per client id: a second one
 exits 75. A missing token file is waited for (one alert); an unwritable database exits 1.
 `main(timing=...)` lets a test scale the delays of `dhanfeed.feed.policy.Timing` down.
@@ -11,15 +13,18 @@ exits 75. A missing token file is waited for (one alert); an unwritable database
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from dhanfeed import console
 from dhanfeed.alerts import Alerter
 from dhanfeed.cli.args import ArgumentParser
 from dhanfeed.collector import Collector
@@ -46,7 +51,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--config", help="config file (default $DHANFEED_CONFIG or ./config.toml)")
     parser.add_argument("--debug", action="store_true", help="debug logging; tracebacks")
-    parser.add_argument("--log-stdout", action="store_true", help="log JSON lines to stdout")
+    parser.add_argument(
+        "--log-stdout",
+        action="store_true",
+        help="JSON log lines to stdout (for journald) instead of the log file"
+        " ([logging] dir, default logs/collector.log)",
+    )
     return parser.parse_args(argv)
 
 
@@ -86,6 +96,9 @@ def run(args: argparse.Namespace, timing: Timing) -> int:
         to_stdout=args.log_stdout,
         debug=args.debug,
     )
+    speak = console.wanted(sys.stderr, log_stdout=args.log_stdout)
+    if speak:  # run by hand: say what happens, not only in logs/collector.log
+        console.attach(sys.stderr)
     if not config.collector.instruments:
         raise UsageError("no instruments: set collector.instruments in the config")
     lock_file = lock_path(config.token.file, config.dhan.client_id)
@@ -100,7 +113,7 @@ def run(args: argparse.Namespace, timing: Timing) -> int:
             path=lock_file,
         ) from None
     try:
-        return _run_locked(config, timing, Collector, stop)
+        return _run_locked(config, timing, Collector, stop, speak=speak)
     finally:
         lock.release()
 
@@ -139,11 +152,16 @@ def make_alert(config):  # noqa: ANN001, ANN201
     return alert
 
 
-def _run_locked(config, timing, collector_cls, stop: threading.Event) -> int:  # noqa: ANN001
+def _run_locked(config, timing, collector_cls, stop: threading.Event, *, speak: bool) -> int:  # noqa: ANN001
     collector = collector_cls(config, timing=timing, alert=make_alert(config))  # StoreError: exit 1
     collector.start()
+    next_line = time.monotonic() + console.STATUS_LINE_EVERY_S
     while not stop.wait(1.0):
-        pass
+        if speak and time.monotonic() >= next_line:
+            next_line += console.STATUS_LINE_EVERY_S
+            print(
+                console.status_line(collector.snapshot(), dt.datetime.now(dt.UTC)), file=sys.stderr
+            )
     written = collector.stop(STOP_BUDGET_S)
     if not written:
         logger.error("some rows could not be written before exit")
