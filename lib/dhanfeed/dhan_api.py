@@ -32,6 +32,11 @@ BACKOFF = 1.0  # seconds before the 2nd try; doubled for the 3rd
 _TOKEN_FIELDS = ("token", "accessToken")
 
 
+class MalformedAnswer(DhanApiError):
+    """A success status with a body we cannot use (not JSON, not an object, no token):
+    Dhan's side misbehaved, not our credentials, so a later try may well succeed."""
+
+
 @dataclasses.dataclass(frozen=True)
 class IssuedToken:
     access_token: str = dataclasses.field(repr=False)
@@ -176,9 +181,8 @@ def _parse(name: str, resp: requests.Response) -> dict[str, Any]:
             raise DhanApiError(
                 f"{name}: HTTP {status} from Dhan ({kind})", status=status, retryable=True
             ) from None
-        raise DhanApiError(
-            f"{name}: answer is not JSON ({kind}, HTTP {status})", status=status
-        ) from None
+        error = MalformedAnswer if status < 400 else DhanApiError
+        raise error(f"{name}: answer is not JSON ({kind}, HTTP {status})", status=status) from None
     if status >= 400:
         code, text = _error_of(body)
         detail = f" {code}" if code else ""
@@ -187,7 +191,7 @@ def _parse(name: str, resp: requests.Response) -> dict[str, Any]:
             f"{name}: HTTP {status}{detail}", status=status, code=code, retryable=status >= 500
         )
     if not isinstance(body, dict):
-        raise DhanApiError(
+        raise MalformedAnswer(
             f"{name}: answer is JSON but not an object (HTTP {status})", status=status
         )
     if str(body.get("status", "")).lower() in ("error", "failed"):
@@ -206,7 +210,7 @@ def _issued(body: dict[str, Any], name: str) -> IssuedToken:
         if isinstance(value, str) and value.strip():
             return IssuedToken(value.strip(), _expiry_time(body.get("expiryTime")))
     keys = ", ".join(sorted(str(k) for k in body)[:8]) or "none"
-    raise DhanApiError(f"{name}: answer has no 'token' or 'accessToken' (keys: {keys})")
+    raise MalformedAnswer(f"{name}: answer has no 'token' or 'accessToken' (keys: {keys})")
 
 
 def _expiry_time(value: Any) -> dt.datetime | None:

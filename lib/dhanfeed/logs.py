@@ -13,6 +13,7 @@ import re
 import sys
 import traceback
 from pathlib import Path
+from typing import TextIO
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -56,6 +57,7 @@ def setup_logging(
     level: str = "INFO",
     to_stdout: bool = False,
     debug: bool = False,
+    stream: TextIO | None = None,
 ) -> None:
     """JSON lines to `log_dir/name.log` (rotation-safe), or to stdout for journald.
 
@@ -72,7 +74,7 @@ def setup_logging(
     )
     redactor = RedactingFilter()
     if to_stdout or log_dir is None:
-        handler: logging.Handler = logging.StreamHandler(sys.stdout)
+        handler: logging.Handler = logging.StreamHandler(stream or sys.stdout)
     else:
         log_dir.mkdir(parents=True, exist_ok=True)
         # WatchedFileHandler reopens the file after logrotate moves it away.

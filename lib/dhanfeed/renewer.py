@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import logging
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dhanfeed.dhan_api import MalformedAnswer
 from dhanfeed.errors import (
     DhanApiError,
     DhanfeedError,
+    TokenFileCorrupt,
     TokenFileError,
     TokenFileMissing,
     TokenFormatError,
@@ -25,14 +29,15 @@ from dhanfeed.errors import (
 from dhanfeed.renew_outcome import WOULD, Outcome, Status
 from dhanfeed.renew_state import Mark, RenewState
 from dhanfeed.renewal import Action, Decision, Policy, decide, local_time
-from dhanfeed.token import Token, format_remaining, parse_token
-from dhanfeed.token_store import TokenRecord
+from dhanfeed.token import Token, fingerprint, format_remaining, parse_aware_time, parse_token
+from dhanfeed.token_store import TokenDirUnwritable, TokenRecord, rejected_record
 
 if TYPE_CHECKING:
     from dhanfeed.alerts import Alerter
     from dhanfeed.config import Config
     from dhanfeed.credentials import Credentials
     from dhanfeed.dhan_api import DhanApi, IssuedToken
+    from dhanfeed.files import Reserved
     from dhanfeed.token_store import TokenStore
 
 logger = logging.getLogger(__name__)
@@ -65,16 +70,34 @@ def _describe(exc: BaseException) -> str:
     return f"unexpected {exc.__class__.__name__} (the log has the traceback)"
 
 
+def transient(exc: DhanApiError) -> bool:
+    """No answer, a server error or a malformed answer: a later try may well succeed."""
+    if isinstance(exc, MalformedAnswer) or exc.retryable:
+        return True
+    return exc.status is None or exc.status >= 500
+
+
 class RenewalFailed(Exception):
     """One attempt to obtain a new token failed: `refused` when Dhan rejected the old token,
-    `wrong_credentials` when it called the PIN or TOTP wrong."""
+    `wrong_credentials` when it called the PIN or TOTP wrong, `transient` when a later try may
+    succeed (no answer, 5xx, a malformed answer)."""
 
     def __init__(
-        self, message: str, *, refused: bool = False, wrong_credentials: bool = False
+        self,
+        message: str,
+        *,
+        refused: bool = False,
+        wrong_credentials: bool = False,
+        transient: bool = True,
     ) -> None:
         super().__init__(message)
         self.refused = refused
         self.wrong_credentials = wrong_credentials
+        self.transient = transient
+
+
+class Rejected(Exception):
+    """Dhan issued a token that the checks refuse (unreadable, another client, expired)."""
 
 
 @dataclasses.dataclass
@@ -95,7 +118,16 @@ class Renewer:
 
     def run(self, *, force: bool = False, dry_run: bool = False) -> Outcome:
         """The hourly run: lock (no waiting), re-read, decide, act, write, alert."""
-        with self.store.lock():
+        lock = self.store.lock()
+        try:
+            lock.__enter__()
+        except TokenDirUnwritable as exc:  # a read-only state directory: nothing can be done
+            record = self._read_quietly()
+            outcome = self._no_room(exc, None, record.token if record else None, record)
+            if self.alerter:
+                self.alerter.healthcheck("fail")
+            return outcome
+        try:
             if self.alerter:
                 self.alerter.healthcheck("start")
             outcome: Outcome | None = None
@@ -112,6 +144,8 @@ class Renewer:
                     ok = outcome is not None and outcome.exit_code == 0
                     self.alerter.healthcheck("success" if ok else "fail")
             return outcome
+        finally:
+            lock.__exit__(None, None, None)
 
     def check(self) -> Outcome:
         """Read-only status for a person or a monitor: no lock, no network, no writes."""
@@ -151,7 +185,14 @@ class Renewer:
             self._verify_by_hand(token)
         with self.store.lock():
             old = self._read_current()
-            record = self._write(token, "manual", now)
+            try:
+                record = self._write(token, "manual", now)
+            except OSError as exc:
+                raise DhanfeedError(
+                    f"--set-token: cannot write {self.store.path} ({exc.strerror or exc}); "
+                    "the token was not installed: free space, then run --set-token again",
+                    path=self.store.path,
+                ) from None
             if verify:
                 self.state.record_accepted(token.fingerprint, now, "profile check of --set-token")
         self.on_renew(record)
@@ -190,7 +231,7 @@ class Renewer:
     def _run_locked(self, *, force: bool, dry_run: bool) -> Outcome:
         now = self.clock()
         if not dry_run:
-            self._install_recovery_file(now)
+            self._recover(now)
         record = self._read_current()
         token = record.token if record else None
         source = record.source if record else None
@@ -286,35 +327,63 @@ class Renewer:
 
     def _obtain(self, decision: Decision, record: TokenRecord | None, now: dt.datetime) -> Outcome:
         token = record.token if record else None
-        action = decision.action
         try:
-            if action is Action.RENEW:
-                assert token is not None
-                try:
-                    issued, source = self._renew(token), "renew"
-                except RenewalFailed as exc:
-                    if not exc.refused:
-                        raise
-                    self.state.record_refused(token.fingerprint, now, str(exc))
-                    if self.credentials is None:
-                        return self._manual(
-                            f"{exc}; no PIN+TOTP is configured: a person must log in", token, record
-                        )
-                    logger.warning("%s; regenerating with PIN+TOTP", exc)
-                    action = Action.REGENERATE
+            slot = self.store.reserve()  # proof that the answer can be saved, before asking Dhan
+        except TokenDirUnwritable as exc:
+            return self._no_room(exc, decision.action, token, record)
+        with slot:  # an unused reservation is removed; a filled one is kept
+            action = decision.action
+            try:
+                if action is Action.RENEW:
+                    assert token is not None
+                    try:
+                        issued, source = self._renew(token), "renew"
+                    except RenewalFailed as exc:
+                        if not exc.refused:
+                            raise
+                        self.state.record_refused(token.fingerprint, now, str(exc))
+                        if self.credentials is None:
+                            return self._manual(
+                                f"{exc}; no PIN+TOTP is configured: a person must log in",
+                                token,
+                                record,
+                            )
+                        logger.warning("%s; regenerating with PIN+TOTP", exc)
+                        action = Action.REGENERATE
+                        issued, source = self._regenerate(), "totp"
+                else:
                     issued, source = self._regenerate(), "totp"
-            else:
-                issued, source = self._regenerate(), "totp"
+            except RenewalFailed as exc:
+                if exc.wrong_credentials:
+                    outcome = self._credentials_wrong(None, token, record)
+                else:
+                    outcome = self._failed(str(exc), action, token, record, transient=exc.transient)
+                return dataclasses.replace(outcome, error=exc)
             self.on_issued()
-            new = self._check_new(issued, self.clock())
-        except RenewalFailed as exc:
-            if exc.wrong_credentials:
-                return dataclasses.replace(self._credentials_wrong(None, token, record), error=exc)
-            return dataclasses.replace(self._failed(str(exc), action, token, record), error=exc)
+            return self._keep(slot, issued, source, action, record)
+
+    def _keep(
+        self,
+        slot: Reserved,
+        issued: IssuedToken,
+        source: str,
+        action: Action,
+        record: TokenRecord | None,
+    ) -> Outcome:
+        """Dhan has answered with a token (and so killed the old one): save it first, whatever
+        it is, into the space reserved for it; only then judge and report."""
+        now = self.clock()
         try:
-            new_record = self._write(new, source, self.clock())
-        except OSError as exc:
-            return self._write_failed(exc, new, source, action, record)
+            new = self._check_new(issued, now)
+        except Rejected as exc:
+            return self._rejected(slot, issued, source, str(exc), action, record)
+        new_record = TokenRecord.from_token(new, source, now)
+        try:
+            where = self.store.save(slot, new_record)
+        except OSError as exc:  # even writing into allocated blocks failed (an I/O error)
+            return self._write_failed(exc, new, source, action, record, kept=None)
+        if where != self.store.path:
+            return self._write_failed(None, new, source, action, record, kept=where)
         self.state.record_accepted(new.fingerprint, self.clock(), f"issued by Dhan ({source})")
         how = "renewed with RenewToken" if source == "renew" else "regenerated with PIN+TOTP"
         reason = f"token {how}: {self._renewed_text(record, new)}"
@@ -346,26 +415,43 @@ class Renewer:
             if wrong:  # never again with these two, until they change or --force
                 self.state.record_credentials_refused(creds.fingerprint, self.clock(), str(exc))
             raise RenewalFailed(
-                f"PIN+TOTP regeneration failed: {exc}", wrong_credentials=wrong
+                f"PIN+TOTP regeneration failed: {exc}",
+                wrong_credentials=wrong,
+                transient=transient(exc),
             ) from None
         self.state.forget_credentials_refusal()
         return issued
 
     def _check_new(self, issued: IssuedToken, now: dt.datetime) -> Token:
-        """A new token must be readable, unexpired and for our client before it is written."""
+        """A new token must be readable, unexpired and for our client to become the token file.
+
+        A JWT `exp` that is no time (year 33658) is replaced by Dhan's `expiryTime`, the only
+        other statement of the expiry; without either the token is rejected.
+        """
         try:
             new = parse_token(issued.access_token)
         except TokenFormatError as exc:
-            raise RenewalFailed(f"Dhan's new token is unusable: {exc}") from None
+            if issued.expiry_time is None:
+                raise Rejected(f"the new token is unreadable ({exc})") from None
+            try:
+                new = parse_token(issued.access_token, expires_hint=issued.expiry_time)
+            except TokenFormatError as exc2:
+                raise Rejected(f"the new token is unreadable ({exc2})") from None
+            logger.warning(
+                "the new token %s: %s; using Dhan's expiryTime %s",
+                new.fingerprint,
+                exc,
+                issued.expiry_time.isoformat(),
+            )
         if new.client_id != self.config.dhan.client_id:
-            raise RenewalFailed(
-                f"Dhan's new token {new.fingerprint} is for client {new.client_id}, "
+            raise Rejected(
+                f"the new token {new.fingerprint} is for client {new.client_id}, "
                 f"not {self.config.dhan.client_id}"
             )
         if new.expired(now):
-            raise RenewalFailed(
-                f"Dhan's new token {new.fingerprint} is already expired "
-                f"(exp {new.expires_at.isoformat()}); check the system clock"
+            raise Rejected(
+                f"the new token {new.fingerprint} is already expired "
+                f"(exp {new.expires_at.isoformat()}; check the system clock)"
             )
         if issued.expiry_time and abs(issued.expiry_time - new.expires_at) > EXPIRY_MISMATCH:
             logger.warning(
@@ -407,12 +493,35 @@ class Renewer:
     # -- failures -----------------------------------------------------------------------------
 
     def _failed(
-        self, why: str, action: Action, token: Token | None, record: TokenRecord | None
+        self,
+        why: str,
+        action: Action,
+        token: Token | None,
+        record: TokenRecord | None,
+        *,
+        transient: bool = False,
     ) -> Outcome:
         now = self.clock()
         tz = self.config.session.tz
         source = record.source if record else None
-        if token is None or token.expired(now) or self.state.refusal(token.fingerprint):
+        dead = token is None or token.expired(now) or self.state.refusal(token.fingerprint)
+        if dead and transient and self.credentials:
+            reason = (
+                f"{why}; there is no valid token, so market data has stopped; the failure "
+                "looks transient, so the next run tries PIN+TOTP again (run "
+                f"bin/renew_token --config {self.config.path} to try sooner)"
+            )
+            logger.error(reason, extra={"action": action.value})
+            self._alert("regeneration_failed", "critical", reason, token, source)
+            return Outcome(
+                status=Status.FAILED,
+                reason=reason,
+                action=action,
+                token=token,
+                source=source,
+                due_at=now,
+            )
+        if dead:
             reason = f"{why}; there is no valid token: data stops now; a person must log in"
             self._alert(
                 "manual_login_needed", "critical", self._runbook(reason, token), token, source
@@ -486,26 +595,121 @@ class Renewer:
             "$DHAN_TOTP_SECRET) for automatic regeneration."
         )
 
-    def _write_failed(
-        self, exc: OSError, new: Token, source: str, action: Action, record: TokenRecord | None
+    def _no_room(
+        self,
+        exc: TokenDirUnwritable,
+        action: Action | None,
+        token: Token | None,
+        record: TokenRecord | None,
     ) -> Outcome:
-        """The worst case: Dhan has already killed the old token and the new one is not saved."""
-        where = self.store.recovery_path
+        """Renewal is due but a new token file could not be written: Dhan is not asked."""
+        now = self.clock()
+        if token is None or token.expired(now):
+            state = "there is no valid token: market data has stopped"
+        else:
+            state = (
+                f"the current token {token.fingerprint} stays valid until "
+                f"{local_time(token.expires_at, self.config.session.tz)} "
+                f"({format_remaining(token.remaining(now))})"
+            )
+        reason = (
+            f"{exc}; Dhan was not asked for a new token (it would have killed the "
+            f"current one with nowhere to save the new); {state}; free space in {exc.directory} "
+            "(or make it writable) and the next run renews"
+        )
+        logger.critical(reason, extra={"action": action.value if action else None})
+        self._alert("token_dir_unwritable", "critical", reason, token, record and record.source)
+        return Outcome(
+            status=Status.FAILED,
+            reason=reason,
+            action=action,
+            token=token,
+            source=record.source if record else None,
+            due_at=now,
+            error=exc,
+        )
+
+    def _rejected(
+        self,
+        slot: Reserved,
+        issued: IssuedToken,
+        source: str,
+        problem: str,
+        action: Action,
+        record: TokenRecord | None,
+    ) -> Outcome:
+        """Dhan issued a token the checks refuse: keep it (0600) and say what happens next."""
+        now = self.clock()
+        fp = fingerprint(issued.access_token)
         try:
-            self.store.write_recovery(TokenRecord.from_token(new, source, self.clock()))
-            kept = f"it is kept in {where} (0600); the next run installs it, or run: mv {where} {self.store.path}"
-        except OSError as exc2:
-            kept = f"the recovery file {where} could not be written either ({exc2.strerror})"
+            client = parse_token(issued.access_token, expires_hint=now).client_id
+        except TokenFormatError:
+            client = self.config.dhan.client_id
+        data = rejected_record(
+            issued.access_token, client_id=client, source=source, problem=problem, now=now,
+            expires_hint=issued.expiry_time,
+        )  # fmt: skip
+        try:
+            kept = f"it is kept in {self.store.save_rejected(slot, data)} (0600)"
+        except OSError as exc:
+            kept = f"it could not be saved ({exc.strerror or exc})"
+        old = record.fingerprint if record else "none"
+        if record is not None:  # one token is active at a time: issuing this one killed it
+            self.state.record_refused(
+                record.fingerprint, now, f"Dhan issued token {fp} in its place ({problem})"
+            )
+        if self.credentials:
+            status, nxt = Status.FAILED, "the next run regenerates with PIN+TOTP"
+        else:
+            status, nxt = Status.MANUAL, "a person must log in"
+        reason = (
+            f"Dhan answered {_endpoint(action)} with token {fp}, which the checks refuse: "
+            f"{problem}; {kept}; by issuing it Dhan has invalidated the current token {old} "
+            f"(one token is active at a time), so the current token is not counted on; {nxt}"
+        )
+        logger.critical(reason, extra={"action": action.value, "fingerprint": fp})
+        message = reason if self.credentials else self._runbook(reason, None)
+        self._alert("answer_rejected", "critical", message, None, source)
+        return Outcome(
+            status=status,
+            reason=reason,
+            action=action,
+            token=record.token if record else None,
+            source=record.source if record else None,
+        )
+
+    def _write_failed(
+        self,
+        exc: OSError | None,
+        new: Token,
+        source: str,
+        action: Action,
+        record: TokenRecord | None,
+        *,
+        kept: Path | None,
+    ) -> Outcome:
+        """Dhan has killed the old token and the new one did not become the token file."""
+        failure = (
+            f"writing it failed ({exc.__class__.__name__}: {exc.strerror or exc})"
+            if exc is not None
+            else f"it could not be renamed onto {self.store.path}"
+        )
+        if kept is not None:
+            where = (
+                f"it is kept in {kept} (0600); the next run installs it, or run: "
+                f"mv {kept} {self.store.path}"
+            )
+        else:
+            where = "it could not be kept anywhere"
         reason = (
             f"Dhan issued new token {new.fingerprint} (expires "
-            f"{local_time(new.expires_at, self.config.session.tz)}) but writing {self.store.path} "
-            f"failed ({exc.__class__.__name__}: {exc.strerror or exc}); the old token is no longer "
-            f"valid at Dhan; {kept}"
+            f"{local_time(new.expires_at, self.config.session.tz)}) but {failure}; the old "
+            f"token is no longer valid at Dhan; {where}"
         )
         logger.critical(reason, extra={"fingerprint": new.fingerprint})
         self._alert("write_failed", "critical", reason, new, source)
         return Outcome(
-            status=Status.MANUAL,
+            status=Status.FAILED,
             reason=reason,
             action=action,
             token=new,
@@ -515,35 +719,64 @@ class Renewer:
 
     # -- helpers ------------------------------------------------------------------------------
 
+    def _read_quietly(self) -> TokenRecord | None:
+        try:
+            return self.store.read_for(self.config.dhan.client_id)
+        except TokenFileError:
+            return None
+
     def _read_current(self) -> TokenRecord | None:
         try:
             return self.store.read_for(self.config.dhan.client_id)
         except TokenFileMissing as exc:
             logger.warning("%s", exc)
             return None
+        except TokenFileCorrupt as exc:
+            if self.credentials is None:
+                raise
+            # Ours to replace (private, regular, not another client's): a new token fixes it.
+            logger.warning("%s; regenerating with PIN+TOTP as if it were missing", exc)
+            self._alert("token_file_corrupt", "warning", f"{exc}; regenerating with PIN+TOTP")
+            return None
 
-    def _install_recovery_file(self, now: dt.datetime) -> None:
-        """A token saved after a failed write is installed once the disk is writable again."""
-        path = self.store.recovery_path
+    def _recover(self, now: dt.datetime) -> None:
+        """Install a token an earlier run saved but could not make the token file (recovery
+        file, or a temp file whose rename failed); drop those older than the token file. A
+        rejected answer stays for a person to see (the run that kept it marked the token it
+        replaced as refused)."""
         try:
-            saved = self.store.read(path)
-        except TokenFileError:
-            return
-        try:
-            current = self.store.read()
+            current: TokenRecord | None = self.store.read()
         except TokenFileError:
             current = None
+        for path in self.store.recovery_candidates():  # newest first
+            try:
+                saved: TokenRecord | None = self.store.read(path)
+            except TokenFileError:
+                saved = None
+            if saved is not None and self._installable(saved, current, now):
+                try:
+                    self.store.install(path)
+                except OSError as exc:
+                    logger.warning("%s not installed: %s", path, exc.strerror or exc)
+                    return
+                logger.warning("installed token %s from %s", saved.fingerprint, path)
+                current = saved
+            elif current is not None and _saved_at(path) <= current.written_at:
+                path.unlink(missing_ok=True)  # older than the token file: superseded
+
+    def _installable(
+        self, saved: TokenRecord, current: TokenRecord | None, now: dt.datetime
+    ) -> bool:
         if saved.client_id != self.config.dhan.client_id or saved.token.expired(now):
-            return
-        if current and current.token.expires_at >= saved.token.expires_at:
-            return
-        try:
-            self.store.write(saved)
-        except OSError as exc:  # still a full or read-only disk: the run goes on, it alerts below
-            logger.warning("recovery file %s not installed: %s", path, exc.strerror or exc)
-            return
-        path.unlink(missing_ok=True)
-        logger.warning("installed token %s from the recovery file %s", saved.fingerprint, path)
+            return False
+        if current is None or current.client_id != saved.client_id:
+            return True
+        # Dhan issued the saved token after the current one (and so killed it), unless a
+        # person has installed a newer one since; tokens issued in the same second included.
+        return (
+            saved.fingerprint != current.fingerprint
+            and saved.token.issued_at >= current.token.issued_at
+        )
 
     def _dry_run(self, record: TokenRecord | None, decision: Decision, now: dt.datetime) -> Outcome:
         token = record.token if record else None
@@ -602,3 +835,22 @@ class Renewer:
     def _resolve(self, token: Token | None, source: str | None, keep: tuple[str, ...] = ()) -> None:
         if self.alerter:
             self.alerter.resolve(token=token, source=source, keep=keep)
+
+
+def _endpoint(action: Action) -> str:
+    return "RenewToken" if action is Action.RENEW else "generateAccessToken"
+
+
+def _saved_at(path: Path) -> dt.datetime:
+    """When a recovery candidate was written (its `written_at`, else the file's mtime)."""
+    try:
+        raw = json.loads(path.read_bytes())
+        when = parse_aware_time(raw.get("written_at")) if isinstance(raw, dict) else None
+    except (OSError, ValueError):
+        when = None
+    if when is None:
+        try:
+            when = dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC)
+        except OSError:
+            when = dt.datetime.min.replace(tzinfo=dt.UTC)
+    return when

@@ -65,10 +65,17 @@ class TokenDirUnwritable(DhanfeedError):
 
     exit_code = ExitCode.RENEWAL_FAILED
 
-    def __init__(self, directory: Path, cause: OSError, free: int | None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        cause: OSError,
+        free: int | None,
+        *,
+        what: str = "prepare a new token file",
+    ) -> None:
         room = "unknown" if free is None else f"{free} bytes"
         super().__init__(
-            f"cannot prepare a new token file in {directory} ({cause.strerror or cause}; "
+            f"cannot {what} in {directory} ({cause.strerror or cause}; "
             f"free space: {room}, {RESERVE_BYTES} needed)",
             path=directory,
         )
@@ -118,15 +125,20 @@ class TokenStore:
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
-        """Take the writer lock without waiting; raise LockBusy when another run holds it."""
-        _ensure_dir(self.path.parent)
+        """Take the writer lock without waiting; raise LockBusy when another run holds it,
+        TokenDirUnwritable when the directory cannot hold it (read-only, not a directory)."""
         lock = filelock.FileLock(self.lock_path, mode=FILE_MODE, is_singleton=False)
         try:
+            _ensure_dir(self.path.parent)
             lock.acquire(blocking=False)
         except filelock.Timeout:
             raise LockBusy(
                 f"another renew_token run holds {self.lock_path}; nothing done",
                 path=self.lock_path,
+            ) from None
+        except OSError as exc:
+            raise TokenDirUnwritable(
+                self.path.parent, exc, free_space(self.path.parent), what="take the lock"
             ) from None
         try:
             yield
@@ -232,7 +244,8 @@ class TokenStore:
             slot.commit(self.path)
         except OSError:
             return self._keep(slot)
-        self.recovery_path.unlink(missing_ok=True)
+        self.recovery_path.unlink(missing_ok=True)  # whatever earlier runs kept is superseded
+        remove_stale_temp_files(self.path)
         return self.path
 
     def save_rejected(self, slot: Reserved, data: dict[str, Any]) -> Path:

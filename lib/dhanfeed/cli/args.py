@@ -1,11 +1,18 @@
-"""Argument parsing shared by the executables."""
+"""What the executables share: argument parsing and the start of logging, each turning a bad
+input into one line and exit 2."""
 
 from __future__ import annotations
 
 import argparse
-from typing import NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from dhanfeed.errors import UsageError
+from dhanfeed.errors import ConfigError, UsageError
+from dhanfeed.logs import setup_logging
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from dhanfeed.config import Config
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -13,3 +20,15 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see --help)")
+
+
+def start_logging(config: Config, name: str, log_dir: Path | None, **options: Any) -> None:
+    """`setup_logging`, with a log directory that cannot be written reported as the config
+    problem it is (exit 2, with its key) instead of a traceback."""
+    try:
+        setup_logging(name, log_dir, level=config.logging.level, **options)
+    except OSError as exc:
+        raise ConfigError(
+            config.path,
+            [f"at 'logging.dir': cannot write logs in {log_dir} ({exc.strerror or exc})"],
+        ) from None

@@ -17,17 +17,17 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import requests
 
 from dhanfeed.alerts import Alerter, alert_state_path
-from dhanfeed.cli.args import ArgumentParser
+from dhanfeed.cli.args import ArgumentParser, start_logging
 from dhanfeed.config import Config, load_config
 from dhanfeed.credentials import load_credentials
 from dhanfeed.dhan_api import DhanApi
-from dhanfeed.errors import DhanfeedError, ExitCode, RunTimeout, UsageError
+from dhanfeed.errors import ConfigError, DhanfeedError, ExitCode, RunTimeout, UsageError
 from dhanfeed.hooks import hook_environment, run_hook
 from dhanfeed.logs import close_logging, print_traceback, setup_logging
 from dhanfeed.renew_metrics import write_renew_metrics
@@ -97,14 +97,23 @@ def main(argv: list[str] | None = None) -> int:
         return int(ExitCode.INTERNAL)
 
 
+# Sections renew_token does not use: a problem there is a warning, never a reason to stop renewing.
+OTHER_PROGRAMS_SECTIONS = ("collector", "web")
+
+
 def _run(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
-    setup_logging(PROG, config.logging.dir, level=config.logging.level, debug=args.debug)
+    config = load_config(args.config, lenient=OTHER_PROGRAMS_SECTIONS)
+    trouble = list(config.warnings)
+    log_problem = _start_logging(config, args)
+    if log_problem:
+        trouble.append(log_problem)
+    for line in config.warnings:
+        logger.warning("config: %s (renew_token does not use it; renewing anyway)", line)
     try:
         if args.check:
             return _check(config, args)
         with _run_timeout(config.token.run_timeout.total_seconds()):
-            outcome = _renew(config, args)
+            outcome = _renew(config, args, trouble)
         return _report(args, outcome)
     except DhanfeedError as exc:
         return _fail(args, exc, exc.exit_code)
@@ -118,8 +127,20 @@ def _run(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-def _renew(config: Config, args: argparse.Namespace) -> Outcome:
+def _start_logging(config: Config, args: argparse.Namespace) -> str | None:
+    """Log to the log directory; one that cannot be written must not stop renewal: then log
+    to stderr (warnings and worse) and return the problem, for an alert."""
+    try:
+        start_logging(config, PROG, config.logging.dir, debug=args.debug)
+        return None
+    except ConfigError as exc:
+        problem = exc.problems[0].removeprefix("at 'logging.dir': ")
+    setup_logging(PROG, None, level="WARNING", debug=args.debug, stream=sys.stderr)
+    print(f"{PROG}: {problem}; logging to stderr and renewing anyway", file=sys.stderr)
+    return f"{problem} (config {config.path}, logging.dir); renew_token logs to stderr meanwhile"
 
+
+def _renew(config: Config, args: argparse.Namespace, trouble: Sequence[str] = ()) -> Outcome:
     clock = _now
     credentials = load_credentials(config.totp)
     alerter = None
@@ -132,6 +153,12 @@ def _renew(config: Config, args: argparse.Namespace) -> Outcome:
             hooks=config.hooks,
             clock=clock,
         )
+        if trouble:  # never a reason to stop renewing, but a person should know
+            alerter.alert(
+                "config_warning",
+                "warning",
+                "renew_token keeps renewing, but: " + "; ".join(trouble),
+            )
     deadline = time.monotonic() + config.token.run_timeout.total_seconds() * _API_SHARE
     renewer = _renewer(
         config,
