@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import os
 import re
+import shutil
 import sys
 import threading
 import time
@@ -583,3 +584,144 @@ def test_a_recovery_file_left_by_a_failed_write_is_installed_by_the_next_run(tmp
     assert TokenStore(s.token_file).read().fingerprint == newer.fingerprint
     assert not TokenStore(s.token_file).recovery_path.exists()
     assert "installed token" in (tmp_path / "logs" / "renew_token.log").read_text()
+
+
+# ---------------------------------------------------------------------------------------------
+# A token Dhan has issued is never lost
+
+
+def test_a_recovery_file_whose_token_expires_in_the_same_second_is_still_installed(tmp_path, run):
+    s = Setup(tmp_path)
+    exp = now() + dt.timedelta(minutes=5)
+    write_token_file(s.token_file, make_token(exp=exp))
+    newer = make_token(exp=exp)  # same exp and iat, another token: Dhan's answer to a renewal
+    TokenStore(s.token_file).write_recovery(TokenRecord.from_token(newer, "renew", now()))
+    r = run(*s.args("--dry-run"))  # a dry run never installs
+    assert TokenStore(s.token_file).recovery_path.exists()
+    r = run(*s.args())
+    assert TokenStore(s.token_file).read().fingerprint == newer.fingerprint, r.err
+
+
+def test_a_token_left_in_a_temp_file_by_a_failed_rename_is_installed_by_the_next_run(tmp_path, run):
+    s = Setup(tmp_path)
+    write_token_file(s.token_file, make_token(exp=now() + dt.timedelta(minutes=5)))
+    newer = TokenRecord.from_token(make_token(exp=now() + dt.timedelta(hours=23)), "renew", now())
+    store = TokenStore(s.token_file)
+    slot = store.reserve()
+    slot.fill(json.dumps(newer.to_json()).encode())
+    slot._close()  # the run died before the rename
+    r = run(*s.args())
+    assert r.code == 0, r.err
+    assert store.read().fingerprint == newer.fingerprint
+    assert not [p for p in os.listdir(s.token_file.parent) if p.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("mode", ["bad_exp", "expiry_0001"])
+def test_an_odd_but_usable_answer_becomes_the_token_file(tmp_path, run, start_sim, mode):
+    sim = start_sim("--token-ttl", SIM_TTL)
+    s = Setup(tmp_path, sim)
+    s.issue(60)
+    sim.admin("fault", {"kind": "rest", "endpoint": "RenewToken", "mode": mode})
+    r = run(*s.args())
+    assert r.code == 0, r.err
+    record = TokenStore(s.token_file).read()
+    assert record.fingerprint == sim.admin("stats")["current_token_fp"]
+    assert dt.timedelta(minutes=9) < record.token.expires_at - now() < dt.timedelta(minutes=11)
+    remember_secret(record.token.access_token)
+    r = run(*s.args())
+    assert r.code == 0 and "not due" in r.out  # the next run reads it back
+
+
+@pytest.mark.parametrize(
+    ("mode", "problem"),
+    [("other_client", "is for client 2000000002, not 1000000001"), ("expired", "already expired")],
+)
+def test_a_rejected_answer_is_kept_and_the_next_run_acts_on_what_dhan_says(
+    tmp_path, run, start_sim, monkeypatch, mode, problem
+):
+    sim = start_sim(
+        "--token-ttl", SIM_TTL, "--pin", PLANTED_PIN, "--totp-secret", PLANTED_TOTP_SECRET
+    )
+    s = Setup(tmp_path, sim)
+    old = s.issue(60)
+    before = file_state(s.token_file)
+    sim.admin("fault", {"kind": "rest", "endpoint": "RenewToken", "mode": mode})
+    r = run(*s.args())
+    assert r.code == 3  # no PIN+TOTP: a person must look
+    line = one_line(r.err)
+    assert problem in line and "stays valid" not in line
+    assert "Dhan has probably invalidated the current token" in line
+    assert file_state(s.token_file) == before
+    kept = json.loads(TokenStore(s.token_file).recovery_path.read_text())
+    assert kept["fingerprint"] == sim.admin("stats")["current_token_fp"] != old["fingerprint"]
+    remember_secret(kept["access_token"])
+    assert os.stat(TokenStore(s.token_file).recovery_path).st_mode & 0o777 == 0o600
+    assert s.alerts()[0]["condition"] == "answer_rejected"
+
+    r = run(*s.args())  # Dhan refuses the old token now: without PIN+TOTP, a person must act
+    assert r.code == 3
+    assert f"Dhan refuses the current token {old['fingerprint']}" in one_line(r.err)
+
+    totp_by_env(monkeypatch, tmp_path)
+    r = run(*s.args())  # with PIN+TOTP the next run regenerates
+    assert r.code == 0, r.err
+    assert TokenStore(s.token_file).read().fingerprint == sim.admin("stats")["current_token_fp"]
+    assert not TokenStore(s.token_file).recovery_path.exists()
+
+
+def test_a_corrupt_token_file_is_regenerated_when_pin_and_totp_are_configured(
+    tmp_path, run, start_sim, monkeypatch
+):
+    sim = start_sim(
+        "--token-ttl", SIM_TTL, "--pin", PLANTED_PIN, "--totp-secret", PLANTED_TOTP_SECRET
+    )
+    s = Setup(tmp_path, sim)
+    totp_by_env(monkeypatch, tmp_path)
+    s.issue(60)
+    _corrupt(s.token_file)
+    r = run(*s.args())
+    assert r.code == 0, r.err
+    assert TokenStore(s.token_file).read().fingerprint == sim.admin("stats")["current_token_fp"]
+    assert "token_file_corrupt" in [a["condition"] for a in s.alerts()]
+
+
+# ---------------------------------------------------------------------------------------------
+# The renewer keeps renewing when something else is wrong
+
+
+def test_a_problem_in_the_collector_section_is_a_warning_and_renewal_goes_on(
+    tmp_path, run, start_sim
+):
+    sim = start_sim("--token-ttl", SIM_TTL)
+    s = Setup(tmp_path, sim, extra='\n[collector]\ninstruments = ["XX_EQ:1"]\nintervals = []')
+    old = s.issue(60)
+    r = run(*s.args())
+    assert r.code == 0, r.err
+    assert TokenStore(s.token_file).read().fingerprint != old["fingerprint"]
+    (warning,) = [a for a in s.alerts() if a["condition"] == "config_warning"]
+    assert "at 'collector.instruments[0]': unknown segment 'XX_EQ'" in warning["message"]
+    assert "at 'collector.intervals'" in warning["message"]
+
+
+@pytest.mark.parametrize("where", ["a file", "under a file"])
+def test_a_log_directory_that_cannot_be_written_does_not_stop_renewal(
+    tmp_path, run, start_sim, where
+):
+    sim = start_sim("--token-ttl", SIM_TTL)
+    s = Setup(tmp_path, sim, extra="")
+    old = s.issue(60)
+    logs = tmp_path / "logs"
+    logs.mkdir(exist_ok=True)
+    (logs / "token_alerts.log").touch()
+    shutil.rmtree(logs)
+    if where == "a file":
+        logs.write_text("not a directory")
+    else:
+        (tmp_path / "elsewhere").write_text("a file")
+        s.config.write_text(s.config.read_text().replace('dir = "logs"', 'dir = "elsewhere/logs"'))
+    r = run(*s.args())
+    assert r.code == 0, r.err
+    assert "Traceback" not in r.err
+    assert r.err.splitlines()[0].startswith("renew_token: cannot write logs in ")
+    assert "logging to stderr and renewing anyway" in r.err.splitlines()[0]
+    assert TokenStore(s.token_file).read().fingerprint != old["fingerprint"]
