@@ -275,7 +275,9 @@ def test_collector_restarts_always_and_outlasts_its_own_stop_budget() -> None:
     assert seconds(one(service, "Service.TimeoutStopSec")) > COLLECTOR_STOP_BUDGET_S
     assert "--log-stdout" in one(service, "Service.ExecStart").split()
     no_restart = set(one(service, "Service.RestartPreventExitStatus").split())
-    assert {str(int(ExitCode.USAGE)), str(int(ExitCode.LOCKED))} <= no_restart
+    assert {
+        str(int(code)) for code in (ExitCode.USAGE, ExitCode.INTERNAL, ExitCode.LOCKED)
+    } <= no_restart
 
 
 @pytest.mark.parametrize("name", SERVICES)
