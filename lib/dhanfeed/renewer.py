@@ -709,7 +709,7 @@ class Renewer:
         logger.critical(reason, extra={"fingerprint": new.fingerprint})
         self._alert("write_failed", "critical", reason, new, source)
         return Outcome(
-            status=Status.FAILED,
+            status=Status.MANUAL,
             reason=reason,
             action=action,
             token=new,
