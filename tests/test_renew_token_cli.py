@@ -650,7 +650,7 @@ def test_a_rejected_answer_is_kept_and_the_next_run_acts_on_what_dhan_says(
     assert r.code == 3  # no PIN+TOTP: a person must look
     line = one_line(r.err)
     assert problem in line and "stays valid" not in line
-    assert "Dhan has probably invalidated the current token" in line
+    assert f"by issuing it Dhan has invalidated the current token {old['fingerprint']}" in line
     assert file_state(s.token_file) == before
     kept = json.loads(TokenStore(s.token_file).recovery_path.read_text())
     assert kept["fingerprint"] == sim.admin("stats")["current_token_fp"] != old["fingerprint"]
@@ -658,9 +658,9 @@ def test_a_rejected_answer_is_kept_and_the_next_run_acts_on_what_dhan_says(
     assert os.stat(TokenStore(s.token_file).recovery_path).st_mode & 0o777 == 0o600
     assert s.alerts()[0]["condition"] == "answer_rejected"
 
-    r = run(*s.args())  # Dhan refuses the old token now: without PIN+TOTP, a person must act
+    r = run(*s.args())  # the old token is dead, whatever its expiry says: no "ok: not due"
     assert r.code == 3
-    assert f"Dhan refuses the current token {old['fingerprint']}" in one_line(r.err)
+    assert f"Dhan issued token {kept['fingerprint']} in its place" in one_line(r.err)
 
     totp_by_env(monkeypatch, tmp_path)
     r = run(*s.args())  # with PIN+TOTP the next run regenerates
