@@ -67,6 +67,7 @@ def stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM) -> tuple[int, s
         ["--batch", "0"],
         ["--batch", "101"],
         ["--multi-mode", "first"],
+        ["--trades-per-packet", "0"],
     ],
 )
 def test_bad_options_give_one_line_and_exit_2(args: list[str], capsys) -> None:  # noqa: ANN001

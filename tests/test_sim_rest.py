@@ -313,58 +313,129 @@ def intraday(sim: Sim, token: str, **overrides: object) -> requests.Response:
     )
 
 
-def test_intraday_bars_are_built_from_the_full_tape(rsim: Sim) -> None:
+def patient(sim: Sim, token: str, **overrides: object) -> requests.Response:
+    """An intraday answer that is not the rate limit: waits out Dhan's 5 requests/s."""
+    deadline = time.monotonic() + 30
+    while (resp := intraday(sim, token, **overrides)).status_code == 429:
+        assert time.monotonic() < deadline, "rate-limited for 30 s"
+        time.sleep(0.3)
+    return resp
+
+
+def bars_of(sim: Sim, token: str, **overrides: object) -> dict:
+    resp = patient(sim, token, **overrides)
+    assert resp.status_code == 200, resp.text
+    return resp.json()
+
+
+def cum_volume(sim: Sim, key: str) -> int:
+    return sim.admin("stats")["instruments"][key]["cum_volume"]
+
+
+def test_intraday_bars_are_the_exchanges_built_from_every_trade(rsim: Sim) -> None:
     token = issue(rsim)
-    wait_until(lambda: rsim.admin("stats")["instruments"]["NSE_EQ:1333"]["ticks"] >= 5)
-    resp = intraday(rsim, token)
-    assert resp.status_code == 200
-    bars = resp.json()
-    ticks = rsim.admin("sent?instrument=NSE_EQ:1333")["ticks"]
+    wait_until(lambda: rsim.admin("stats")["instruments"]["NSE_EQ:1333"]["ticks"] >= 20)
+    ticks = rsim.admin("sent?instrument=NSE_EQ:1333")["ticks"]  # packets, before the bars
+    bars = bars_of(rsim, token)
     assert set(bars) == {"open", "high", "low", "close", "volume", "timestamp"}
     n = len(bars["timestamp"])
     assert n >= 1 and all(len(v) == n for v in bars.values())
-    # Rebuild the bars here from the per-tick record (cum, IST-epoch LTT, LTP).
-    expected: dict[int, list] = {}
-    for cum, ltt, ltp, _sockets in ticks:
-        start = (ltt - 19800) // 60 * 60
-        bar = expected.setdefault(start, [ltp, ltp, ltp, ltp, cum])
-        bar[1], bar[2], bar[3], bar[4] = max(bar[1], ltp), min(bar[2], ltp), ltp, cum
-    starts = sorted(expected)
-    assert bars["timestamp"][: len(starts) - 1] == starts[: len(starts) - 1]  # last may grow
-    prev_cum = 0
-    for i, start in enumerate(starts[: n - 1]):
-        o, h, low, c, cum = expected[start]
-        assert bars["open"][i] == pytest.approx(o, abs=0.01)
-        assert bars["high"][i] == pytest.approx(h, abs=0.01)
-        assert bars["low"][i] == pytest.approx(low, abs=0.01)
-        assert bars["close"][i] == pytest.approx(c, abs=0.01)
-        assert bars["volume"][i] == cum - prev_cum
-        prev_cum = cum
-    assert all(ts % 60 == 0 for ts in bars["timestamp"])
+    assert all(ts % 60 == 0 for ts in bars["timestamp"])  # minute-anchored
     assert abs(bars["timestamp"][-1] - time.time()) < 180  # true UTC epochs, not IST
-    assert sum(bars["volume"]) <= ticks[-1][0] or len(ticks) < 2
+    # What the packets alone say about each minute (cum, IST-epoch LTT, LTP per packet).
+    sampled: dict[int, list] = {}
+    for cum, ltt, ltp, _sockets in ticks:
+        bar = sampled.setdefault((ltt - 19800) // 60 * 60, [ltp, ltp, ltp, ltp, cum])
+        bar[1], bar[2], bar[3], bar[4] = max(bar[1], ltp), min(bar[2], ltp), ltp, cum
+    by_start = {ts: i for i, ts in enumerate(bars["timestamp"])}
+    prev_cum, extremes_missed = 0, 0
+    for start in sorted(sampled):
+        i = by_start[start]
+        o, h, low, c, cum = sampled[start]
+        assert bars["high"][i] >= round(h, 2) and bars["low"][i] <= round(low, 2)
+        extremes_missed += (round(o, 2), round(h, 2), round(low, 2)) != (
+            bars["open"][i],
+            bars["high"][i],
+            bars["low"][i],
+        )
+        if start < max(sampled):  # closed before the record was read: ends with a packet
+            assert bars["close"][i] == round(c, 2)
+            assert bars["volume"][i] == cum - prev_cum
+        prev_cum = cum
+    assert extremes_missed  # the feed is sampled: 3 trades per packet by default
+    record = rsim.admin("stats")["instruments"]["NSE_EQ:1333"]
+    assert record["trades"] == 3 * record["ticks"]
+
+
+def test_intraday_bars_count_the_trades_nobody_was_subscribed_to(rsim: Sim) -> None:
+    token = issue(rsim)
+    key = "NSE_EQ:11536"
+    wait_until(lambda: cum_volume(rsim, key) > 0)
+    before = cum_volume(rsim, key)
+    volumes = bars_of(rsim, token, securityId="11536")["volume"]
+    after = cum_volume(rsim, key)
+    assert rsim.admin("stats")["instruments"][key]["delivered"] == 0  # no socket ever had it
+    assert before <= sum(volumes) <= after  # the day's volume, all of it, in the bars
+
+
+def test_longer_intraday_bars_add_up_the_minutes_from_0915_ist(rsim: Sim) -> None:
+    token = issue(rsim)
+    minutes = bars_of(rsim, token, interval=1)
+    for interval in (5, 15, 25, 60):
+        bars = bars_of(rsim, token, interval=str(interval))
+        anchor = dt.datetime.now(KOLKATA).replace(hour=9, minute=15, second=0, microsecond=0)
+        assert all((ts - anchor.timestamp()) % (60 * interval) == 0 for ts in bars["timestamp"])
+        first = bars["timestamp"][0]
+        in_first = [
+            i for i, ts in enumerate(minutes["timestamp"]) if first <= ts < first + 60 * interval
+        ]
+        assert bars["open"][0] == minutes["open"][in_first[0]]
+        assert bars["high"][0] >= max(minutes["high"][i] for i in in_first)
+        assert bars["volume"][0] >= sum(minutes["volume"][i] for i in in_first)
 
 
 def test_intraday_range_excludes_bars_outside_it(rsim: Sim) -> None:
     token = issue(rsim)
-    resp = intraday(rsim, token, fromDate="2001-01-01", toDate="2001-01-02")
+    resp = patient(rsim, token, fromDate="2001-01-01", toDate="2001-01-02")
     assert resp.status_code == 200
     assert resp.json()["timestamp"] == []
 
 
 def test_intraday_unknown_instrument_has_no_bars(rsim: Sim) -> None:
-    resp = intraday(rsim, issue(rsim), securityId="999999")
+    resp = patient(rsim, issue(rsim), securityId="999999")
     assert resp.status_code == 200
     assert resp.json()["volume"] == []
 
 
 def test_intraday_refuses_a_bad_token_and_bad_input(rsim: Sim) -> None:
     token = issue(rsim)
-    assert intraday(rsim, "nope").status_code == 401
-    resp = intraday(rsim, token, fromDate="yesterday")
+    assert patient(rsim, "nope").status_code == 401
+    resp = patient(rsim, token, fromDate="yesterday")
     assert resp.status_code == 400
     assert resp.json()["errorCode"] == "DH-905"
-    assert intraday(rsim, token, interval="7").status_code == 400
+    assert patient(rsim, token, interval="7").status_code == 400
+    for bad in ({"instrument": None}, {"instrument": "SHARES"}, {"fromDate": "2030-01-02",
+                "toDate": "2030-01-01"}):  # fmt: skip
+        resp = patient(rsim, token, **bad)
+        assert (resp.status_code, resp.json()["errorCode"]) == (400, "DH-905"), bad
+    assert bars_of(rsim, token, fromDate="2099-01-01", toDate="2099-01-01")["timestamp"] == []
+
+
+def test_intraday_faults_answer_once_then_dhan_answers_again(rsim: Sim) -> None:
+    token = issue(rsim)
+    for mode, status in (("500", 500), ("429", 429), ("malformed", 200), ("ragged", 200)):
+        rsim.admin("fault", {"kind": "rest", "endpoint": "intraday", "mode": mode})
+        time.sleep(0.25)  # stay under the real rate limit: the fault is what answers 429
+        resp = intraday(rsim, token)
+        assert resp.status_code == status, mode
+        if mode in ("500", "429"):
+            assert resp.json()["errorCode"] == {"500": "DH-908", "429": "DH-904"}[mode]
+        elif mode == "malformed":
+            with pytest.raises(ValueError):
+                resp.json()
+        else:
+            assert len({len(v) for v in resp.json().values()}) > 1  # arrays of unequal length
+    assert len(bars_of(rsim, token)["timestamp"]) >= 1
 
 
 def test_intraday_is_rate_limited_at_5_per_second(sim: Sim) -> None:

@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--batch", type=int, default=1, metavar="N",
                     help=f"pack up to N packets into one WebSocket message (1..{MAX_BATCH}; "
                     "default 1, as Dhan does: only for benchmarks of decoding)")  # fmt: skip
+    ap.add_argument("--trades-per-packet", type=int, default=3, metavar="N",
+                    help="trades the market makes per packet it sends (the feed is sampled; "
+                    "intraday bars count every trade; default 3)")  # fmt: skip
     ap.add_argument("--multi-mode", choices=MULTI_MODES, default="last",
                     help="one instrument subscribed in several modes on a socket: the last "
                     "mode wins (default) or each mode streams")  # fmt: skip
@@ -107,6 +110,8 @@ def options_from(args: argparse.Namespace) -> SimOptions:
         raise UsageError("--token-ttl must be at least 1s")
     if not args.ticks_per_second > 0 or args.ticks_per_second > 1000:
         raise UsageError("--ticks-per-second must be > 0 and <= 1000")
+    if not 1 <= args.trades_per_packet <= 1000:
+        raise UsageError("--trades-per-packet must be 1..1000")
     if not 1 <= args.batch <= MAX_BATCH:
         raise UsageError(f"--batch must be 1..{MAX_BATCH}")
     if not 0 < args.ping_interval < args.ping_timeout:
@@ -138,6 +143,7 @@ def options_from(args: argparse.Namespace) -> SimOptions:
         ping_interval_s=args.ping_interval,
         ping_timeout_s=args.ping_timeout,
         batch=args.batch,
+        trades_per_packet=args.trades_per_packet,
         multi_mode=args.multi_mode,
     )
 

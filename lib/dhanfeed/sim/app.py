@@ -41,6 +41,7 @@ class SimOptions:
     ping_interval_s: float = 10.0  # keepalive as Dhan does it; tests shorten both
     ping_timeout_s: float = 40.0  # a client that has not answered this long is closed
     batch: int = 1  # packets per WebSocket message; Dhan sends one
+    trades_per_packet: int = 3  # the feed is sampled: trades the market makes per packet
     multi_mode: str = "last"  # one instrument in several modes: "last" wins, or "each" streams
 
 
@@ -70,7 +71,7 @@ class Simulator:
         self.registry = tokens.TokenRegistry(
             options.client_id, options.token_ttl_s, on_supersede=self._superseded
         )
-        self.market = Market(options.seed, options.instruments)
+        self.market = Market(options.seed, options.instruments, options.trades_per_packet)
         self.feed = FeedServer(
             self.market,
             self.registry,

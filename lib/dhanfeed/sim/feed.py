@@ -103,7 +103,7 @@ class SimSocket:
         self.queue: asyncio.Queue = asyncio.Queue()  # (frames, refs, packets, messages)
         self.runs: dict[str, list[list[int]]] = {}  # instrument key → [[first, last], ...]
         self.pending: list[bytes] = []  # this cycle's packets, flushed into frames
-        self.pending_refs: list[tuple[Tape, int]] = []
+        self.pending_refs: list[tuple[Tape, int, int]] = []  # (tape, first tick, last tick)
 
     def stats(self) -> dict:
         return {
@@ -123,16 +123,17 @@ class SimSocket:
         self.queued_packets += count
         self.queue.put_nowait((frames(packets, batch), refs, count, -(-count // batch)))
 
-    def record(self, refs: list[tuple[Tape, int]]) -> None:
+    def record(self, refs: list[tuple[Tape, int, int]]) -> None:
+        """Note ticks `first..last` of each tape as carried by this socket."""
         runs_of = self.runs
-        for tape, idx in refs:
+        for tape, first, last in refs:
             runs = runs_of.get(tape.key)
             if runs is None:
-                runs_of[tape.key] = [[idx, idx]]
-            elif runs[-1][1] == idx - 1:
-                runs[-1][1] = idx
-            elif runs[-1][1] < idx:
-                runs.append([idx, idx])
+                runs_of[tape.key] = [[first, last]]
+            elif runs[-1][1] == first - 1:
+                runs[-1][1] = last
+            elif runs[-1][1] < first:
+                runs.append([first, last])
 
 
 class FeedServer:
@@ -378,50 +379,55 @@ class FeedServer:
     # --- the market loop ---
 
     async def _run_market(self) -> None:
+        """Tick at `ticks_per_second` on average: each cycle makes up the rounds that the time
+        since the last one owes (at most a second's worth), so a cycle that ran late on a
+        busy machine costs no rate."""
         loop = asyncio.get_running_loop()
         tps = self.ticks_per_second
         interval = max(1.0 / tps, 1.0 / MAX_CYCLES_PER_SECOND)
-        per_cycle = tps * interval
-        carry = 0.0
-        deadline = loop.time()
+        carry, last = tps * interval, loop.time()  # the first cycle at once
         while True:
-            carry += per_cycle
-            rounds, carry = int(carry), carry - int(carry)
+            rounds = int(carry)
+            carry -= rounds
             if rounds:
                 try:
                     self.cycle(rounds)
                 except Exception:  # the market must keep running
                     logger.exception("market cycle failed")
-            deadline += interval
-            delay = deadline - loop.time()
-            if delay < 0:  # fell behind: carry on from now rather than burst
-                deadline, delay = loop.time(), 0
-            await asyncio.sleep(delay)
+            await asyncio.sleep(max(0.0, last + interval - loop.time()))
+            now = loop.time()
+            carry += tps * min(now - last, 1.0)
+            last = now
 
     def cycle(self, rounds: int = 1) -> None:
-        """Tick every instrument `rounds` times; batch the packets per socket into frames."""
+        """Tick every instrument `rounds` times (an instrument's ticks of one cycle go out
+        together); each socket's packets of the cycle become one write."""
         ltt = int(time.time()) + IST_OFFSET_S
         stalled = time.monotonic() < self.stall_until
-        tick = self.market.tick
+        tick, encode = self.market.tick, self._encode
         touched: set[SimSocket] = set()
-        for _ in range(rounds):
-            for tape in self.market.order:
-                tick(tape, ltt)
-                subscribers = tape.subscribers
-                if not subscribers or stalled:
-                    tape.oi_changed = False
-                    continue
-                ref = (tape, len(tape.cums) - 1)
-                encoded: dict[str, tuple[bytes, ...]] = {}
-                for sock, modes in subscribers.items():
-                    for mode in modes:
-                        packets = encoded.get(mode)
-                        if packets is None:
-                            packets = encoded[mode] = self._encode(tape, mode)
-                        sock.pending.extend(packets)
-                    sock.pending_refs.append(ref)
-                    touched.add(sock)
+        for tape in self.market.order:
+            subscribers = tape.subscribers
+            if not subscribers or stalled:
+                for _ in range(rounds):
+                    tick(tape, ltt)
                 tape.oi_changed = False
+                continue
+            first = len(tape.cums)
+            encoded: dict[str, list[bytes]] = {
+                mode: [] for modes in subscribers.values() for mode in modes
+            }
+            for _ in range(rounds):
+                tick(tape, ltt)
+                for mode, packets in encoded.items():
+                    packets += encode(tape, mode)
+                tape.oi_changed = False
+            ref = (tape, first, first + rounds - 1)
+            for sock, modes in subscribers.items():
+                for mode in modes:
+                    sock.pending += encoded[mode]
+                sock.pending_refs.append(ref)
+                touched.add(sock)
         for sock in touched:
             self._flush(sock)
 
@@ -516,6 +522,7 @@ class FeedServer:
             ticks = tape.ticks
             instruments[tape.key] = {
                 "ticks": ticks,
+                "trades": tape.trades,
                 "delivered": delivered.get(tape.key, 0),
                 "cum_volume": tape.cum,
                 "first_ltt": tape.ltts[0] if ticks else None,

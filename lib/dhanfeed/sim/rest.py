@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 import pyotp
 
 from dhanfeed.sim import admin, tokens
-from dhanfeed.sim.market import intraday_bars
+from dhanfeed.sim.market import BAR_FIELDS, intraday_bars
 from dhanfeed.sim.reply import Reply, RestFaults
 
 if TYPE_CHECKING:
@@ -30,6 +30,8 @@ HANG_S = 30.0  # longer than any client timeout
 OTHER_CLIENT = "2000000002"  # the client id of the `other_client` fault's token
 INTRADAY_PER_SECOND = 5  # Data APIs: 5 requests/s
 INTERVALS = {1, 5, 15, 25, 60}
+INSTRUMENT_TYPES = {"EQUITY", "INDEX", "FUTIDX", "FUTSTK", "OPTIDX", "OPTSTK", "FUTCUR",
+                    "OPTCUR", "FUTCOM", "OPTFUT"}  # fmt: skip
 
 DH_901 = (401, "Invalid_Authentication", "DH-901",
           "Client ID or user generated access token is invalid or expired.")  # fmt: skip
@@ -62,6 +64,11 @@ def fault_reply(mode: str) -> Reply:
         return Reply(502, HTML_ERROR, "text/html")
     if mode == "no_token":  # a success status with a body that holds no token
         return Reply(200, {"status": "success", "expiryTime": "2026-01-01T00:00:00.000"})
+    if mode == "429":
+        return dh_error(DH_904)
+    if mode == "ragged":
+        return Reply(200, {"open": [1.0, 2.0], "high": [1.0], "low": [], "close": [1.0],
+                           "volume": [5], "timestamp": [1_700_000_000]})  # fmt: skip
     return dh_error(DH_908)
 
 
@@ -189,18 +196,25 @@ class DhanApi:
             segment = str(request["exchangeSegment"])
             security_id = int(str(request["securityId"]))
             interval = int(str(request.get("interval", "1")))
+            instrument = request["instrument"]
             from_utc = admin.parse_ist(str(request["fromDate"]), end=False)
             to_utc = admin.parse_ist(str(request["toDate"]), end=True)
         except (ValueError, KeyError, TypeError):
             return dh_error(DH_905)
         if interval not in INTERVALS:
             return dh_error(DH_905, "interval must be one of 1, 5, 15, 25, 60")
+        if instrument not in INSTRUMENT_TYPES:
+            return dh_error(
+                DH_905, "instrument must be one of " + ", ".join(sorted(INSTRUMENT_TYPES))
+            )
+        if from_utc >= to_utc:
+            return dh_error(DH_905, "fromDate must be before toDate")
         key = f"{segment.upper()}:{security_id}"
 
         def bars() -> dict:
             tape = self.sim.market.find(key)
             if tape is None:
-                return {k: [] for k in ("open", "high", "low", "close", "volume", "timestamp")}
+                return {k: [] for k in BAR_FIELDS}
             return intraday_bars(tape, interval, from_utc, to_utc)
 
         return Reply(200, self.sim.in_loop(bars))
