@@ -1,7 +1,7 @@
-"""`make bench`: run the five benchmarks and print one table (about 12 minutes on 2 cores).
+"""`make bench`: run the benchmarks and print one table (about 14 minutes on 2 cores).
 
-Installs Dhan's official SDK (bench/requirements.txt) into this interpreter's environment on
-demand: it is a benchmark-only peer, never a runtime or test dependency.
+Installs bench/requirements.txt (Dhan's official SDK, picows) into this interpreter's
+environment on demand: benchmark-only peers, never runtime or test dependencies.
 
     .venv/bin/python bench/run_all.py [--quick]
 
@@ -24,7 +24,7 @@ sys.path.insert(0, str(HERE))
 
 
 def ensure_sdk() -> None:
-    if importlib.util.find_spec("dhanhq") is not None:
+    if all(importlib.util.find_spec(name) for name in ("dhanhq", "picows")):
         return
     print("installing the benchmark-only peer from bench/requirements.txt ...", flush=True)
     subprocess.run(
@@ -60,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     import bench_decode
     import bench_e2e
     import bench_memory
+    import bench_sdk
     import bench_swap
+    import bench_ws_clients
 
     started = time.monotonic()
     print(f"dhanfeed benchmarks, {time.strftime('%Y-%m-%d %H:%M %Z')}; {machine()}", flush=True)
@@ -87,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
             ["--seconds", "15" if q else "75"], swap_rss=swap_results["keeps"]["rss_kib"]
         ),
     )
+    rows += timed("sdk", lambda: bench_sdk.main(["--seconds", "10" if q else "30"]))
+    rows += timed("ws", lambda: bench_ws_clients.main(["--seconds", "3" if q else "10"]))
     rows.sort(key=lambda r: r.bench)
 
     width = [max(len(r.bench) for r in rows), max(len(r.metric) for r in rows),
