@@ -210,3 +210,24 @@ def test_the_launcher_gives_up_on_a_simulator_that_never_prints_its_start_line(t
     silent.chmod(0o755)
     with pytest.raises(RuntimeError, match="did not start"):
         SimProcess(command=[str(silent)], start_timeout=0.5)
+
+
+def test_help_lists_every_admin_route_with_an_example_that_works(sim: Sim) -> None:
+    text = run("--help").stdout
+    routes = {line.split()[1] for line in text.splitlines() if line.startswith("  POST /__sim/")}
+    routes |= {line.split()[1] for line in text.splitlines() if line.startswith("  GET  /__sim/")}
+    assert routes == {
+        "/__sim/issue-token", "/__sim/fault", "/__sim/clear-faults", "/__sim/policy",
+        "/__sim/stats", "/__sim/sent?instrument=SEG:ID",
+    }  # fmt: skip
+    examples = [line.strip() for line in text.splitlines() if line.strip().startswith("curl ")]
+    tried = set()
+    for example in examples:  # each one, as curl would send it, against a running simulator
+        post = " -X POST " in example
+        path = example.split('"$ADMIN/')[1].split('"')[0]
+        body = example.split(" -d '")[1].rstrip("'") if post else None
+        url = f"{sim.admin_url}/{path}"
+        resp = requests.post(url, data=body, timeout=10) if post else requests.get(url, timeout=10)
+        assert resp.status_code == 200, (example, resp.text)
+        tried.add("/__sim/" + path.split("?")[0])
+    assert {r.split("?")[0] for r in routes} == tried

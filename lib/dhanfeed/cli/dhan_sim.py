@@ -41,11 +41,34 @@ except ModuleNotFoundError as missing:  # websockets comes with the `sim` extra 
 
 logger = logging.getLogger("dhanfeed.cli.dhan_sim")
 PROG = "dhan_sim"
+ADMIN_HELP = """\
+admin routes (on the REST port, under /__sim/; the start-up line gives admin_url):
+  POST /__sim/issue-token   a new SELF token, as if made by hand on Dhan Web; it supersedes
+                            the current one (optional "ttl_s", and "path" to write a token file)
+      curl -s -X POST "$ADMIN/issue-token" -d '{"ttl_s": 7200}'
+  POST /__sim/fault         a REST fault ("rest": endpoint, mode 500|hang|malformed|html|no_token,
+                            count) or a feed fault (drop_sockets, stall, handshake_429, garbage,
+                            truncated, disconnect with a code)
+      curl -s -X POST "$ADMIN/fault" -d '{"kind": "rest", "endpoint": "RenewToken", "mode": "500"}'
+      curl -s -X POST "$ADMIN/fault" -d '{"kind": "disconnect", "code": 807}'
+  POST /__sim/clear-faults  disarm every fault
+      curl -s -X POST "$ADMIN/clear-faults" -d '{}'
+  POST /__sim/policy        switch unconfirmed behaviour (renew_kills_sockets, renew_field,
+                            token_ttl_s, multi_mode)
+      curl -s -X POST "$ADMIN/policy" -d '{"renew_kills_sockets": true}'
+  GET  /__sim/stats         REST calls per endpoint, sockets, the current token's fingerprint
+      curl -s "$ADMIN/stats"
+  GET  /__sim/sent?instrument=SEG:ID   every tick sent for one instrument (for loss checks)
+      curl -s "$ADMIN/sent?instrument=NSE_EQ:1333"
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
     ap = ArgumentParser(
-        prog=PROG, description="A local Dhan: REST API, live feed and admin endpoint."
+        prog=PROG,
+        description="A local Dhan: REST API, live feed and admin endpoint.",
+        epilog=ADMIN_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ap.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     ap.add_argument("--rest-port", type=_port, default=8765, help="REST/admin port (0 = any)")
