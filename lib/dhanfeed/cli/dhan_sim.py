@@ -46,10 +46,11 @@ admin routes (on the REST port, under /__sim/; the start-up line gives admin_url
   POST /__sim/issue-token   a new SELF token, as if made by hand on Dhan Web; it supersedes
                             the current one (optional "ttl_s", and "path" to write a token file)
       curl -s -X POST "$ADMIN/issue-token" -d '{"ttl_s": 7200}'
-  POST /__sim/fault         a REST fault ("rest": endpoint, mode 500|hang|malformed|html|no_token,
-                            count) or a feed fault (drop_sockets, stall, handshake_429, garbage,
-                            truncated, disconnect with a code)
+  POST /__sim/fault         a REST fault ("rest": endpoint, mode 500|429|hang|malformed|html|
+                            no_token|ragged, count) or a feed fault (drop_sockets, stall,
+                            handshake_429, garbage, truncated, disconnect with a code)
       curl -s -X POST "$ADMIN/fault" -d '{"kind": "rest", "endpoint": "RenewToken", "mode": "500"}'
+      curl -s -X POST "$ADMIN/fault" -d '{"kind": "rest", "endpoint": "intraday", "mode": "429"}'
       curl -s -X POST "$ADMIN/fault" -d '{"kind": "disconnect", "code": 807}'
   POST /__sim/clear-faults  disarm every fault
       curl -s -X POST "$ADMIN/clear-faults" -d '{}'
