@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 
 import pytest
 
@@ -20,10 +21,12 @@ from renew_support import (
     Setup,
     file_state,
     make_jwt,
+    make_token,
     now,
     one_line,
     remember_secret,
     totp_by_env,
+    write_token_file,
 )
 
 pytestmark = pytest.mark.usefixtures("clean_environment")
@@ -339,3 +342,37 @@ def test_every_outcome_prints_the_same_json_shape_with_a_status_for_its_exit_cod
     assert out["dry_run"] is (name == "dry run")
     assert isinstance(out["reason"], str) and out["reason"]
     assert isinstance(out["checks"], list)
+
+
+# The phrases issue 9 found in the output: status words glued to reasons, enum values in
+# sentences, a doubled "failed", "a APP".
+BROKEN_ENGLISH = re.compile(
+    r"would (manual|not_due|renew|regenerate|postponed):|renewed: renewed|failed: failed|"
+    r"\ba APP\b|: (ok|manual|failed|renewed|dry-run): "
+)
+
+
+@pytest.mark.parametrize(
+    "name", ["not due", "renewed", "set", "dry run", "failed", "manual", "check refused"]
+)
+def test_every_outcome_reads_as_one_english_sentence(tmp_path, run, start_sim, name):
+    sim = start_sim("--token-ttl", SIM_TTL)
+    r = _outcome(name, Setup(tmp_path, sim, timeout="0.5s"), sim, _text(run))
+    lines = (r.out + r.err).strip().splitlines()
+    assert lines[-1].startswith("next run: " if name.startswith("check") else "renew_token: ")
+    for line in lines:
+        assert not BROKEN_ENGLISH.search(line), line
+
+
+def _text(run):  # noqa: ANN001, ANN202 - the same scenario, without --json
+    return lambda *args, **kw: run(*(a for a in args if a != "--json"), **kw)
+
+
+def test_a_dry_run_of_an_app_token_without_pin_says_what_would_happen_in_words(tmp_path, run, sim):
+    s = Setup(tmp_path, sim)
+    write_token_file(s.token_file, make_token(exp=now() + dt.timedelta(seconds=60), kind="APP"))
+    r = run(*s.args("--dry-run"))
+    assert r.code == 3
+    line = r.err.splitlines()[-1]
+    assert line.startswith("renew_token: dry run, nothing changed: the next run would stop and ")
+    assert "tokens of type APP cannot be renewed and no PIN+TOTP is configured" in line
