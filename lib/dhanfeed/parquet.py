@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 
+from dhanfeed.candles import Bar
 from dhanfeed.errors import UsageError
 
 ROW_GROUP = 50_000
 
 
-def write_parquet(path: Path, rows: Iterable[Mapping[str, object]], tz: dt.tzinfo) -> int:
-    """Write `rows` (export_candles' row dicts, `time` as ISO text) to `path`; return the count."""
+def write_parquet(path: Path, bars: Iterable[Bar], tz: dt.tzinfo, decimals: int) -> int:
+    """Write `bars` to `path` (prices rounded to `decimals`, times in `tz`); return the count."""
     try:
         import pyarrow as pa  # the optional 'parquet' extra, heavy: loaded on first use
         import pyarrow.parquet as pq  # the optional 'parquet' extra, with pyarrow
@@ -42,11 +43,21 @@ def write_parquet(path: Path, rows: Iterable[Mapping[str, object]], tz: dt.tzinf
         ]
     )
     written = 0
-    it = iter(rows)
+    it = iter(bars)
     with pq.ParquetWriter(str(path), schema) as writer:
         while chunk := list(itertools.islice(it, ROW_GROUP)):
-            columns = {name: [row[name] for row in chunk] for name in schema.names}
-            columns["time"] = [dt.datetime.fromisoformat(str(t)) for t in columns["time"]]
+            columns = {
+                "time": [b.start_utc * 1000 for b in chunk],  # epoch ms; the zone is metadata
+                "segment": [b.segment for b in chunk],
+                "security_id": [b.security_id for b in chunk],
+                "interval_s": [b.interval_s for b in chunk],
+                **{
+                    price: [round(getattr(b, price), decimals) for b in chunk]
+                    for price in ("open", "high", "low", "close")
+                },
+                "volume": [b.volume for b in chunk],
+                "ticks": [b.ticks for b in chunk],
+            }
             writer.write_table(pa.table(columns, schema=schema))
             written += len(chunk)
     return written

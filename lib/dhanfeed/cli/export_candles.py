@@ -195,7 +195,7 @@ def _write(args: argparse.Namespace, bars: Iterable[Bar], tz: dt.tzinfo) -> None
     try:
         if args.format == "parquet":
             os.close(fd)
-            write_parquet(Path(tmp), (_row(bar, tz) for bar in bars), tz)
+            write_parquet(Path(tmp), bars, tz, PRICE_DECIMALS)
         else:
             with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
                 _emit(out, args.format, bars, tz)
