@@ -19,6 +19,7 @@ from pathlib import Path
 
 from dhanfeed.candles import DUPLICATE, LATE, CandleBuilder, ist_to_utc
 from dhanfeed.config import Config
+from dhanfeed.errors import ConfigError
 from dhanfeed.feed import protocol
 from dhanfeed.feed.connection import FeedConnection
 from dhanfeed.feed.policy import Timing
@@ -193,6 +194,16 @@ class Collector:
         self.page = StatusPage(config) if config.web.port else None
 
     def start(self) -> None:
+        try:  # before any socket opens: a port in use is a config problem, not a crash
+            self.status.serve_metrics()
+        except OSError as exc:
+            raise ConfigError(
+                self.config.path,
+                [
+                    f"at 'metrics.port': cannot serve metrics on port {self.config.metrics.port}"
+                    f" ({exc.strerror or exc})"
+                ],
+            ) from None
         self.watcher.check()  # the first read happens here, so the sockets start at once
         self.watcher.start()
         self.pipeline.start()

@@ -400,6 +400,36 @@ def _check_cross_fields(s: dict[str, Any], problems: list[str]) -> None:
             problems.append("at 'web.port': the same port as metrics.port")
     if collector := s.get("collector"):
         _check_collector(collector, problems)
+    _check_paths(s, problems)
+
+
+# Paths whose directory the programs create: one under a file can never work. (logging.dir
+# is checked where logging starts: renew_token then logs to stderr rather than stop.)
+_FILE_PATHS = (("token", "file"), ("collector", "database"))
+_DIR_PATHS = (("metrics", "textfile_dir"),)
+
+
+def _check_paths(s: dict[str, Any], problems: list[str]) -> None:
+    for (section, key), is_file in [(k, True) for k in _FILE_PATHS] + [
+        (k, False) for k in _DIR_PATHS
+    ]:
+        path = getattr(s.get(section), key, None)
+        if path is None:
+            continue
+        blocker = _file_in_the_way(path.parent if is_file else path)
+        if blocker is not None:
+            problems.append(f"at '{section}.{key}': {blocker} is a file, not a directory")
+
+
+def _file_in_the_way(directory: Path) -> Path | None:
+    """The nearest existing ancestor of `directory` (itself included) when it is no directory."""
+    for candidate in (directory, *directory.parents):
+        try:
+            if candidate.exists():
+                return None if candidate.is_dir() else candidate
+        except OSError:  # a symlink loop, a path too long: reported where it is used
+            return None
+    return None
 
 
 def _check_collector(c: CollectorSection, problems: list[str]) -> None:

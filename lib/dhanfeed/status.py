@@ -145,11 +145,15 @@ class StatusReporter:
         self._thread: threading.Thread | None = None
         self._server: Any = None
 
-    def start(self) -> None:
-        if self.metrics_port:
+    def serve_metrics(self) -> None:
+        """Bind the metrics port (if any); OSError when it is taken. Idempotent."""
+        if self.metrics_port and self._server is None:
             server = start_http_server(self.metrics_port, registry=self.registry)
-            self._server = server[0] if isinstance(server, tuple) else None
+            self._server = server[0] if isinstance(server, tuple) else server
             logger.info("metrics on http port %d", self.metrics_port)
+
+    def start(self) -> None:
+        self.serve_metrics()
         self._thread = threading.Thread(target=self._run, name="status", daemon=True)
         self._thread.start()
 

@@ -26,13 +26,13 @@ from filelock import FileLock, Timeout
 
 from dhanfeed import console
 from dhanfeed.alerts import Alerter
-from dhanfeed.cli.args import ArgumentParser
+from dhanfeed.cli.args import ArgumentParser, start_logging
 from dhanfeed.collector import Collector
 from dhanfeed.config import load_config
 from dhanfeed.errors import DhanfeedError, ExitCode, LockBusy, UsageError
 from dhanfeed.feed.policy import Timing
 from dhanfeed.feed.supervisor import log_alert
-from dhanfeed.logs import print_traceback, setup_logging
+from dhanfeed.logs import print_traceback
 
 logger = logging.getLogger("dhanfeed.collector")
 
@@ -89,10 +89,10 @@ def run(args: argparse.Namespace, timing: Timing) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     config = load_config(args.config)
-    setup_logging(
+    start_logging(
+        config,
         "collector",
         None if args.log_stdout else config.logging.dir,
-        level=config.logging.level,
         to_stdout=args.log_stdout,
         debug=args.debug,
     )
@@ -102,7 +102,7 @@ def run(args: argparse.Namespace, timing: Timing) -> int:
     if not config.collector.instruments:
         raise UsageError("no instruments: set collector.instruments in the config")
     lock_file = lock_path(config.token.file, config.dhan.client_id)
-    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    lock_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # state/ is private
     lock = FileLock(lock_file, timeout=0)
     try:
         lock.acquire()

@@ -119,7 +119,7 @@ class Demo:
         if self.workdir.exists():
             for path in sorted(self.workdir.rglob("*"), reverse=True):
                 path.unlink() if not path.is_dir() else path.rmdir()
-        (self.workdir / "state").mkdir(parents=True)
+        (self.workdir / "state").mkdir(mode=0o700, parents=True)
         (self.workdir / "logs").mkdir()
         print(f"demo: working folder {self.workdir}")
 

@@ -37,6 +37,8 @@ def file_signature(path: Path) -> Signature | None:
         st = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
         return None
+    except OSError as exc:  # a symlink loop, no permission: there, but unusable (read says why)
+        return (-1, -1, -1, exc.errno or 0)
     return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
 
 
