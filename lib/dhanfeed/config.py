@@ -404,8 +404,9 @@ def _check_cross_fields(s: dict[str, Any], problems: list[str]) -> None:
 
 
 # Paths whose directory the programs create: one under a file can never work. (logging.dir
-# is checked where logging starts: renew_token then logs to stderr rather than stop.)
-_FILE_PATHS = (("token", "file"), ("collector", "database"))
+# is checked where logging starts: renew_token then logs to stderr rather than stop; the
+# database where it opens: an unwritable store is the collector's exit 1.)
+_FILE_PATHS = (("token", "file"),)
 _DIR_PATHS = (("metrics", "textfile_dir"),)
 
 
