@@ -36,12 +36,13 @@ def make_jwt(
     iat: dt.datetime | None = None,
     client_id: str = CLIENT_ID,
     kind: str = "SELF",
+    exp_claim: object = None,  # what the payload says instead of `exp` (10**12: year 33658)
 ) -> str:
     iat = iat or exp - dt.timedelta(hours=24)
     payload = {
         "iss": "dhan",
         "partnerId": "",
-        "exp": int(exp.timestamp()),
+        "exp": int(exp.timestamp()) if exp_claim is None else exp_claim,
         "iat": int(iat.timestamp()),
         "tokenConsumerType": kind,
         "webhookUrl": "",

@@ -10,7 +10,6 @@ it says so in its first line and carries on.
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import json
 import os
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from renew_support import make_jwt, make_token, remember_secret, write_token_file
+from renew_support import make_jwt, make_token, write_token_file
 
 ROOT = Path(__file__).resolve().parent.parent
 PROGRAMS = ("renew_token", "collector", "export_candles", "status")
@@ -111,13 +110,7 @@ def _symlink_loop(install: Install) -> None:
 
 
 def _exp_beyond_9999(install: Install) -> None:
-    raw = make_jwt(exp=dt.datetime.now(dt.UTC) + dt.timedelta(hours=20))
-    head, body, sig = raw.split(".")
-    claims = json.loads(base64.urlsafe_b64decode(body + "=="))
-    claims["exp"] = 10**12  # year 33658
-    body = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
-    odd = f"{head}.{body}.{sig}"
-    remember_secret(odd)
+    odd = make_jwt(exp=dt.datetime.now(dt.UTC) + HOURS_20, exp_claim=10**12)  # year 33658
     record = {"client_id": "1000000001", "access_token": odd, "expires_at": "+33658-01-01"}
     install.token_file.write_text(json.dumps(record))
     os.chmod(install.token_file, 0o600)
