@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from dhanfeed.candles import Bar
+from dhanfeed.clock import SystemClock
 from dhanfeed.collector import Collector
 from dhanfeed.config import load_config
 from dhanfeed.status import STATUS_FILE, TEXTFILE
@@ -53,7 +54,7 @@ def wait_for(predicate, timeout: float = 10.0) -> bool:
 
 
 def test_ticks_shed_or_left_unwritten_at_stop_are_dropped_in_the_final_status(tmp_path):
-    collector = Collector(load_config(write_config(tmp_path)))
+    collector = Collector(load_config(write_config(tmp_path)), clock=SystemClock())
     writer = collector.writer
     writer.max_pending_ticks = 2000
     db = tmp_path / "data" / "candles.sqlite"

@@ -14,6 +14,7 @@ import pytest
 import requests
 
 from dhanfeed.candles import Bar
+from dhanfeed.clock import SystemClock
 from dhanfeed.config import load_config
 from dhanfeed.store import Gap, SqliteStore
 from dhanfeed.web.server import StatusPage
@@ -56,7 +57,7 @@ def page(tmp_path: Path) -> Iterator[tuple[StatusPage, str]]:
     a_token(tmp_path)
     renewer_ran(tmp_path / "state")
     fill_database(tmp_path)
-    page = StatusPage(load_config(config_path))
+    page = StatusPage(load_config(config_path), clock=SystemClock().now)
     page.start()
     try:
         yield page, f"http://127.0.0.1:{page.port}"

@@ -45,7 +45,7 @@ class Alerter:
         state_path: Path,
         token_file: Path | None = None,
         hooks: HooksSection | None = None,
-        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        clock: Callable[[], dt.datetime],  # the program's clock (`Clock.now`)
     ) -> None:
         self.section = section
         self.client_id = client_id

@@ -8,16 +8,15 @@ the candle builder, bars closed by a timer), the store writer, and the status re
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import logging
 import os
 import queue
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 from dhanfeed.candles import DUPLICATE, LATE, CandleBuilder, ist_to_utc
+from dhanfeed.clock import Clock
 from dhanfeed.config import Config
 from dhanfeed.errors import ConfigError
 from dhanfeed.feed import protocol
@@ -47,7 +46,7 @@ class Pipeline(threading.Thread):
         writer: StoreWriter,
         *,
         store_ticks: bool,
-        clock: Callable[[], float] = time.time,
+        clock: Clock,
     ) -> None:
         super().__init__(name="pipeline", daemon=True)
         self.builder = builder
@@ -76,9 +75,9 @@ class Pipeline(threading.Thread):
         return self.builder.duplicates
 
     def run(self) -> None:
-        next_close = time.monotonic() + CLOSE_EVERY_S
+        next_close = self.clock.monotonic() + CLOSE_EVERY_S
         while True:
-            timeout = max(0.0, next_close - time.monotonic())
+            timeout = max(0.0, next_close - self.clock.monotonic())
             try:
                 item = self.queue.get(timeout=timeout)
             except queue.Empty:
@@ -98,12 +97,12 @@ class Pipeline(threading.Thread):
                     ticks.extend(self._consume(*more))
                 if ticks:
                     self.writer.put_ticks(ticks)
-            if time.monotonic() >= next_close:
-                next_close = time.monotonic() + CLOSE_EVERY_S
+            if self.clock.monotonic() >= next_close:
+                next_close = self.clock.monotonic() + CLOSE_EVERY_S
                 # Behind a backlog, close bars only as far as the data consumed, so that
                 # queued ticks are not counted late for the wait they spent in the queue.
                 backlog = not self.queue.empty() and self.last_data_utc is not None
-                now = self.last_data_utc if backlog else self.clock()
+                now = self.last_data_utc if backlog else self.clock.time()
                 bars = self.builder.close_due(now)
                 if bars:
                     self.bars_closed += len(bars)
@@ -150,12 +149,14 @@ class Collector:
         self,
         config: Config,
         *,
+        clock: Clock,
         timing: Timing | None = None,
         alert: Callable[[str, str, str], None] = log_alert,
     ) -> None:
         self.config = config
+        self.clock = clock
         c = config.collector
-        self.started_utc = time.time()
+        self.started_utc = clock.time()
         self.store = open_store(c.database, store_ticks=c.store_ticks)  # StoreError: unwritable
         self.writer = StoreWriter(self.store)
         self.builder = CandleBuilder(
@@ -163,10 +164,10 @@ class Collector:
             grace_s=c.grace.total_seconds(),
             carry=self.store.carry(),
         )
-        self.pipeline = Pipeline(self.builder, self.writer, store_ticks=c.store_ticks)
+        self.pipeline = Pipeline(self.builder, self.writer, store_ticks=c.store_ticks, clock=clock)
         timing = timing or Timing()
         self.watcher = TokenWatcher(
-            config.token.file, config.dhan.client_id, poll_s=timing.token_poll_s
+            config.token.file, config.dhan.client_id, poll_s=timing.token_poll_s, clock=clock.now
         )
         calendar = SessionCalendar.from_config(config.session)
         self.supervisor = Supervisor(
@@ -182,6 +183,7 @@ class Collector:
             down_since=last_data_of_previous_run(config.state_dir / STATUS_FILE),
             duplicates=lambda: self.builder.duplicates,
             alert=alert,
+            clock=clock,
         )
         self.watcher.on_change = self.supervisor.token_changed
         self.status = StatusReporter(
@@ -191,7 +193,7 @@ class Collector:
             metrics_port=config.metrics.port,
             textfile_dir=config.metrics_dir,
         )
-        self.page = StatusPage(config) if config.web.port else None
+        self.page = StatusPage(config, clock=clock.now) if config.web.port else None
 
     def start(self) -> None:
         try:  # before any socket opens: a port in use is a config problem, not a crash
@@ -220,10 +222,10 @@ class Collector:
 
     def stop(self, budget_s: float = 8.0) -> bool:
         """Close sockets, flush open bars, commit; True if everything was written in time."""
-        deadline = time.monotonic() + budget_s
+        deadline = self.clock.monotonic() + budget_s
 
         def left(share: float) -> float:
-            return max(0.1, (deadline - time.monotonic()) * share)
+            return max(0.1, (deadline - self.clock.monotonic()) * share)
 
         self.watcher.stop(0.5)
         self.supervisor.stop(left(0.4))
@@ -274,7 +276,7 @@ class Collector:
             state="running",
             up=1,
             started_utc=self.started_utc,
-            written_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            written_at=self.clock.now().isoformat(timespec="seconds"),
             client_id=self.config.dhan.client_id,
             database=str(Path(self.config.collector.database)),
             **{f.name: getattr(feed, f.name) for f in dataclasses.fields(feed)},

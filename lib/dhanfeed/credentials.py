@@ -34,9 +34,8 @@ class Credentials:
     totp_secret: str = dataclasses.field(repr=False)
     origin: str  # where they came from, for logs ("environment", "files", "systemd")
 
-    def totp_code(self, now: dt.datetime | None = None) -> str:
-        when = now or dt.datetime.now(dt.UTC)
-        return pyotp.TOTP(self.totp_secret).at(when)
+    def totp_code(self, now: dt.datetime) -> str:
+        return pyotp.TOTP(self.totp_secret).at(now)
 
     @property
     def fingerprint(self) -> str:

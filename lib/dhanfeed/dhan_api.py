@@ -55,8 +55,9 @@ class DhanApi:
         connect_timeout: float = CONNECT_TIMEOUT,
         tries: int = TRIES,
         backoff: float = BACKOFF,
-        deadline: float | None = None,  # time.monotonic() value after which no try starts
+        deadline: float | None = None,  # monotonic() value after which no try starts
         sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,  # the CLI's clock
     ) -> None:
         self.session = session
         self.api_base = api_base.rstrip("/")
@@ -68,6 +69,7 @@ class DhanApi:
         self.backoff = backoff
         self.deadline = deadline
         self.sleep = sleep
+        self.monotonic = monotonic
 
     # -- endpoints ----------------------------------------------------------------------------
 
@@ -149,7 +151,7 @@ class DhanApi:
             logger.warning("%s (try %d of %d)", last, attempt, self.tries)
             if attempt < self.tries:
                 pause = self.backoff * 2 ** (attempt - 1)
-                if self.deadline is not None and time.monotonic() + pause >= self.deadline:
+                if self.deadline is not None and self.monotonic() + pause >= self.deadline:
                     break
                 self.sleep(pause)
         if last is None:
@@ -164,7 +166,7 @@ class DhanApi:
     def _timeouts(self) -> tuple[float, float] | None:
         if self.deadline is None:
             return (self.connect_timeout, self.read_timeout)
-        left = self.deadline - time.monotonic()
+        left = self.deadline - self.monotonic()
         if left <= 0.5:
             return None
         return (min(self.connect_timeout, left), min(self.read_timeout, left))

@@ -409,7 +409,9 @@ class Renewer:
         creds = self.credentials
         assert creds is not None
         try:
-            issued = self.api().generate_access_token(creds.pin, creds.totp_code)
+            issued = self.api().generate_access_token(
+                creds.pin, lambda: creds.totp_code(self.clock())
+            )
         except DhanApiError as exc:
             wrong = credentials_refused(exc)
             if wrong:  # never again with these two, until they change or --force

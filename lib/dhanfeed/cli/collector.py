@@ -13,12 +13,10 @@ exits 75. A missing token file is waited for (one alert); an unwritable database
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import logging
 import signal
 import sys
 import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,6 +25,7 @@ from filelock import FileLock, Timeout
 from dhanfeed import console
 from dhanfeed.alerts import Alerter
 from dhanfeed.cli.args import ArgumentParser, start_logging
+from dhanfeed.clock import SystemClock
 from dhanfeed.collector import Collector
 from dhanfeed.config import load_config
 from dhanfeed.errors import DhanfeedError, ExitCode, LockBusy, UsageError
@@ -118,7 +117,7 @@ def run(args: argparse.Namespace, timing: Timing) -> int:
         lock.release()
 
 
-def make_alert(config):  # noqa: ANN001, ANN201
+def make_alert(config, clock):  # noqa: ANN001, ANN201
     """The supervisor's alert callback: logged, then sent through `dhanfeed.alerts` off-thread
     (a slow channel or hook must never hold up a socket worker)."""
     alerter = Alerter(
@@ -127,6 +126,7 @@ def make_alert(config):  # noqa: ANN001, ANN201
         state_path=config.state_dir / "collector_alerts.json",  # not the renewer's state
         token_file=config.token.file,
         hooks=config.hooks,
+        clock=clock.now,
     )
     lock = threading.Lock()  # the alert state file is read-modify-written
 
@@ -153,15 +153,16 @@ def make_alert(config):  # noqa: ANN001, ANN201
 
 
 def _run_locked(config, timing, collector_cls, stop: threading.Event, *, speak: bool) -> int:  # noqa: ANN001
-    collector = collector_cls(config, timing=timing, alert=make_alert(config))  # StoreError: exit 1
+    clock = SystemClock()  # the one clock, passed down to every thread of the collector
+    collector = collector_cls(
+        config, clock=clock, timing=timing, alert=make_alert(config, clock)
+    )  # StoreError: exit 1
     collector.start()
-    next_line = time.monotonic() + console.STATUS_LINE_EVERY_S
+    next_line = clock.monotonic() + console.STATUS_LINE_EVERY_S
     while not stop.wait(1.0):
-        if speak and time.monotonic() >= next_line:
+        if speak and clock.monotonic() >= next_line:
             next_line += console.STATUS_LINE_EVERY_S
-            print(
-                console.status_line(collector.snapshot(), dt.datetime.now(dt.UTC)), file=sys.stderr
-            )
+            print(console.status_line(collector.snapshot(), clock.now()), file=sys.stderr)
     written = collector.stop(STOP_BUDGET_S)
     if not written:
         logger.error("some rows could not be written before exit")

@@ -16,7 +16,6 @@ import logging
 import signal
 import sys
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -24,6 +23,7 @@ import requests
 
 from dhanfeed.alerts import Alerter, alert_state_path
 from dhanfeed.cli.args import ArgumentParser, start_logging
+from dhanfeed.clock import Clock, SystemClock
 from dhanfeed.config import Config, load_config
 from dhanfeed.credentials import load_credentials
 from dhanfeed.dhan_api import DhanApi
@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, clock: Clock | None = None) -> int:
+    clock = clock or SystemClock()  # the one clock of this run, passed down
     args = None
     try:
         args = build_parser().parse_args(argv)
@@ -86,11 +87,11 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError("--set-token cannot be combined with --force or --dry-run")
         if args.no_verify and not args.set_token:
             raise UsageError("--no-verify goes with --set-token only")
-        return _run(args)
+        return _run(args, clock)
     except DhanfeedError as exc:
-        return _fail(args, exc, exc.exit_code)
+        return _fail(args, exc, exc.exit_code, clock)
     except KeyboardInterrupt:
-        return _fail(args, DhanfeedError("interrupted"), ExitCode.RENEWAL_FAILED)
+        return _fail(args, DhanfeedError("interrupted"), ExitCode.RENEWAL_FAILED, clock)
     except Exception as exc:  # noqa: BLE001 - the last resort: say so, with the traceback
         print(f"{PROG}: unexpected error: {exc.__class__.__name__}", file=sys.stderr)
         print_traceback()
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
 OTHER_PROGRAMS_SECTIONS = ("collector", "web")
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, clock: Clock) -> int:
     config = load_config(args.config, lenient=OTHER_PROGRAMS_SECTIONS)
     trouble = list(config.warnings)
     log_problem = _start_logging(config, args)
@@ -111,12 +112,12 @@ def _run(args: argparse.Namespace) -> int:
         logger.warning("config: %s (renew_token does not use it; renewing anyway)", line)
     try:
         if args.check:
-            return _check(config, args)
+            return _check(config, args, clock)
         with _run_timeout(config.token.run_timeout.total_seconds()):
-            outcome = _renew(config, args, trouble)
-        return _report(args, outcome)
+            outcome = _renew(config, args, clock, trouble)
+        return _report(args, outcome, clock)
     except DhanfeedError as exc:
-        return _fail(args, exc, exc.exit_code)
+        return _fail(args, exc, exc.exit_code, clock)
     except Exception:
         logger.exception("unexpected error")  # into the log file too, before it closes
         raise
@@ -140,8 +141,9 @@ def _start_logging(config: Config, args: argparse.Namespace) -> str | None:
     return f"{problem} (config {config.path}, logging.dir); renew_token logs to stderr meanwhile"
 
 
-def _renew(config: Config, args: argparse.Namespace, trouble: Sequence[str] = ()) -> Outcome:
-    clock = _now
+def _renew(
+    config: Config, args: argparse.Namespace, clock: Clock, trouble: Sequence[str] = ()
+) -> Outcome:
     credentials = load_credentials(config.totp)
     alerter = None
     if not args.dry_run:
@@ -151,7 +153,7 @@ def _renew(config: Config, args: argparse.Namespace, trouble: Sequence[str] = ()
             state_path=alert_state_path(config.token.file),
             token_file=config.token.file,
             hooks=config.hooks,
-            clock=clock,
+            clock=clock.now,
         )
         if trouble:  # never a reason to stop renewing, but a person should know
             alerter.alert(
@@ -159,10 +161,11 @@ def _renew(config: Config, args: argparse.Namespace, trouble: Sequence[str] = ()
                 "warning",
                 "renew_token keeps renewing, but: " + "; ".join(trouble),
             )
-    deadline = time.monotonic() + config.token.run_timeout.total_seconds() * _API_SHARE
+    deadline = clock.monotonic() + config.token.run_timeout.total_seconds() * _API_SHARE
     renewer = _renewer(
         config,
-        api=_api_factory(config, deadline),
+        clock,
+        api=_api_factory(config, deadline, clock),
         credentials=credentials,
         alerter=alerter,
         on_renew=lambda record: _on_renew(config, record),
@@ -181,10 +184,11 @@ def _renew(config: Config, args: argparse.Namespace, trouble: Sequence[str] = ()
             client_id=config.dhan.client_id,
             state_path=alert_state_path(config.token.file),
             hooks=config.hooks,
+            clock=clock.now,
         ).channels()
         outcome = dataclasses.replace(outcome, checks=(*outcome.checks, *channels))
     else:
-        _metrics(config, outcome)
+        _metrics(config, outcome, clock.now())
     logger.info(
         "run finished: %s (exit %d)",
         outcome.status,
@@ -194,15 +198,15 @@ def _renew(config: Config, args: argparse.Namespace, trouble: Sequence[str] = ()
     return outcome
 
 
-def _check(config: Config, args: argparse.Namespace) -> int:
+def _check(config: Config, args: argparse.Namespace, clock: Clock) -> int:
     """Read-only status for a person or a monitor. No lock, no network, no writes."""
 
     try:
         credentials = load_credentials(config.totp)
     except DhanfeedError:
         credentials = None
-    now = _now()
-    outcome = _renewer(config, credentials=credentials).check()  # no token file → exit 3
+    now = clock.now()
+    outcome = _renewer(config, clock, credentials=credentials).check()  # no token file → exit 3
     token = outcome.token
     assert token is not None
     if args.json:
@@ -215,7 +219,7 @@ def _check(config: Config, args: argparse.Namespace) -> int:
     return int(outcome.exit_code)
 
 
-def _renewer(config: Config, **parts: Any) -> Renewer:
+def _renewer(config: Config, clock: Clock, **parts: Any) -> Renewer:
     """The renewer over this config's token file, its state and the collector's status."""
 
     parts.setdefault("api", lambda: None)
@@ -224,14 +228,14 @@ def _renewer(config: Config, **parts: Any) -> Renewer:
         renew_state_path(config.token.file), collector_status=config.state_dir / STATUS_FILE
     )
     return Renewer(
-        config=config, store=TokenStore(config.token.file), clock=_now, state=state, **parts
+        config=config, store=TokenStore(config.token.file), clock=clock.now, state=state, **parts
     )
 
 
 # ---------------------------------------------------------------------------------------------
 
 
-def _api_factory(config: Config, deadline: float) -> Any:
+def _api_factory(config: Config, deadline: float, clock: Clock) -> Any:
     cache: dict[str, Any] = {}
 
     def api() -> Any:
@@ -243,6 +247,7 @@ def _api_factory(config: Config, deadline: float) -> Any:
                 client_id=config.dhan.client_id,
                 read_timeout=config.dhan.timeout.total_seconds(),
                 deadline=deadline,
+                monotonic=clock.monotonic,
                 # pauses in proportion to the call timeout: 1 s then 2 s for Dhan's 15 s
                 backoff=min(1.0, config.dhan.timeout.total_seconds() / 8),
             )
@@ -267,19 +272,19 @@ def _on_renew(config: Config, record: Any) -> None:
     run_hook("on_renew", config.hooks.on_renew, env, config.hooks.timeout.total_seconds())
 
 
-def _metrics(config: Config, outcome: Outcome) -> None:
+def _metrics(config: Config, outcome: Outcome, now: dt.datetime) -> None:
     write_renew_metrics(
         config.metrics_dir,
         client_id=config.dhan.client_id,
-        now=_now(),
+        now=now,
         exit_code=int(outcome.exit_code),
         expires_at=outcome.token.expires_at if outcome.token else None,
     )
 
 
-def _report(args: argparse.Namespace, outcome: Outcome) -> int:
+def _report(args: argparse.Namespace, outcome: Outcome, clock: Clock) -> int:
     if args.json:
-        print(json.dumps(outcome.as_json(_now())))
+        print(json.dumps(outcome.as_json(clock.now())))
     else:
         stream = sys.stdout if outcome.exit_code == 0 else sys.stderr
         for line in outcome.checks:
@@ -290,12 +295,14 @@ def _report(args: argparse.Namespace, outcome: Outcome) -> int:
     return int(outcome.exit_code)
 
 
-def _fail(args: argparse.Namespace | None, exc: BaseException, code: int) -> int:
+def _fail(args: argparse.Namespace | None, exc: BaseException, code: int, clock: Clock) -> int:
     debug = bool(args and args.debug)
     if logging.getLogger().handlers:  # before set-up, logging would only repeat the line
         logger.error("%s", exc, exc_info=debug, extra={"exit_code": int(code)})
     if args is not None and args.json:
-        print(json.dumps(Outcome(status=Status.of_exit(code), reason=str(exc)).as_json(_now())))
+        print(
+            json.dumps(Outcome(status=Status.of_exit(code), reason=str(exc)).as_json(clock.now()))
+        )
     print(f"{PROG}: {exc}", file=sys.stderr)
     if debug:
         print_traceback(exc)
@@ -328,10 +335,6 @@ def _run_timeout(seconds: float) -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 if __name__ == "__main__":

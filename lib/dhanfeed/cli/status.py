@@ -15,6 +15,7 @@ import zoneinfo
 from collections.abc import Callable, Sequence
 
 from dhanfeed.cli.args import ArgumentParser
+from dhanfeed.clock import Clock, SystemClock
 from dhanfeed.config import Config, load_config
 from dhanfeed.errors import DhanfeedError, ExitCode
 from dhanfeed.health import Level, Report, gather, read_status_file
@@ -53,13 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(
     argv: Sequence[str] | None = None,
     *,
-    clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    clock: Clock | None = None,
 ) -> int:
+    now = (clock or SystemClock()).now  # the one clock of this run
     args = None
     try:
         args = build_parser().parse_args(argv)
         config = load_config(args.config)
-        report = observe(config, clock)
+        report = observe(config, now)
     except DhanfeedError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         if args is not None and args.debug:

@@ -2,7 +2,6 @@
 
 - `protocol`: packets and requests (pure).
 - `policy`: delays, sharding, backoff, when a feed is stale (pure).
-- `clock`: the clock the workers read and wait on (passed in; tests use a fake one).
 - `connection`: one WebSocket: bounded handshake, subscribe, the receive thread.
 - `shard`: one shard's worker: reconnects, 805/807 handling, make-before-break swaps.
 - `supervisor`: one worker per shard, their sockets opened through `connection`, one status.

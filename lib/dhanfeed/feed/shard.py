@@ -26,7 +26,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from dhanfeed.feed.clock import Clock
+from dhanfeed.clock import Clock
 from dhanfeed.feed.connection import ConnectFailed
 from dhanfeed.feed.policy import TOKEN_CODES, Timing, backoff_delay, feed_is_stale, retry_delay
 from dhanfeed.instruments import Instrument

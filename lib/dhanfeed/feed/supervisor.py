@@ -16,7 +16,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 
-from dhanfeed.feed.clock import Clock, SystemClock
+from dhanfeed.clock import Clock, SystemClock
 from dhanfeed.feed.connection import ConnectFailed, FeedConnection, Sink
 from dhanfeed.feed.policy import Timing, shard_instruments
 from dhanfeed.feed.shard import (

@@ -28,10 +28,6 @@ class TokenRejected(ValueError):
     """The token file holds nothing we may use. The message never holds the token."""
 
 
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
 def file_signature(path: Path) -> Signature | None:
     try:
         st = os.stat(path)
@@ -65,7 +61,7 @@ class TokenWatcher:
         client_id: str,
         *,
         poll_s: float = 0.1,
-        clock: Callable[[], dt.datetime] = _utcnow,
+        clock: Callable[[], dt.datetime],  # the program's clock (`Clock.now`)
         on_change: Callable[[Token], None] | None = None,
     ) -> None:
         self.path = Path(path)

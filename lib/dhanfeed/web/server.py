@@ -52,9 +52,9 @@ SECURITY_HEADERS = {
 class StatusPage:
     """`start()` binds and serves in a daemon thread; `stop()` shuts it down (bounded)."""
 
-    def __init__(self, config: Config, *, clock: Callable[[], dt.datetime] | None = None) -> None:
+    def __init__(self, config: Config, *, clock: Callable[[], dt.datetime]) -> None:
         self.config = config
-        self.clock = clock or (lambda: dt.datetime.now(dt.UTC))
+        self.clock = clock
         self._previous: dict[str, Any] | None = None  # an older status, for messages/s
         self._latest: dict[str, Any] | None = None
         self._lock = threading.Lock()  # guards the two above; only request threads take it

@@ -1,4 +1,9 @@
-"""The clock the feed's workers read and wait on, passed in so that tests can replace it."""
+"""The one clock (a leaf): made once by each program's CLI and passed down to everything that
+reads the time or waits, so that a test can hand in its own.
+
+`now()` for the renewal decision, the trading session and alerts; `time()` for rows and the
+status file; `monotonic()` for intervals and deadlines; `wait()` for the feed's workers.
+"""
 
 from __future__ import annotations
 
