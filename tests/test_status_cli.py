@@ -8,6 +8,7 @@ import dataclasses
 import datetime as dt
 import json
 import os
+import sqlite3
 import subprocess
 import zoneinfo
 from pathlib import Path
@@ -22,7 +23,7 @@ from dhanfeed.credentials import load_credentials
 from dhanfeed.health import SocketFacts
 from dhanfeed.renew_metrics import write_renew_metrics
 from dhanfeed.renew_state import RenewState, renew_state_path
-from dhanfeed.store import SqliteStore
+from dhanfeed.store import Gap, SqliteStore
 from renew_support import CLIENT_ID, PLANTED_PIN, PLANTED_TOTP_SECRET, make_token, write_token_file
 from test_collector_e2e import collectors, start_collector, start_sim_with_token  # noqa: F401
 
@@ -372,3 +373,47 @@ def test_pin_and_totp_that_dhan_called_wrong_cannot_save_an_expired_token(
     code, body = run_json(config, capsys)
     assert code == 3
     assert body["token"]["can_regenerate"] is False
+
+
+def a_live_collector_status(state: Path) -> None:
+    """A status file as a running collector leaves it: this very process stands in for it."""
+    t = now().timestamp()
+    status = {"pid": os.getpid(), "up": 1, "state": "running", "started_utc": t - 600,
+              "last_data_utc": t, "sockets_live": 1, "packets": 10,
+              "sockets": [{"shard": 0, "state": "open", "role": "live", "instruments": 1,
+                           "last_data_utc": t}]}  # fmt: skip
+    (state / "collector_status.json").write_text(json.dumps(status))
+
+
+def test_a_session_gap_backfill_left_unhealed_for_half_an_hour_is_degraded(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ist = now().astimezone(IST)
+    if ist.hour == 0 and ist.minute < 50:
+        pytest.skip("too early in the IST day for a gap 45 minutes old to fall on it")
+    config = write_config(tmp_path, in_session=True)
+    a_token(tmp_path)
+    renewer_ran(tmp_path / "state")
+    a_live_collector_status(tmp_path / "state")
+    t = now().timestamp()
+    database = tmp_path / "data" / "candles.sqlite"
+    old, fresh = (t - 45 * 60, t - 44 * 60), (t - 5 * 60, t - 4 * 60)
+    with SqliteStore(database) as store:
+        store.write(
+            [], [], [Gap("NSE_EQ", 1333, *old, "test"), Gap("NSE_EQ", 1333, *fresh, "test")]
+        )
+    (tmp_path / "state" / "backfill.prom").write_text(
+        f"dhanfeed_backfill_last_run_timestamp_seconds {t - 60}\ndhanfeed_backfill_last_exit_code 0\n"
+    )
+    code, body = run_json(config, capsys)
+    assert code == 0 and body["backfill"]["unhealed_gaps"] is None  # no healed_utc column yet
+    with sqlite3.connect(database) as db:
+        db.execute("ALTER TABLE gaps ADD COLUMN healed_utc REAL")
+    code, body = run_json(config, capsys)
+    assert code == 1, body["findings"]
+    assert body["backfill"]["unhealed_gaps"] == 1  # the fresh gap waits for the next run
+    assert body["findings"] == [{"level": "degraded", "message": "1 gap(s) not healed yet"}]
+    with sqlite3.connect(database) as db:
+        db.execute("UPDATE gaps SET healed_utc = ?", (t,))
+    code, body = run_json(config, capsys)
+    assert code == 0 and body["backfill"]["unhealed_gaps"] == 0

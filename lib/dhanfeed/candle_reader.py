@@ -188,11 +188,16 @@ class SqliteReader:
             )[0][0]
         )
 
-    def unhealed_gaps(self) -> int | None:
-        """Gaps not yet healed from Dhan's bars; None while the schema cannot tell."""
+    def unhealed_gaps(self, start_utc: float, end_utc: float) -> int | None:
+        """Gaps overlapping [start_utc, end_utc) not yet healed from Dhan's bars; None while
+        the schema cannot tell."""
         if not self.has("gaps", "healed_utc"):
             return None
-        return int(self._query("SELECT count(*) FROM gaps WHERE healed_utc IS NULL")[0][0])
+        rows = self._query(
+            "SELECT count(*) FROM gaps WHERE healed_utc IS NULL AND end_utc > ? AND start_utc < ?",
+            (start_utc, end_utc),
+        )
+        return int(rows[0][0])
 
     def latest_reconciliation(self) -> Reconciliation | None:
         """The last reconciled day; None when `bin/backfill --reconcile` has never run."""

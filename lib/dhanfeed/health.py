@@ -39,6 +39,7 @@ BACKFILL_PROM = "backfill.prom"
 RENEWER_LATE_S = 2 * 3600 + 600  # hourly runs: two missed runs is worth a look
 STATUS_STALE_RUNS = 5  # a status file older than this many rewrites: the collector hangs
 STATUS_STALE_MIN_S = 10.0
+HEAL_WITHIN_S = 30 * 60  # backfill runs every 15 min in the session: two runs to heal a gap
 RECONCILE_DIFFERING_ABOVE = 0.05  # share of reconciled minutes that may differ
 
 
@@ -130,7 +131,9 @@ class StoreFacts:
 class BackfillFacts:
     last_run: str | None = None  # None: not run
     last_exit_code: int | None = None
-    unhealed_gaps: int | None = None  # None: the database cannot tell (backfill not set up)
+    # gaps in today's session, ended over HEAL_WITHIN_S ago, still unhealed; None: the
+    # database cannot tell (no healed_utc column yet)
+    unhealed_gaps: int | None = None
     reconciled_day: str | None = None
     minutes_compared: int | None = None
     minutes_differing: int | None = None
@@ -388,6 +391,16 @@ def _store(config: Config, now: dt.datetime) -> StoreFacts:
 
 
 def _backfill(config: Config, now: dt.datetime) -> BackfillFacts:
+    # Gaps of today's session that backfill (every 15 min) has had time to heal: a gap
+    # outside the session has no Dhan bars to heal it with, and a fresh one waits its turn.
+    session = SessionCalendar.from_config(config.session).session_on(
+        now.astimezone(config.session.tz).date()
+    )
+    heal_window = (
+        (session.start.timestamp(), min(session.end.timestamp(), now.timestamp() - HEAL_WITHIN_S))
+        if session
+        else (0.0, 0.0)
+    )
     prom = read_textfile(config.metrics_dir / BACKFILL_PROM)
     code = prom.get("dhanfeed_backfill_last_exit_code")
     facts = BackfillFacts(
@@ -396,7 +409,7 @@ def _backfill(config: Config, now: dt.datetime) -> BackfillFacts:
     )
     try:
         with open_reader(config.collector.database) as reader:
-            unhealed = reader.unhealed_gaps()
+            unhealed = reader.unhealed_gaps(*heal_window)
             rec = reader.latest_reconciliation()
     except DhanfeedError:
         return facts
