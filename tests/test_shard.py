@@ -4,6 +4,7 @@ so minutes of delays pass in milliseconds, and the worker runs in the test's own
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import heapq
 import itertools
@@ -308,3 +309,48 @@ def test_a_handshake_answered_429_waits_at_least_its_floor() -> None:
     h.server.refuse = [429]
     h.run_until(100.0)
     assert h.server.attempts[1] - h.server.attempts[0] >= 42
+
+
+def test_a_silent_stretch_that_ends_in_a_stale_reconnect_is_a_gap_from_the_last_data() -> None:
+    h = Harness()
+    h.ctx = dataclasses.replace(h.ctx, stale_after_s=30.0)
+    h.worker.ctx = h.ctx
+
+    def plan(sock: FakeSocket) -> None:
+        if sock.conn_id == 1:  # data for 5 s, then silence (server pings only)
+            for t in range(6):
+                h.clock.at(float(t), lambda: deliver(sock))
+        else:
+            sock.stream()
+
+    def deliver(sock: FakeSocket) -> None:
+        if sock.alive:
+            sock.last_data, sock.last_data_utc = h.clock.t, h.clock.time()
+
+    h.server.plan = plan
+    h.run_until(60.0)
+
+    first = h.gaps[0]
+    assert first.start_utc == EPOCH.timestamp() + 5.0  # the last data, not the reconnect
+    assert first.reason.startswith("stale: no data for 30s")
+    reconnect = h.server.attempts[1]
+    assert reconnect >= 35.0 and first.end_utc == EPOCH.timestamp() + reconnect
+
+
+def test_repeated_805_evictions_raise_one_alert_naming_another_program_on_the_client_id() -> None:
+    h = Harness()
+    h.server.plan = lambda sock: h.clock.at(h.clock.t + 1.0, lambda: sock.kill(805, "805"))
+    h.run_until(Timing().floor_805_s * 5)
+
+    evicted = [a for a in h.alerts if a[0] == "evicted-805"]
+    assert len(evicted) == 1
+    _, level, message = evicted[0]
+    assert level == "critical" and "another program is using client id 1000000001" in message
+    assert "3 times" in message and "another state directory" in message
+
+
+def test_a_single_805_is_not_an_alert() -> None:
+    h = Harness()
+    h.at(1.0, lambda: h.server.sockets[0].kill(805, "805"))
+    h.run_until(Timing().floor_805_s * 5)
+    assert not [a for a in h.alerts if a[0] == "evicted-805"]

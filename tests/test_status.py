@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 from pathlib import Path
@@ -114,3 +115,16 @@ def test_the_previous_runs_last_data_time_comes_from_its_status_file(tmp_path: P
     assert last_data_of_previous_run(path) is None  # it never received data
     path.write_text(json.dumps({"last_data_utc": 1795773667.25, "state": "live"}))
     assert last_data_of_previous_run(path) == 1795773667.25
+
+
+def test_the_store_backlog_and_its_failed_commits_are_metrics(tmp_path: Path) -> None:
+    def failing_store() -> CollectorStatus:
+        return dataclasses.replace(snapshot(), store_pending=5000, store_errors=7)
+
+    reporter = StatusReporter(
+        failing_store, status_path=tmp_path / STATUS_FILE, every_s=60, textfile_dir=tmp_path
+    )
+    reporter.write_once()
+    prom = (tmp_path / TEXTFILE).read_text()
+    assert "dhanfeed_collector_store_pending 5000.0" in prom
+    assert "dhanfeed_collector_store_errors_total 7.0" in prom

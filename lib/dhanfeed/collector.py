@@ -158,7 +158,7 @@ class Collector:
         c = config.collector
         self.started_utc = clock.time()
         self.store = open_store(c.database, store_ticks=c.store_ticks)  # StoreError: unwritable
-        self.writer = StoreWriter(self.store)
+        self.writer = StoreWriter(self.store, alert=alert)
         self.builder = CandleBuilder(
             [int(i.total_seconds()) for i in c.intervals],
             grace_s=c.grace.total_seconds(),

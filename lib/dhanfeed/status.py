@@ -87,6 +87,12 @@ METRICS = {
         "raw ticks shed by the store's backlog bound or left unwritten at stop",
     ),
     "dhanfeed_collector_gaps": ("counter", "gaps", "stretches without a live socket"),
+    "dhanfeed_collector_store_pending": (
+        "gauge",
+        "store_pending",
+        "rows handed to the store and not yet committed",
+    ),
+    "dhanfeed_collector_store_errors": ("counter", "store_errors", "failed store commits"),
 }
 
 

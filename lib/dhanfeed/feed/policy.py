@@ -33,6 +33,8 @@ class Timing:
     backoff_max_s: float = 60.0
     stable_after_s: float = 30.0  # a socket up this long (with data) resets the backoff
     floor_805_s: float = 60.0  # after "connection limit exceeded"
+    evictions_alert: int = 3  # this many 805s within evictions_window_s: alert (someone else)
+    evictions_window_s: float = 1800.0
     floor_429_s: float = 60.0  # after a handshake answered with HTTP 429
     slow_806_s: float = 300.0  # after "Data APIs not subscribed": retry, slowly
     token_grace_s: float = 2.0  # after 807/808/809: wait this long for a new file before alerting

@@ -19,6 +19,7 @@ fake clock, in milliseconds.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import enum
 import logging
@@ -81,7 +82,8 @@ Alert = Callable[[str, str, str], None]  # (key, level, message)
 
 @dataclasses.dataclass(frozen=True)
 class Gap:
-    """A stretch during which a shard's instruments had no live socket (epoch s UTC)."""
+    """A stretch during which a shard's instruments had no live socket, or a socket that
+    delivered no data until it was found stale (epoch s UTC)."""
 
     instruments: tuple[Instrument, ...]
     start_utc: float
@@ -169,6 +171,24 @@ class AlertOnce:
         self.alert(prefix, "recovery", message)
 
 
+class Evictions:
+    """When Dhan closed one of our sockets with 805, across the shards, in a sliding window."""
+
+    def __init__(self) -> None:
+        self._times: collections.deque[float] = collections.deque()
+        self._lock = threading.Lock()
+
+    def record(self, now_mono: float, window_s: float) -> tuple[int, bool]:
+        """Count one; return the evictions within the window and whether it starts a new
+        episode (none in the window before it)."""
+        with self._lock:
+            while self._times and now_mono - self._times[0] > window_s:
+                self._times.popleft()
+            fresh = not self._times
+            self._times.append(now_mono)
+            return len(self._times), fresh
+
+
 class Refusals:
     """The last time Dhan's feed refused the token from the file (807/808/809), as the status
     file shows it, so that the next renew_token run treats that token as refused."""
@@ -206,6 +226,7 @@ class ShardContext:
     on_swap: Callable[[SwapRecord], None]
     duplicates: Callable[[], int]  # packets the candle builder dropped as duplicates so far
     refusals: Refusals = dataclasses.field(default_factory=Refusals)
+    evictions: Evictions = dataclasses.field(default_factory=Evictions)
     stopping: threading.Event = dataclasses.field(default_factory=threading.Event)
     swap_slot: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
@@ -338,6 +359,10 @@ class ShardWorker(threading.Thread):
                     ctx.stale_after_s,
                 )
                 conn.close_reason = f"stale: no data for {ctx.stale_after_s:.0f}s"
+                # The silence is the gap, not only the reconnect: from the last data (or the
+                # open, when none came) to the new socket.
+                silent = now - (conn.last_data or conn.opened_at or now)
+                self._begin_gap(clock.time() - silent, conn.close_reason)
                 conn.close(timing.close_timeout_s)
                 return conn
             token = ctx.watcher.current
@@ -410,10 +435,29 @@ class ShardWorker(threading.Thread):
                 conn.token.client_id,
                 timing.floor_805_s,
             )
+            self._count_eviction(conn)
         delay = retry_delay(self.attempt, timing, disconnect_code=code)
         self.attempt += 1
         self._log_retry(conn.close_reason, delay, None)
         return delay
+
+    def _count_eviction(self, conn: FeedSocket) -> None:
+        """Repeated 805s mean someone else holds sockets on our client id: say so, once."""
+        ctx, timing = self.ctx, self.ctx.timing
+        count, fresh = ctx.evictions.record(ctx.clock.monotonic(), timing.evictions_window_s)
+        if fresh:
+            ctx.alerts.clear("evicted-805")  # a new episode may alert again
+        if count >= timing.evictions_alert:
+            ctx.alerts.once(
+                "evicted-805",
+                "critical",
+                f"Dhan closed our feed sockets {count} times within "
+                f"{timing.evictions_window_s / 60:.0f} min with 805 (connection limit exceeded: "
+                f"5 sockets per client id): another program is using client id "
+                f"{conn.token.client_id} (a second collector, perhaps with another state "
+                "directory that the lock cannot see, the official SDK, or a script). Stop it; "
+                "each eviction costs a gap in the data.",
+            )
 
     def _token_rejected(self, conn: FeedSocket) -> float:
         """807/808/809: use a newer token at once; with the same one, wait for a new file."""

@@ -62,8 +62,12 @@ class StoreWriter:
         max_pending_ticks: int = MAX_PENDING_TICKS,
         retry_s: float = 0.5,
         clock: Callable[[], float] | None = None,
+        alert: Callable[[str, str, str], None] | None = None,
     ) -> None:
         self.store = store
+        # (condition, level, message): the first failure of an episode, then its recovery
+        self._alert = alert or (lambda condition, level, message: None)
+        self._failing = False
         self.max_delay_s = max_delay_s
         self.max_rows = max(1, max_rows)
         self.max_pending_ticks = max(1, max_pending_ticks)
@@ -362,6 +366,15 @@ class StoreWriter:
         except StoreError as exc:
             self.errors += 1
             self.last_error = str(exc)
+            if not self._failing:  # once per episode; the retries go on meanwhile
+                self._failing = True
+                self._alert(
+                    "store-write-failed",
+                    "critical",
+                    f"cannot write the candle database: {exc}; {self.pending} rows are kept in "
+                    "memory and retried (free space or fix the disk; ticks are shed first if it "
+                    "lasts)",
+                )
             now = time.monotonic()
             if self._logged_at is None or now - self._logged_at >= LOG_FAILURES_EVERY_S:
                 self._logged_at = now  # a failing disk must not also flood the log
@@ -384,6 +397,13 @@ class StoreWriter:
         if summary:
             logger.info(
                 "store writer caught up: %d ticks were dropped while it was behind", summary
+            )
+        if self._failing:
+            self._failing = False
+            self._alert(
+                "store-",
+                "recovery",
+                f"the candle database is written again after {self.errors} failed commits",
             )
         return True
 
