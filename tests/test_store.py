@@ -313,24 +313,30 @@ def test_puts_from_several_threads_all_arrive(db):
     assert writer.close(10)
 
 
-def test_a_failing_write_is_counted_kept_and_retried_until_it_succeeds(db, caplog):
+def test_a_failing_write_is_counted_kept_retried_and_alerted_once_until_it_succeeds(db, caplog):
     store = SqliteStore(db)
-    writer = StoreWriter(store, max_delay_s=0.01, retry_s=0.02)
+    alerts: list[tuple[str, str, str]] = []
+    writer = StoreWriter(
+        store, max_delay_s=0.01, retry_s=0.02, alert=lambda *alert: alerts.append(alert)
+    )
     other = sqlite3.connect(db)
     try:
         other.execute("ALTER TABLE candles RENAME TO candles_away")  # writes now fail
         other.commit()
         writer.put_bars([bar()])
-        assert wait_for(lambda: writer.errors >= 2)
+        assert wait_for(lambda: writer.errors >= 3)
         assert "candles" in writer.last_error and str(db) in writer.last_error
         assert writer.pending == 1
         assert not writer.flush(0.05)
         assert any("store write failed" in r.getMessage() for r in caplog.records)
+        assert [(c, level) for c, level, _ in alerts] == [("store-write-failed", "critical")]
+        assert str(db) in alerts[0][2] and "1 rows are kept in memory" in alerts[0][2]
         other.execute("ALTER TABLE candles_away RENAME TO candles")
         other.commit()
         assert writer.flush(10)
         assert writer.pending == 0 and writer.lost_rows == 0
         assert store.candles() == [bar()]
+        assert [(c, level) for c, level, _ in alerts][1:] == [("store-", "recovery")]
     finally:
         other.close()
         writer.close(10)
@@ -482,26 +488,3 @@ def test_the_tick_backlog_bound_sheds_new_ticks_counts_them_and_warns_once_per_e
     with SqliteStore.open_readonly(db) as reader:  # the newest were shed: the oldest are kept
         assert q.ticks(reader) == sent[:5000] + sent[20_000:25_000]
         assert reader.candles() == [bar()]
-
-
-def test_a_failing_database_raises_one_alert_and_a_recovery_when_writes_succeed_again(db):
-    store = SqliteStore(db)
-    alerts: list[tuple[str, str, str]] = []
-    writer = StoreWriter(
-        store, max_delay_s=0.01, retry_s=0.02, alert=lambda *alert: alerts.append(alert)
-    )
-    other = sqlite3.connect(db)
-    try:
-        other.execute("ALTER TABLE candles RENAME TO candles_away")  # writes now fail
-        other.commit()
-        writer.put_bars([bar()])
-        assert wait_for(lambda: writer.errors >= 3)
-        assert [(c, level) for c, level, _ in alerts] == [("store-write-failed", "critical")]
-        assert str(db) in alerts[0][2] and "1 rows are kept in memory" in alerts[0][2]
-        other.execute("ALTER TABLE candles_away RENAME TO candles")
-        other.commit()
-        assert writer.flush(10)
-        assert [(c, level) for c, level, _ in alerts][1:] == [("store-", "recovery")]
-    finally:
-        other.close()
-        writer.close(10)
