@@ -55,8 +55,9 @@ def status_line(s: CollectorStatus, now: dt.datetime) -> str:
         last = format_remaining(dt.datetime.fromtimestamp(s.last_data_utc, dt.UTC) - now)
     else:
         last = "none yet"
+    shards = len({sock.shard for sock in s.sockets})  # a swap's second socket is no shard
     return (
-        f"status: {s.sockets_live}/{len(s.sockets)} sockets live | {token}"
+        f"status: {s.sockets_live}/{shards} sockets live | {token}"
         f" | packets {s.packets} (last {last}) | bars {s.bars_stored}"
         f" | swaps {s.swaps}, reconnects {s.reconnects}, gaps {s.gaps} | dropped {s.dropped}"
     )
