@@ -29,6 +29,7 @@ from conftest import BIN, PYTHON, Sim
 from dhanfeed.cli.renew_token import main as renew_token_main
 from renew_support import PLANTED_PIN, PLANTED_TOTP_SECRET, remember_secret
 from support import collector_timing
+from support.polling import wait_until
 
 INSTRUMENTS = ["NSE_EQ:1333", "NSE_EQ:11536", "NSE_FNO:55796", "IDX_I:13"]  # an index: Ticker
 SIM_ARGS = ("--instruments", ",".join(INSTRUMENTS), "--ticks-per-second", "20")
@@ -107,15 +108,15 @@ class Collector:
         except (OSError, ValueError):
             return {}
 
-    def wait_for(self, what: str, check: Callable[[dict], bool], timeout: float = 20) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+    def wait_for(self, what: str, check: Callable[[dict], bool], timeout: float = 30) -> dict:
+        """The collector's status once `check` holds for it; the collector must stay up."""
+
+        def holds() -> dict | None:
             assert self.proc is not None and self.proc.poll() is None, self.output()
             status = self.status()
-            if status and check(status):
-                return status
-            time.sleep(0.1)
-        raise AssertionError(f"timed out waiting for {what}; status: {self.status()}")
+            return status if status and check(status) else None
+
+        return wait_until(what, holds, timeout, step=0.1)
 
     def wait_live(self, min_packets: int = 1) -> dict:
         """This process (not a predecessor's status file) has a live socket with data."""
@@ -531,7 +532,9 @@ def test_a_missing_token_file_is_waited_for_with_one_alert(
     assert sim.admin("stats")["connections_total"] == 0
     assert c.log().count("ALERT token-missing") == 1
     issue_token(sim, workdir)
-    poll("the token-missing alert to end", lambda: "collector-token-missing" not in active(workdir))
+    wait_until(
+        "the token-missing alert to end", lambda: "collector-token-missing" not in active(workdir)
+    )
     assert c.terminate() == 0
 
 
@@ -541,13 +544,6 @@ def active(workdir: Path) -> dict:
         return json.loads((workdir / "state" / "collector_alerts.json").read_text())
     except (OSError, ValueError):
         return {}
-
-
-def poll(what: str, check: Callable[[], object], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def test_a_token_the_feed_refuses_is_recorded_renewed_at_once_and_its_alert_then_ends(
@@ -567,7 +563,7 @@ def test_a_token_the_feed_refuses_is_recorded_renewed_at_once_and_its_alert_then
         "the refusal in the status file",
         lambda s: (s.get("token_refused") or {}).get("fingerprint") == old_fp,
     )
-    poll(
+    wait_until(
         "the token-rejected alert", lambda: f"collector-token-rejected-{old_fp}" in active(workdir)
     )
     config = str(c.config)
@@ -586,7 +582,7 @@ def test_a_token_the_feed_refuses_is_recorded_renewed_at_once_and_its_alert_then
         ),
     )
     assert status["token_refused"] is None
-    poll("the token-rejected alert to end", lambda: not active(workdir))
+    wait_until("the token-rejected alert to end", lambda: not active(workdir))
     c.wait_live()
     assert c.terminate() == 0
     assert c.stderr() == ""  # stderr is no terminal here: the collector keeps quiet

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 from pathlib import Path
 
 from dhanfeed.candles import Bar
@@ -18,6 +17,7 @@ from dhanfeed.collector import Collector
 from dhanfeed.config import load_config
 from dhanfeed.status import STATUS_FILE, TEXTFILE
 from dhanfeed.store import Tick
+from support.polling import wait_until
 
 T0 = 1_767_584_700  # 2026-01-05 03:45:00Z = 09:15 IST
 
@@ -44,15 +44,6 @@ status_every = "60s"
     return config
 
 
-def wait_for(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
-
-
 def test_ticks_shed_or_left_unwritten_at_stop_are_dropped_in_the_final_status(tmp_path):
     collector = Collector(load_config(write_config(tmp_path)), clock=SystemClock())
     writer = collector.writer
@@ -68,7 +59,7 @@ def test_ticks_shed_or_left_unwritten_at_stop_are_dropped_in_the_final_status(tm
                 for j in range(1000)
             )
         writer.put_bars([Bar("NSE_EQ", 1333, 60, T0, 100.0, 101.0, 99.0, 100.5, 50, 5, 50)])
-        assert wait_for(lambda: writer.bars_written == 1)
+        wait_until("the bar written", lambda: writer.bars_written == 1)
         running = collector.snapshot()
         assert running.bars_stored == 1 and running.ticks_stored == 0
         assert running.ticks_dropped == 3000 and running.dropped == 3000

@@ -14,6 +14,7 @@ import pytest
 from dhanfeed.shield import interrupt, shielded
 from dhanfeed.token_store import TokenStore
 from renew_support import POLICY, SIM_TTL, Setup, file_state
+from support.polling import wait_until
 from support.recording_http import RecordingServer, recording_server
 
 pytestmark = pytest.mark.usefixtures("clean_environment")
@@ -31,14 +32,6 @@ def setup_with_monitoring(tmp_path, sim, hc: RecordingServer, *, token=POLICY, h
     return Setup(tmp_path, sim, token=token, extra=extra)
 
 
-def wait_until(condition, what: str, deadline_s: float = 30.0) -> None:
-    end = time.monotonic() + deadline_s
-    while not condition():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
 def test_ctrl_c_during_a_renewal_pings_fail_alerts_and_leaves_token_and_lock_free(
     tmp_path, run, start_sim, healthchecks
 ):
@@ -49,7 +42,7 @@ def test_ctrl_c_during_a_renewal_pings_fail_alerts_and_leaves_token_and_lock_fre
     sim.admin("fault", {"kind": "rest", "endpoint": "RenewToken", "mode": "hang", "count": 9})
 
     def press_ctrl_c_once_dhan_is_asked() -> None:
-        wait_until(lambda: s.rest_calls("RenewToken") >= 1, "the RenewToken call")
+        wait_until("the RenewToken call", lambda: s.rest_calls("RenewToken") >= 1)
         os.kill(os.getpid(), signal.SIGINT)
 
     threading.Thread(target=press_ctrl_c_once_dhan_is_asked, daemon=True).start()

@@ -17,6 +17,7 @@ import websocket
 
 from conftest import Sim, launch_sim
 from dhanfeed.feed import protocol as p
+from support.polling import wait_until
 
 TPS = "10"
 
@@ -150,15 +151,6 @@ def has(kind: type, n: int = 1, key: tuple[int, int] | None = None) -> Callable:
     return check
 
 
-def wait_for(predicate: Callable, timeout: float = 10):  # noqa: ANN201
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        time.sleep(0.05)
-    return value
-
-
 def closed_socket(sim: Sim, socket_id: int) -> dict | None:
     """The admin record of a socket once the simulator has finished closing it."""
     record = next(s for s in sim.admin("stats")["sockets"] if s["id"] == socket_id)
@@ -168,7 +160,7 @@ def closed_socket(sim: Sim, socket_id: int) -> dict | None:
 def last_socket(sim: Sim) -> dict:
     """The newest socket's record, once closed."""
     newest = max(s["id"] for s in sim.admin("stats")["sockets"])
-    return wait_for(lambda: closed_socket(sim, newest))
+    return wait_until("the newest socket to close", lambda: closed_socket(sim, newest))
 
 
 def disconnect_reasons(client: Client) -> list[int]:
@@ -469,7 +461,7 @@ def test_a_sixth_socket_evicts_the_oldest_with_805(fsim: Sim, clients: list) -> 
         n = len(client.of(p.Quote))
         client.read(has(p.Quote, n + 1))
         assert not client.closed and not disconnect_reasons(client)
-    oldest = wait_for(lambda: closed_socket(fsim, first_id))
+    oldest = wait_until("the first socket to close", lambda: closed_socket(fsim, first_id))
     assert oldest["close_reason"].startswith("805")
     assert fsim.admin("stats")["max_sockets_open"] >= 6  # the sixth got in first
 
@@ -634,7 +626,7 @@ def connect_counted(sim: Sim, clients: list) -> tuple[Client, int]:
     token = sim.admin("issue-token", {})["access_token"]
     sid = sim.admin("stats")["connections_total"] + 1
     client = connect(sim, clients, token=token)
-    wait_for(lambda: sim.admin("stats")["connections_total"] >= sid)
+    wait_until("the connection", lambda: sim.admin("stats")["connections_total"] >= sid)
     return client, sid
 
 
@@ -685,6 +677,6 @@ def test_a_client_that_never_answers_pings_is_closed_by_the_server(
 ) -> None:
     client, sid = connect_counted(ksim, clients)
     # The client reads nothing, so no pong ever goes back.
-    record = wait_for(lambda: closed_socket(ksim, sid), timeout=15)
+    record = wait_until("the socket to close", lambda: closed_socket(ksim, sid))
     assert record["close_reason"] == "keepalive timeout (no pong)"
     assert client.read(timeout=10)  # on the client's side the connection ends too

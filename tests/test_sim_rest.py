@@ -17,6 +17,7 @@ import pytest
 import requests
 
 from conftest import Sim, launch_sim
+from support.polling import wait_until
 
 KOLKATA = zoneinfo.ZoneInfo("Asia/Kolkata")
 PIN = "4321"
@@ -84,17 +85,6 @@ def generate(sim: Sim, pin: str = PIN, totp: str | None = None, client_id: str |
 
 def ist_no_zone(epoch: int) -> str:
     return dt.datetime.fromtimestamp(epoch, KOLKATA).strftime("%Y-%m-%dT%H:%M:%S.000")
-
-
-def wait_until(predicate, timeout: float = 10.0, step: float = 0.05):  # noqa: ANN001, ANN201
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(step)
 
 
 # --- tokens ---
@@ -176,7 +166,7 @@ def test_profile_refuses_a_bad_token_with_dh_901(rsim: Sim, token: str | None) -
 
 def test_profile_refuses_an_expired_token(rsim: Sim) -> None:
     token = issue(rsim, ttl_s=1)
-    wait_until(lambda: profile(rsim, token).status_code == 401, timeout=5)
+    wait_until("the old token refused", lambda: profile(rsim, token).status_code == 401)
     assert profile(rsim, token).json() == DH_901
 
 
@@ -220,7 +210,7 @@ def test_renew_with_post_is_dh_905(rsim: Sim) -> None:
 def test_renew_refuses_expired_superseded_and_unknown_tokens(rsim: Sim) -> None:
     superseded = issue(rsim)
     expired = issue(rsim, ttl_s=1)
-    wait_until(lambda: profile(rsim, expired).status_code == 401, timeout=5)
+    wait_until("the token to expire", lambda: profile(rsim, expired).status_code == 401)
     for token in (expired, superseded, "garbage.token.here"):
         resp = renew(rsim, token)
         assert resp.status_code == 401
@@ -334,7 +324,7 @@ def cum_volume(sim: Sim, key: str) -> int:
 
 def test_intraday_bars_are_the_exchanges_built_from_every_trade(rsim: Sim) -> None:
     token = issue(rsim)
-    wait_until(lambda: rsim.admin("stats")["instruments"]["NSE_EQ:1333"]["ticks"] >= 20)
+    wait_until("20 ticks", lambda: rsim.admin("stats")["instruments"]["NSE_EQ:1333"]["ticks"] >= 20)
     ticks = rsim.admin("sent?instrument=NSE_EQ:1333")["ticks"]  # packets, before the bars
     bars = bars_of(rsim, token)
     assert set(bars) == {"open", "high", "low", "close", "volume", "timestamp"}
@@ -370,7 +360,7 @@ def test_intraday_bars_are_the_exchanges_built_from_every_trade(rsim: Sim) -> No
 def test_intraday_bars_count_the_trades_nobody_was_subscribed_to(rsim: Sim) -> None:
     token = issue(rsim)
     key = "NSE_EQ:11536"
-    wait_until(lambda: cum_volume(rsim, key) > 0)
+    wait_until("some volume", lambda: cum_volume(rsim, key) > 0)
     before = cum_volume(rsim, key)
     volumes = bars_of(rsim, token, securityId="11536")["volume"]
     after = cum_volume(rsim, key)

@@ -17,6 +17,7 @@ from dhanfeed.candles import Bar, CandleBuilder, Carry
 from dhanfeed.errors import DhanfeedError
 from dhanfeed.store import Gap, SqliteStore, StoreError, StoreWriter, Tick
 from support import store_queries as q
+from support.polling import wait_until
 
 IST = zoneinfo.ZoneInfo("Asia/Kolkata")
 SEG, SID = "NSE_EQ", 1333
@@ -29,15 +30,6 @@ def bar(start: int = T0, *, o=100.0, h=101.0, lo=99.0, c=100.5, v=10, n=2, cum=1
 
 def tick(i: int, sid: int = SID) -> Tick:
     return Tick(SEG, sid, T0 + i, 100.0 + i, 1, i + 1, T0 + i + 0.25)
-
-
-def wait_for(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
 
 
 @pytest.fixture
@@ -272,7 +264,7 @@ def test_the_writer_commits_every_max_rows(db):
     try:
         for i in range(100):
             writer.put_ticks([tick(10 * i + j) for j in range(10)])
-        assert wait_for(lambda: writer.commits == 4)
+        wait_until("four commits", lambda: writer.commits == 4)
         assert writer.pending == 0 and writer.flush(10)
         assert writer.commits == 4
     finally:
@@ -289,7 +281,7 @@ def test_the_writer_commits_a_batch_once_its_delay_has_passed_without_a_flush(db
         time.sleep(0.1)  # real time passes, the writer's clock does not
         assert writer.commits == 0 and writer.pending == 2
         clock.now += 0.06
-        assert wait_for(lambda: writer.commits == 1)
+        wait_until("one commit", lambda: writer.commits == 1)
         assert q.candle_count(store) == 1
     finally:
         writer.close(10)
@@ -324,7 +316,7 @@ def test_a_failing_write_is_counted_kept_retried_and_alerted_once_until_it_succe
         other.execute("ALTER TABLE candles RENAME TO candles_away")  # writes now fail
         other.commit()
         writer.put_bars([bar()])
-        assert wait_for(lambda: writer.errors >= 3)
+        wait_until("three write errors", lambda: writer.errors >= 3)
         assert "candles" in writer.last_error and str(db) in writer.last_error
         assert writer.pending == 1
         assert not writer.flush(0.05)
@@ -350,7 +342,7 @@ def test_close_is_bounded_when_the_database_keeps_failing_and_reports_the_lost_r
         other.execute("DROP TABLE ticks")
         other.commit()
         writer.put_ticks([tick(1), tick(2)])
-        assert wait_for(lambda: writer.errors >= 1)
+        wait_until("a write error", lambda: writer.errors >= 1)
         assert writer.close(0.3) is False
         assert writer.lost_rows == 2
     finally:
@@ -466,7 +458,8 @@ def test_the_tick_backlog_bound_sheds_new_ticks_counts_them_and_warns_once_per_e
         for i in range(0, 20_000, 1000):
             writer.put_ticks(sent[i : i + 1000])
         writer.put_bars([bar()])
-        assert wait_for(lambda: writer.bars_written == 1)  # bars are not held by the ticks
+        # bars are not held by the ticks
+        wait_until("the bar written", lambda: writer.bars_written == 1)
         assert (writer.pending_ticks, writer.ticks_dropped) == (5000, 15_000)
         assert writer.lost_rows == 15_000 and writer.ticks_written == 0
         assert warnings() == 1  # one line for the episode, not one per refused put

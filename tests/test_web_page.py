@@ -12,7 +12,6 @@ import json
 import shutil
 import socket
 import sqlite3
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import pytest
 
 from dhanfeed.candles import Bar
 from dhanfeed.store import Gap, SqliteStore
+from support.polling import wait_until
 from test_collector_e2e import Collector as CollectorProcess
 from test_collector_e2e import collectors, start_sim_with_token, write_config  # noqa: F401
 from test_status_cli import IST, renewer_ran
@@ -85,16 +85,6 @@ def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator:
         yield driver
     finally:
         driver.quit()
-
-
-def wait_until(what: str, check, timeout: float = 30.0):  # noqa: ANN001, ANN201
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_the_status_page_shows_the_facts_and_draws_the_stored_candles(

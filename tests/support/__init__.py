@@ -2,6 +2,7 @@
 sys.path).
 
 collector_timing.py  bin/collector with scaled-down delays (805/429 floors in seconds)
+polling.py           wait_until: the one way a test waits for something
 recording_http.py    a loopback HTTP server that records every request (healthchecks, channels)
 store_queries.py     read-back queries that only tests need
 
