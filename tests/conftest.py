@@ -1,26 +1,25 @@
-"""Shared fixtures: the real simulator over loopback, and a temporary project layout."""
+"""Shared fixtures: the real simulator over loopback, the renew_token fixtures, and the
+end-of-suite secrets scan. What tests import lives in tests/support/, not here."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from dhanfeed.sim.process import SimProcess
+from support.secret_scan import leaks
+from support.sim import Sim, launch_sim
 
-ROOT = Path(__file__).resolve().parent.parent
-BIN = ROOT / "bin"
-
-
-Sim = SimProcess  # the name the tests use
 pytest_plugins = ["renew_support"]  # the `run` and `clean_environment` fixtures
 
 
-def launch_sim(*args: str, env: dict[str, str] | None = None) -> Sim:
-    """Start the real `bin/dhan_sim` on free loopback ports."""
-    return SimProcess(*args, command=[str(BIN / "dhan_sim")], env=env)
+@pytest.fixture(scope="session", autouse=True)
+def no_secret_in_what_the_suite_wrote(tmp_path_factory) -> Iterator[None]:
+    """After the last test: no log, alert, metrics or status file under pytest's temporary
+    root holds a token, the PIN or the TOTP seed (a failure shows at the last teardown)."""
+    yield
+    found = leaks(tmp_path_factory.getbasetemp())
+    assert found == [], "secrets in files the suite wrote:\n" + "\n".join(found)
 
 
 @pytest.fixture
@@ -42,6 +41,3 @@ def start_sim() -> Iterator:
 def sim(start_sim) -> Sim:
     """A simulator with default options."""
     return start_sim()
-
-
-PYTHON = sys.executable

@@ -17,13 +17,14 @@ import pytest
 from dhanfeed.cli.renew_token import main as renew_token_main
 from dhanfeed.token import Token, parse_token
 from dhanfeed.token_store import TokenRecord, TokenStore
+from support.secret_scan import (  # every secret a test hands to the code: scanned for at the end
+    PLANTED_PIN,
+    PLANTED_TOTP_SECRET,
+    SECRETS_SEEN,
+    remember_secret,
+)
 
 CLIENT_ID = "1000000001"
-# Every secret a test hands to the code: the final scan looks for these in what was written.
-PLANTED_PIN = "73194205"  # 8 digits: no timestamp in a log matches it by chance
-PLANTED_TOTP_SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
-SECRETS_SEEN: set[str] = set()  # tokens made here, for the end-of-suite scan
-SCAN_DIRS: set[Path] = set()  # directories whose logs, alerts and metrics get scanned
 
 
 def _b64(raw: bytes) -> str:
@@ -65,10 +66,6 @@ def write_token_file(path: Path, token: Token, source: str = "manual") -> TokenR
     return record
 
 
-def remember_secret(text: str) -> None:
-    SECRETS_SEEN.add(text)
-
-
 def write_config(
     root: Path,
     *,
@@ -80,7 +77,6 @@ def write_config(
     timeout: str = "1s",
 ) -> Path:
     """A config in `root` with the state, logs and alert log all under it."""
-    SCAN_DIRS.add(root)
     path = root / "config.toml"
     path.write_text(
         f"""[dhan]

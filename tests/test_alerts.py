@@ -14,8 +14,7 @@ import pytest
 
 from dhanfeed.alerts import Alerter, alert_state_path
 from dhanfeed.config import AlertsSection, Duration, HooksSection
-from dhanfeed.hooks import hook_environment, run_hook
-from renew_support import SCAN_DIRS, make_token
+from renew_support import make_token
 from support.recording_http import recording_server
 
 T0 = dt.datetime(2026, 1, 5, 6, 0, tzinfo=dt.UTC)
@@ -30,7 +29,6 @@ class Clock:
 
 
 def make_alerter(tmp_path: Path, clock: Clock, **section) -> Alerter:
-    SCAN_DIRS.add(tmp_path)
     hooks = section.pop("hooks", None)
     alerts = AlertsSection(log_file=tmp_path / "logs" / "token_alerts.log", **section)
     token_file = tmp_path / "state" / "token.json"
@@ -213,24 +211,6 @@ def test_the_on_alert_hook_gets_the_facts_in_its_environment_but_not_the_token(t
     assert env["DHANFEED_SEVERITY"] == "critical"
     assert env["DHANFEED_MESSAGE"] == "renew failed"
     assert token.access_token not in out.read_text()
-
-
-def test_a_failing_hook_is_a_warning(caplog):
-    env = hook_environment(
-        event="renew", client_id="1", fingerprint="f", expires_at=None, source="renew"
-    )
-    with caplog.at_level(logging.WARNING, logger="dhanfeed.hooks"):
-        assert not run_hook("on_renew", "echo broken >&2; exit 4", env, 10)
-    assert any("failed with exit code 4: broken" in r.getMessage() for r in caplog.records)
-
-
-def test_a_slow_hook_is_bounded_by_its_timeout(caplog):
-    env = hook_environment(
-        event="renew", client_id="1", fingerprint="f", expires_at=None, source="renew"
-    )
-    with caplog.at_level(logging.WARNING, logger="dhanfeed.hooks"):
-        assert not run_hook("on_renew", "exec sleep 30", env, 0.3)
-    assert any("did not finish within 0.3s" in r.getMessage() for r in caplog.records)
 
 
 def test_the_alerts_section_defaults_are_what_the_alerter_expects():

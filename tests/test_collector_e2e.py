@@ -25,11 +25,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, PYTHON, Sim
 from dhanfeed.cli.renew_token import main as renew_token_main
 from renew_support import PLANTED_PIN, PLANTED_TOTP_SECRET, remember_secret
 from support import collector_timing
 from support.polling import wait_until
+from support.sim import BIN, PYTHON, Sim
 
 INSTRUMENTS = ["NSE_EQ:1333", "NSE_EQ:11536", "NSE_FNO:55796", "IDX_I:13"]  # an index: Ticker
 SIM_ARGS = ("--instruments", ",".join(INSTRUMENTS), "--ticks-per-second", "20")

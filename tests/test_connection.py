@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Sim
 from dhanfeed.feed.connection import CLOSED, ConnectFailed, FeedConnection, feed_url, safe_error
 from dhanfeed.token import Token, parse_token
+from support.sim import Sim
 
 
 @pytest.fixture

@@ -17,10 +17,10 @@ import zoneinfo
 
 import pytest
 
-from conftest import BIN
 from dhanfeed.candles import Bar
 from dhanfeed.cli.export_candles import main
 from dhanfeed.store import SqliteStore
+from support.sim import BIN
 
 IST = zoneinfo.ZoneInfo("Asia/Kolkata")
 F32_PRICE = 1500.0999755859375  # how 1500.1 arrives as a float32 from the feed

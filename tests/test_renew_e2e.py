@@ -13,9 +13,9 @@ import time
 
 import pytest
 
-from conftest import BIN
 from dhanfeed.token_store import TokenStore
 from renew_support import alert_lines, remember_secret, write_config
+from support.sim import BIN
 
 TTL_S = 12
 RENEW_BEFORE_S = 3

@@ -14,8 +14,8 @@ import time
 import pytest
 import requests
 
-from conftest import BIN, Sim
 from dhanfeed.cli import dhan_sim
+from support.sim import BIN, Sim
 
 
 def payload_of(token: str) -> dict:

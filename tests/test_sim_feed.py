@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterator
 import pytest
 import websocket
 
-from conftest import Sim, launch_sim
 from dhanfeed.feed import protocol as p
 from support.polling import wait_until
+from support.sim import Sim, launch_sim
 
 TPS = "10"
 

@@ -16,8 +16,8 @@ import pyotp
 import pytest
 import requests
 
-from conftest import Sim, launch_sim
 from support.polling import wait_until
+from support.sim import Sim, launch_sim
 
 KOLKATA = zoneinfo.ZoneInfo("Asia/Kolkata")
 PIN = "4321"

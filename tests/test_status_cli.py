@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN
 from dhanfeed.candles import Bar
 from dhanfeed.cli import status
 from dhanfeed.config import load_config
@@ -25,6 +24,7 @@ from dhanfeed.renew_metrics import write_renew_metrics
 from dhanfeed.renew_state import RenewState, renew_state_path
 from dhanfeed.store import Gap, SqliteStore
 from renew_support import CLIENT_ID, PLANTED_PIN, PLANTED_TOTP_SECRET, make_token, write_token_file
+from support.sim import BIN
 from test_collector_e2e import collectors, start_collector, start_sim_with_token  # noqa: F401
 
 IST = zoneinfo.ZoneInfo("Asia/Kolkata")

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN
 from dhanfeed import current_token
 from dhanfeed.errors import LockBusy, TokenFileError
 from dhanfeed.token_store import (
@@ -36,6 +35,7 @@ from renew_support import (
     write_config,
     write_token_file,
 )
+from support.sim import BIN
 
 
 def now() -> dt.datetime:

@@ -1,6 +1,6 @@
 """`renew_token.prom` for node_exporter's textfile collector, written atomically.
 
-prometheus-client is imported only here, only when a run has something to record.
+Written with prometheus-client, read back with its parser (only the last success is kept).
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ sys.path).
 collector_timing.py  bin/collector with scaled-down delays (805/429 floors in seconds)
 polling.py           wait_until: the one way a test waits for something
 recording_http.py    a loopback HTTP server that records every request (healthchecks, channels)
+secret_scan.py       the end-of-suite scan for tokens, the PIN and the TOTP seed in what was written
+sim.py               where bin/ is, and the real simulator launched as bin/dhan_sim
 store_queries.py     read-back queries that only tests need
 
 No module here may share a standard library module's name: collector_timing.py runs as a
