@@ -376,3 +376,14 @@ def test_a_dry_run_of_an_app_token_without_pin_says_what_would_happen_in_words(t
     line = r.err.splitlines()[-1]
     assert line.startswith("renew_token: dry run, nothing changed: the next run would stop and ")
     assert "tokens of type APP cannot be renewed and no PIN+TOTP is configured" in line
+
+
+def test_an_alert_url_apprise_cannot_parse_stops_renew_token_at_load_with_its_key(tmp_path, run):
+    s = Setup(tmp_path, extra='urls = ["tgram://BOT_TOKEN/CHAT_ID"]')
+    write_token_file(s.token_file, make_token(exp=now() + dt.timedelta(hours=20)))
+    before = file_state(s.token_file)
+    r = run(*s.args())
+    assert r.code == 2
+    assert "at 'alerts.urls[0]': Apprise cannot parse this tgram://... URL" in one_line(r.err)
+    assert "BOT_TOKEN" not in r.err
+    assert file_state(s.token_file) == before
