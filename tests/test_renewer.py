@@ -98,7 +98,7 @@ def test_set_token_when_dhan_cannot_be_reached_is_exit_1_untouched_with_a_hint(t
 # A token Dhan refused is handled like an expired one
 
 
-def test_check_is_exit_3_for_a_token_the_collector_saw_refused(tmp_path, run, sim):
+def test_check_and_dry_run_are_exit_3_for_a_token_the_collector_saw_refused(tmp_path, run, sim):
     s = Setup(tmp_path, sim)
     token = s.issue(NOT_DUE_S)
     collector_refused(s, token["fingerprint"])
@@ -107,6 +107,9 @@ def test_check_is_exit_3_for_a_token_the_collector_saw_refused(tmp_path, run, si
     assert f"next run: token {token['fingerprint']} was refused by Dhan" in r.out
     assert "not due" not in r.out
     assert "code 807" in r.out
+    r = run(*s.args("--dry-run"))  # the dry run reads the refusal too
+    assert r.code == 3
+    assert "the next run would stop and ask a person to log in: token" in r.err
 
 
 def test_a_token_the_collector_saw_refused_is_regenerated_at_once_with_pin_and_totp(
