@@ -17,7 +17,9 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
+from dhanfeed.sim.config_file import ALL_DAY, QUOTE_1M, write_config
 from dhanfeed.sim.process import SimProcess
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -107,44 +109,26 @@ def instrument_keys(count: int, segment: str = "NSE_EQ", first: int = 100_000) -
 # The collector
 
 
-def write_config(
-    workdir: Path, sim: Sim, instruments: list[str], *, store_ticks: bool = True, **collector: str
+def collector_config(
+    workdir: Path, sim: Sim, instruments: list[str], *, store_ticks: bool = True, **collector: Any
 ) -> Path:
     """A config for `bin/collector` against `sim`, session open all day, 1-minute bars."""
     (workdir / "state").mkdir(parents=True, exist_ok=True)
-    settings = {
-        "mode": '"quote"',
-        "intervals": '["1m"]',
-        "database": '"data/candles.sqlite"',
-        "store_ticks": "true" if store_ticks else "false",
-        "grace": '"1s"',
-        "status_every": '"0.2s"',
-        "stale_after": '"60s"',
-        **collector,
-    }
-    lines = "".join(f"{k} = {v}\n" for k, v in settings.items())
-    config = workdir / "config.toml"
-    config.write_text(
-        f"""
-{sim.dhan_toml()}
-[token]
-file = "state/token.json"
-
-[session]
-days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-start = "00:00"
-end = "23:59:59"
-
-[logging]
-dir = "logs"
-level = "INFO"
-
-[collector]
-instruments = {json.dumps(instruments)}
-{lines}""",
-        encoding="utf-8",
+    return write_config(
+        workdir,
+        sim,
+        session=ALL_DAY,
+        logging={"level": "INFO"},
+        collector={
+            **QUOTE_1M,
+            "instruments": instruments,
+            "store_ticks": store_ticks,
+            "grace": "1s",
+            "status_every": "0.2s",
+            "stale_after": "60s",
+            **collector,
+        },
     )
-    return config
 
 
 class CollectorProc:

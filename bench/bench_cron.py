@@ -26,33 +26,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import BIN, PYTHON, Row, median, say  # noqa: E402
 
+from dhanfeed.sim import tokens  # noqa: E402
+from dhanfeed.sim.config_file import write_config  # noqa: E402
+
 CLIENT_ID = "1000000001"
 
 
 def make_layout(root: Path) -> Path:
-    from dhanfeed.sim import tokens
-
     issued = tokens.TokenRegistry(CLIENT_ID, ttl_s=24 * 3600).mint(tokens.SELF)
     tokens.write_token_file(
         root / "state" / "token.json", tokens.token_file_record(issued, CLIENT_ID)
     )
-    config = root / "config.toml"
-    config.write_text(
-        f"""
-[dhan]
-client_id = "{CLIENT_ID}"
-api_base = "http://127.0.0.1:9"
-auth_base = "http://127.0.0.1:9"
-
-[token]
-file = "state/token.json"
-
-[logging]
-dir = "logs"
-""",
-        encoding="utf-8",
-    )
-    return config
+    return write_config(root)  # [dhan] points nowhere: a not-due run never calls Dhan
 
 
 def time_run(cmd: list[str], env: dict[str, str]) -> float:

@@ -40,13 +40,13 @@ from _common import (  # noqa: E402
     CollectorProc,
     Row,
     Sim,
+    collector_config,
     cpu_seconds,
     instrument_keys,
     median,
     percentile,
     say,
     sim_range,
-    write_config,
 )
 
 GRACE_S = 1.0
@@ -104,7 +104,9 @@ def run_rate(instruments: int, tps: float, min_window: float, store_ticks: bool 
         try:
             collector = CollectorProc(
                 workdir,
-                write_config(workdir, sim, keys, store_ticks=store_ticks, grace=f'"{GRACE_S:g}s"'),
+                collector_config(
+                    workdir, sim, keys, store_ticks=store_ticks, grace=f"{GRACE_S:g}s"
+                ),
             )
             shards = -(-instruments // 5000)
             collector.wait_for(

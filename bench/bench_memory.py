@@ -28,11 +28,11 @@ from _common import (  # noqa: E402
     CollectorProc,
     Row,
     Sim,
+    collector_config,
     instrument_keys,
     rss_kib,
     say,
     sim_range,
-    write_config,
 )
 
 # Instrument count → ticks per second per instrument: 25,000 packets/s either way.
@@ -48,7 +48,7 @@ def run(instruments: int, tps: float, seconds: float) -> dict:
                   "--issue-token", str(token))  # fmt: skip
         collector = None
         try:
-            collector = CollectorProc(workdir, write_config(workdir, sim, keys))
+            collector = CollectorProc(workdir, collector_config(workdir, sim, keys))
             shards = -(-instruments // 5000)
             collector.wait_for(
                 "all sockets live",

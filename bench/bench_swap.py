@@ -39,12 +39,12 @@ from _common import (  # noqa: E402
     CollectorProc,
     Row,
     Sim,
+    collector_config,
     instrument_keys,
     median,
     rss_kib,
     say,
     sim_range,
-    write_config,
 )
 
 SAMPLE = 10  # instruments whose every tick is checked for misses (the sent record is per tick)
@@ -93,7 +93,7 @@ def run_policy(policy: str, swaps: int, instruments: int, tps: float, control_s:
                   "--issue-token", str(token_path), f"--renew-{policy}-sockets")  # fmt: skip
         collector = None
         try:
-            collector = CollectorProc(workdir, write_config(workdir, sim, keys))
+            collector = CollectorProc(workdir, collector_config(workdir, sim, keys))
             first = collector.wait_for("live", lambda s: s.get("sockets_live", 0) >= 1
                                        and s.get("packets", 0) > 0)  # fmt: skip
             shards = len(first["sockets"])

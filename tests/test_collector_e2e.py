@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from dhanfeed.cli.renew_token import main as renew_token_main
+from dhanfeed.sim.config_file import ALL_DAY, QUOTE_1M, write_config
 from renew_support import PLANTED_PIN, PLANTED_TOTP_SECRET, remember_secret
 from support import collector_timing
 from support.polling import wait_until
@@ -44,36 +45,20 @@ TIMING = {
 }
 
 
-def write_config(workdir: Path, sim: Sim, **collector: str) -> Path:
-    settings = {"stale_after": '"30s"', **collector}
-    extra = "".join(f"{k} = {v}\n" for k, v in settings.items())
-    config = workdir / "config.toml"
-    config.write_text(
-        f"""
-{sim.dhan_toml()}
-[token]
-file = "state/token.json"
-
-[session]
-days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-start = "00:00"
-end = "23:59:59"
-
-[logging]
-dir = "logs"
-
-[collector]
-instruments = {json.dumps(INSTRUMENTS)}
-mode = "quote"
-intervals = ["1m"]
-database = "data/candles.sqlite"
-store_ticks = true
-grace = "1s"
-status_every = "0.3s"
-{extra}""",
-        encoding="utf-8",
+def collector_config(workdir: Path, sim: Sim, **collector: object) -> Path:
+    return write_config(
+        workdir,
+        sim,
+        session=ALL_DAY,
+        collector={
+            **QUOTE_1M,
+            "instruments": INSTRUMENTS,
+            "grace": "1s",
+            "status_every": "0.3s",
+            "stale_after": "30s",
+            **collector,
+        },
     )
-    return config
 
 
 class Collector:
@@ -176,9 +161,9 @@ def start_collector(
     workdir: Path,
     sim: Sim,
     timing: dict | None = None,
-    **collector: str,
+    **collector: object,
 ) -> Collector:
-    c = Collector(workdir, write_config(workdir, sim, **collector), timing).start()
+    c = Collector(workdir, collector_config(workdir, sim, **collector), timing).start()
     collectors.append(c)
     return c
 
@@ -385,7 +370,7 @@ def test_the_collector_survives_every_fault_without_a_connection_storm(
     start_sim: Callable[..., Sim], workdir: Path, collectors: list[Collector]
 ) -> None:
     sim = start_sim_with_token(start_sim, workdir)
-    c = start_collector(collectors, workdir, sim, stale_after='"2s"')
+    c = start_collector(collectors, workdir, sim, stale_after="2s")
     c.wait_live(min_packets=50)
 
     def connections() -> int:
@@ -605,7 +590,7 @@ def test_run_by_hand_in_a_terminal_it_says_what_happens_and_prints_a_status_line
     start_sim: Callable[..., Sim], workdir: Path
 ) -> None:
     sim = start_sim_with_token(start_sim, workdir)
-    config = write_config(workdir, sim)
+    config = collector_config(workdir, sim)
     master, terminal = pty.openpty()  # a real terminal device as the collector's stderr
     proc = subprocess.Popen(
         [str(BIN / "collector"), "--config", str(config)],

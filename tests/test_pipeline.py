@@ -15,6 +15,7 @@ from dhanfeed.candles import Bar
 from dhanfeed.clock import SystemClock
 from dhanfeed.collector import Collector
 from dhanfeed.config import load_config
+from dhanfeed.sim.config_file import write_config
 from dhanfeed.status import STATUS_FILE, TEXTFILE
 from dhanfeed.store import Tick
 from support.polling import wait_until
@@ -22,30 +23,21 @@ from support.polling import wait_until
 T0 = 1_767_584_700  # 2026-01-05 03:45:00Z = 09:15 IST
 
 
-def write_config(tmp_path: Path) -> Path:
-    config = tmp_path / "config.toml"
-    config.write_text(
-        """
-[dhan]
-client_id = "1000000001"
-feed_url = "ws://127.0.0.1:9/"
-
-[token]
-file = "state/token.json"
-
-[collector]
-instruments = ["NSE_EQ:1333"]
-database = "data/candles.sqlite"
-store_ticks = true
-status_every = "60s"
-""",
-        encoding="utf-8",
+def pipeline_config(tmp_path: Path) -> Path:
+    return write_config(
+        tmp_path,
+        dhan={"feed_url": "ws://127.0.0.1:9/"},
+        collector={
+            "instruments": ["NSE_EQ:1333"],
+            "database": "data/candles.sqlite",
+            "store_ticks": True,
+            "status_every": "60s",
+        },
     )
-    return config
 
 
 def test_ticks_shed_or_left_unwritten_at_stop_are_dropped_in_the_final_status(tmp_path):
-    collector = Collector(load_config(write_config(tmp_path)), clock=SystemClock())
+    collector = Collector(load_config(pipeline_config(tmp_path)), clock=SystemClock())
     writer = collector.writer
     writer.max_pending_ticks = 2000
     db = tmp_path / "data" / "candles.sqlite"

@@ -22,13 +22,14 @@ from dhanfeed.credentials import load_credentials
 from dhanfeed.health import SocketFacts
 from dhanfeed.renew_metrics import write_renew_metrics
 from dhanfeed.renew_state import RenewState, renew_state_path
+from dhanfeed.sim.config_file import ALL_DAY, write_config
 from dhanfeed.store import Gap, SqliteStore
 from renew_support import CLIENT_ID, PLANTED_PIN, PLANTED_TOTP_SECRET, make_token, write_token_file
 from support.sim import BIN
 from test_collector_e2e import collectors, start_collector, start_sim_with_token  # noqa: F401
 
 IST = zoneinfo.ZoneInfo("Asia/Kolkata")
-ALL_DAYS = '["mon", "tue", "wed", "thu", "fri", "sat", "sun"]'
+
 REQUIRED_KEYS = {
     "schema", "health", "exit_code", "checked_at", "timezone", "client_id", "in_session",
     "token", "renewer", "collector", "store", "backfill", "findings",
@@ -39,37 +40,16 @@ def now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def write_config(root: Path, *, in_session: bool) -> Path:
+def status_config(root: Path, *, in_session: bool, **collector: object) -> Path:
     """Every day is a session day; outside the session means today and tomorrow are holidays."""
     today = now().astimezone(IST).date()
     holidays = [] if in_session else [today.isoformat(), (today + dt.timedelta(days=1)).isoformat()]
     (root / "state").mkdir(exist_ok=True, mode=0o700)
-    path = root / "config.toml"
-    path.write_text(
-        f"""[dhan]
-client_id = "{CLIENT_ID}"
-api_base = "http://127.0.0.1:9"
-auth_base = "http://127.0.0.1:9"
-
-[token]
-file = "state/token.json"
-
-[session]
-days = {ALL_DAYS}
-start = "00:00"
-end = "23:59:59"
-holidays = {json.dumps(holidays)}
-
-[logging]
-dir = "logs"
-
-[collector]
-instruments = ["NSE_EQ:1333"]
-database = "data/candles.sqlite"
-""",
-        encoding="utf-8",
+    return write_config(
+        root,
+        session={**ALL_DAY, "holidays": holidays},
+        collector={"instruments": ["NSE_EQ:1333"], "database": "data/candles.sqlite", **collector},
     )
-    return path
 
 
 def a_token(root: Path, *, hours_left: float = 20) -> str:
@@ -101,7 +81,7 @@ def run_json(config: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, dic
 
 @pytest.fixture
 def healthy_outside_the_session(tmp_path: Path) -> Path:
-    config = write_config(tmp_path, in_session=False)
+    config = status_config(tmp_path, in_session=False)
     a_token(tmp_path)
     renewer_ran(tmp_path / "state")
     return config
@@ -155,7 +135,7 @@ def test_a_crashed_collector_is_degraded_outside_the_session(
 def test_no_collector_during_the_session_needs_a_person_and_exits_3(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = write_config(tmp_path, in_session=True)
+    config = status_config(tmp_path, in_session=True)
     a_token(tmp_path)
     renewer_ran(tmp_path / "state")
     code, out = run_status(config, capsys)
@@ -166,7 +146,7 @@ def test_no_collector_during_the_session_needs_a_person_and_exits_3(
 def test_an_expired_token_without_pin_and_totp_needs_a_person(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = write_config(tmp_path, in_session=False)
+    config = status_config(tmp_path, in_session=False)
     a_token(tmp_path, hours_left=-1)
     renewer_ran(tmp_path / "state", exit_code=3)
     code, out = run_status(config, capsys)
@@ -179,7 +159,7 @@ def test_an_expired_token_with_pin_and_totp_configured_is_only_degraded(
 ) -> None:
     monkeypatch.setenv("DHAN_PIN", PLANTED_PIN)
     monkeypatch.setenv("DHAN_TOTP_SECRET", PLANTED_TOTP_SECRET)
-    config = write_config(tmp_path, in_session=False)
+    config = status_config(tmp_path, in_session=False)
     a_token(tmp_path, hours_left=-1)
     renewer_ran(tmp_path / "state")
     code, out = run_status(config, capsys)
@@ -213,7 +193,7 @@ def test_a_token_the_collector_reports_refused_needs_a_person(
 def test_no_token_file_at_all_needs_a_person(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = write_config(tmp_path, in_session=False)
+    config = status_config(tmp_path, in_session=False)
     code, out = run_status(config, capsys)
     assert code == 3, out
     assert out.splitlines()[1].startswith("token      none usable:")
@@ -363,7 +343,7 @@ def test_pin_and_totp_that_dhan_called_wrong_cannot_save_an_expired_token(
 ) -> None:
     monkeypatch.setenv("DHAN_PIN", PLANTED_PIN)
     monkeypatch.setenv("DHAN_TOTP_SECRET", PLANTED_TOTP_SECRET)
-    config = write_config(tmp_path, in_session=False)
+    config = status_config(tmp_path, in_session=False)
     a_token(tmp_path, hours_left=-1)
     renewer_ran(tmp_path / "state", exit_code=3)
     wrong = load_credentials(load_config(config).totp)
@@ -391,7 +371,7 @@ def test_a_session_gap_backfill_left_unhealed_for_half_an_hour_is_degraded(
     ist = now().astimezone(IST)
     if ist.hour == 0 and ist.minute < 50:
         pytest.skip("too early in the IST day for a gap 45 minutes old to fall on it")
-    config = write_config(tmp_path, in_session=True)
+    config = status_config(tmp_path, in_session=True)
     a_token(tmp_path)
     renewer_ran(tmp_path / "state")
     a_live_collector_status(tmp_path / "state")

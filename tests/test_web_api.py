@@ -19,9 +19,9 @@ from dhanfeed.config import load_config
 from dhanfeed.store import Gap, SqliteStore
 from dhanfeed.web.server import StatusPage
 from test_collector_e2e import Collector as CollectorProcess
+from test_collector_e2e import collector_config as e2e_config
 from test_collector_e2e import collectors, start_sim_with_token  # noqa: F401
-from test_collector_e2e import write_config as e2e_config
-from test_status_cli import IST, REQUIRED_KEYS, a_token, renewer_ran, write_config
+from test_status_cli import IST, REQUIRED_KEYS, a_token, renewer_ran, status_config
 
 DAY = dt.date(2026, 1, 5)
 OPEN_UTC = int(dt.datetime.combine(DAY, dt.time(9, 15), tzinfo=IST).timestamp())
@@ -48,12 +48,12 @@ def fill_database(root: Path) -> Path:
 
 @pytest.fixture
 def page(tmp_path: Path) -> Iterator[tuple[StatusPage, str]]:
-    config_path = write_config(tmp_path, in_session=False)
-    text = config_path.read_text().replace(
-        'instruments = ["NSE_EQ:1333"]',
-        'instruments = ["NSE_EQ:1333:RELIANCE", "NSE_EQ:11536"]\nintervals = ["1m", "5m"]',
+    config_path = status_config(
+        tmp_path,
+        in_session=False,
+        instruments=["NSE_EQ:1333:RELIANCE", "NSE_EQ:11536"],
+        intervals=["1m", "5m"],
     )
-    config_path.write_text(text)
     a_token(tmp_path)
     renewer_ran(tmp_path / "state")
     fill_database(tmp_path)

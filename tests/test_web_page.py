@@ -21,7 +21,7 @@ from dhanfeed.candles import Bar
 from dhanfeed.store import Gap, SqliteStore
 from support.polling import wait_until
 from test_collector_e2e import Collector as CollectorProcess
-from test_collector_e2e import collectors, start_sim_with_token, write_config  # noqa: F401
+from test_collector_e2e import collector_config, collectors, start_sim_with_token  # noqa: F401
 from test_status_cli import IST, renewer_ran
 
 webdriver = pytest.importorskip("selenium.webdriver")
@@ -97,7 +97,7 @@ def test_the_status_page_shows_the_facts_and_draws_the_stored_candles(
     day = yesterday()
     prefill(tmp_path / "data" / "candles.sqlite", day)
     sim = start_sim_with_token(start_sim, tmp_path)
-    config = write_config(tmp_path, sim)
+    config = collector_config(tmp_path, sim)
     port = free_port()
     config.write_text(config.read_text() + f"\n[web]\nport = {port}\n")
     collector = CollectorProcess(tmp_path, config).start()

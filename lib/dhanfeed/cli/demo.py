@@ -21,6 +21,7 @@ from pathlib import Path
 
 from dhanfeed.cli.args import ArgumentParser
 from dhanfeed.errors import UsageError
+from dhanfeed.sim.config_file import QUOTE_1M, write_config
 from dhanfeed.sim.process import SimProcess
 from dhanfeed.token import IST, format_remaining
 
@@ -52,37 +53,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def write_config(workdir: Path, sim: SimProcess, instruments: list[str], ttl: int) -> Path:
-    config = workdir / "config.toml"
-    config.write_text(
-        f"""# Written by the demo: the simulator's addresses and a {ttl} s token lifetime.
-{sim.dhan_toml()}timeout = "5s"
-
-[token]
-file = "state/token.json"
-renew_before = "{ttl // 2}s"
-must_renew_before = "{ttl // 4}s"
-
-[session]
-days = []  # no trading session: renew whenever due
-
-[alerts]
-log_file = "logs/token_alerts.log"
-
-[logging]
-dir = "logs"
-
-[collector]
-instruments = {json.dumps(instruments)}
-mode = "quote"
-intervals = ["1m"]
-database = "data/candles.sqlite"
-store_ticks = true
-grace = "2s"
-""",
-        encoding="utf-8",
+def demo_config(workdir: Path, sim: SimProcess, instruments: list[str], ttl: int) -> Path:
+    return write_config(
+        workdir,
+        sim,
+        header=f"Written by the demo: the simulator's addresses and a {ttl} s token lifetime.",
+        dhan={"timeout": "5s"},
+        token={"renew_before": f"{ttl // 2}s", "must_renew_before": f"{ttl // 4}s"},
+        session={"days": []},  # no trading session: renew whenever due
+        alerts={"log_file": "logs/token_alerts.log"},
+        collector={
+            **QUOTE_1M,
+            "instruments": instruments,
+            "grace": "2s",
+        },
     )
-    return config
 
 
 class Demo:
@@ -139,7 +124,7 @@ class Demo:
             return 1
         self.children.append(self.sim.proc)
         instruments = sorted(self.stats()["instruments"])
-        config = write_config(self.workdir, self.sim, instruments, self.args.token_ttl)
+        config = demo_config(self.workdir, self.sim, instruments, self.args.token_ttl)
         print(f"demo: simulator at {self.sim.api_base} with {len(instruments)} instruments")
 
         collector = self.spawn(

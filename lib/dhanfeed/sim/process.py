@@ -60,13 +60,6 @@ class SimProcess:
             sel.register(self.proc.stdout, selectors.EVENT_READ)
             return self.proc.stdout.readline() if sel.select(timeout) else ""
 
-    def dhan_toml(self) -> str:
-        """The `[dhan]` section of a config that points at this simulator."""
-        return (
-            f'[dhan]\nclient_id = "{self.client_id}"\napi_base = "{self.api_base}"\n'
-            f'auth_base = "{self.auth_base}"\nfeed_url = "{self.feed_url}"\n'
-        )
-
     def admin(
         self, path: str, payload: dict | None = None, method: str | None = None, timeout: float = 30
     ) -> Any:
