@@ -397,3 +397,15 @@ def test_a_session_gap_backfill_left_unhealed_for_half_an_hour_is_degraded(
         db.execute("UPDATE gaps SET healed_utc = ?", (t,))
     code, body = run_json(config, capsys)
     assert code == 0 and body["backfill"]["unhealed_gaps"] == 0
+
+
+def test_a_reader_that_stops_early_keeps_its_exit_code_and_gets_no_traceback(
+    tmp_path: Path,
+) -> None:
+    config = status_config(tmp_path, in_session=True)  # no collector in the session: exit 3
+    a_token(tmp_path)
+    proc = subprocess.run(  # `true` has exited before status writes: like `| head` does
+        ["bash", "-o", "pipefail", "-c", f"'{BIN / 'status'}' --config '{config}' | true"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert (proc.returncode, proc.stderr) == (3, "")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import sys
 import time
 import zoneinfo
@@ -71,10 +72,10 @@ def main(
         print(f"{PROG}: unexpected error: {exc.__class__.__name__}", file=sys.stderr)
         print_traceback()
         return int(ExitCode.INTERNAL)
-    if args.json:
-        print(json.dumps(report.as_json(), indent=1))
-    else:
-        print(render(report))
+    try:
+        print(json.dumps(report.as_json(), indent=1) if args.json else render(report), flush=True)
+    except BrokenPipeError:  # `| head`: the reader has what it wanted; the health still counts
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
     return int(report.level)
 
 
@@ -114,9 +115,9 @@ def render(r: Report) -> str:
         lines.append(
             f"token      {t.fingerprint} ({t.source}), expires {_hm(t.expires_at)} ({left}){refused}"
         )
-    lines.append(
-        f"           PIN+TOTP regeneration {'configured' if t.can_regenerate else 'not configured'}"
-    )
+    regenerate = "configured" if t.can_regenerate else "not configured"
+    written = f"written {_hm(t.written_at)}; " if t.present else ""
+    lines.append(f"           {written}PIN+TOTP regeneration {regenerate}")
     w = r.renewer
     if w.last_run is None:
         lines.append("renewer    never run")
