@@ -16,6 +16,7 @@ import pytest
 import websocket
 
 from dhanfeed.feed import protocol as p
+from dhanfeed.sim.feed import frames, ws_frame
 from support.polling import wait_until
 from support.sim import Sim, launch_sim
 
@@ -178,6 +179,19 @@ def packet_counts(client: Client) -> list[int]:
         packets = walk(frame)
         counts.append(len(packets) if sum(len(raw) for *_h, raw in packets) == len(frame) else -1)
     return counts
+
+
+@pytest.mark.parametrize(
+    ("size", "head"),
+    [(50, b"\x82\x32"), (125, b"\x82\x7d"), (162, b"\x82\x7e\x00\xa2"),
+     (65535, b"\x82\x7e\xff\xff"), (70000, b"\x82\x7f" + (70000).to_bytes(8, "big"))],
+)  # fmt: skip
+def test_frames_carry_the_rfc6455_length_forms(size: int, head: bytes) -> None:
+    payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    assert ws_frame(payload) == head + payload  # final binary frame, unmasked (server side)
+    packet = payload[:50]
+    assert frames([packet] * 3, 1) == ws_frame(packet) * 3
+    assert frames([packet] * 3, 2) == ws_frame(packet * 2) + ws_frame(packet)
 
 
 def test_every_message_holds_exactly_one_packet_whose_length_is_the_message_length(
