@@ -10,11 +10,14 @@ import json
 import os
 import secrets
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 
 from dhanfeed.cli.renew_token import main as renew_token_main
+from dhanfeed.sim.config_file import OFFLINE
+from dhanfeed.sim.config_file import write_config as shared_write_config
 from dhanfeed.token import Token, parse_token
 from dhanfeed.token_store import TokenRecord, TokenStore
 from support.secret_scan import (  # every secret a test hands to the code: scanned for at the end
@@ -69,40 +72,23 @@ def write_token_file(path: Path, token: Token, source: str = "manual") -> TokenR
 def write_config(
     root: Path,
     *,
-    api_base: str = "http://127.0.0.1:9",
+    api_base: str = OFFLINE,
     auth_base: str | None = None,
     extra: str = "",
     token: str = "",
     session: str = "days = []",
     timeout: str = "1s",
 ) -> Path:
-    """A config in `root` with the state, logs and alert log all under it."""
-    path = root / "config.toml"
-    path.write_text(
-        f"""[dhan]
-client_id = "{CLIENT_ID}"
-api_base = "{api_base}"
-auth_base = "{auth_base or api_base}"
-feed_url = "ws://127.0.0.1:9"
-timeout = "{timeout}"
-
-[token]
-file = "state/token.json"
-{token}
-
-[session]
-{session}
-
-[logging]
-dir = "logs"
-
-[alerts]
-log_file = "logs/token_alerts.log"
-{extra}
-""",
-        encoding="utf-8",
+    """A config in `root` with the state, logs and alert log all under it. `token`, `session`
+    and `extra` are TOML lines: the first two go into their sections, `extra` follows the
+    `[alerts]` section's own lines (and may open sections of its own)."""
+    fragments = tomllib.loads(
+        f"[token]\n{token}\n[session]\n{session}\n"
+        f'[alerts]\nlog_file = "logs/token_alerts.log"\n{extra}\n'
     )
-    return path
+    dhan = {"client_id": CLIENT_ID, "api_base": api_base, "auth_base": auth_base or api_base}
+    dhan |= {"feed_url": "ws://127.0.0.1:9", "timeout": timeout}
+    return shared_write_config(root, dhan=dhan, **fragments)
 
 
 def file_state(path: Path) -> tuple[bytes, int] | None:
