@@ -197,3 +197,40 @@ def test_the_simulator_without_its_extra_says_which_extra_to_install_in_one_line
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1
     assert "pip install 'dhanfeed[sim]'" in done.stderr
+
+
+# Modules that import no other dhanfeed module but each other: anything may use them.
+LEAVES = {
+    "dhanfeed.errors",
+    "dhanfeed.clock",
+    "dhanfeed.files",
+    "dhanfeed.shield",
+    "dhanfeed.instruments",
+    "dhanfeed.session",
+    "dhanfeed.version",
+}
+
+
+def test_the_leaves_import_nothing_of_the_package_but_other_leaves() -> None:
+    graph = package_graph()
+    assert {leaf: graph[leaf] - LEAVES for leaf in LEAVES} == {leaf: set() for leaf in LEAVES}
+
+
+def test_the_cli_is_imported_by_no_other_part_of_the_package() -> None:
+    upward = [
+        f"{imp.module} imports {imp.target}"
+        for imp in every_import()
+        if imp.target.startswith("dhanfeed.cli") and not imp.module.startswith("dhanfeed.cli")
+    ]
+    assert upward == []
+
+
+def test_each_package_docstring_names_every_module_it_holds() -> None:
+    unnamed = []
+    for package in [m for m in all_modules() if source_of(m).name == "__init__.py"]:
+        doc = ast.get_docstring(ast.parse(source_of(package).read_text())) or ""
+        for module in all_modules():
+            parent, _, name = module.rpartition(".")
+            if parent == package and name not in doc:
+                unnamed.append(module)
+    assert unnamed == []

@@ -8,6 +8,33 @@ replaced the token.
 
 `read_candles(database, instrument, interval, start, end)` returns stored bars as a pandas
 DataFrame with a tz-aware IST index (needs the `pandas` extra: `pip install 'dhanfeed[pandas]'`).
+
+Layout (one concern per module; tests/test_layout.py holds the import rules):
+
+  cli/            one module per program: parse, load config, make the clock, run, exit code
+  renewal         the renewal decision, pure: token + now + policy -> action + reason
+  renewer         carries it out under the token-file lock; renew_state (what Dhan said
+                  about a token), renew_outcome (status word, exit code, --json shape),
+                  renew_metrics (renew_token.prom)
+  dhan_api        Dhan's REST API (session and deadline passed in); credentials (PIN, TOTP)
+  token           a Dhan JWT read; token_store: the token file (lock, read, durable write)
+  alerts hooks    alert channels, de-dup, escalation, recovery; user hooks;
+  apprise_urls    Apprise, loaded and checked only where alert URLs are configured
+  collector       the collector's parts wired: feed -> queue -> candles -> store, status
+  feed/           protocol and policy (pure), connection, shard, supervisor, token_watch
+  candles         ticks -> bars (pure)
+  store/          the Store interface, SQLite, the writer thread
+  status health   the collector's status file and metrics; what bin/status and the page show
+  web/            the read-only status page; candle_reader, frames, parquet, progress and
+                  console serve people (bin/status, export_candles, a terminal)
+  config logs     TOML -> one frozen object; JSON logs and redaction
+  leaves          errors (the error tree, exit codes), clock (the one clock), files (atomic
+                  write, private read), shield (what a run timeout waits for), instruments,
+                  session (the trading calendar), version (the User-Agent)
+  sim/            the simulator: an optional extra that the product never imports
+
+Imports flow one way: cli -> (renewer | collector | health/web | export) -> token store,
+Dhan REST, feed, candles, store, alerts -> leaves, never back up and never in a circle.
 """
 
 from dhanfeed.frames import read_candles

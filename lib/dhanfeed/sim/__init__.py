@@ -8,6 +8,8 @@ rest.py    RenewToken, generateAccessToken, profile, charts/intraday; REST fault
 admin.py   /__sim/: stats, sent, issue-token, policy, fault, clear-faults
 reply.py   the REST reply and the armed REST faults (a leaf below rest and admin)
 app.py     both servers in one process (asyncio loop + a threaded HTTP server)
+process.py SimProcess: bin/dhan_sim started on free ports, for the demo, tests and benchmarks
+config_file.py  the config file the demo, the tests and the benchmarks write (one writer)
 
 Admin API (JSON over HTTP on the REST port):
   GET  /__sim/stats          current_token_fp, sockets_open, max_sockets_open,
