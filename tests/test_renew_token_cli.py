@@ -725,3 +725,18 @@ def test_a_log_directory_that_cannot_be_written_does_not_stop_renewal(
     assert r.err.splitlines()[0].startswith("renew_token: cannot write logs in ")
     assert "logging to stderr and renewing anyway" in r.err.splitlines()[0]
     assert TokenStore(s.token_file).read().fingerprint != old["fingerprint"]
+
+
+def test_an_answer_saved_before_its_checks_by_a_run_that_then_died_is_installed_by_the_next(
+    tmp_path, run
+):
+    s = Setup(tmp_path)
+    write_token_file(s.token_file, make_token(exp=now() + dt.timedelta(minutes=5)))
+    raw = make_jwt(exp=now() + dt.timedelta(hours=23))
+    store = TokenStore(s.token_file)
+    slot = store.reserve()
+    slot.fill(_raw_answer(IssuedToken(raw, None), CLIENT_ID, "renew", now()))
+    slot._close()  # killed here: no check, no rename
+    r = run(*s.args())
+    assert r.code == 0, r.err
+    assert store.read().token.access_token == raw

@@ -373,6 +373,10 @@ class Renewer:
         """Dhan has answered with a token (and so killed the old one): save it first, whatever
         it is, into the space reserved for it; only then judge and report."""
         now = self.clock()
+        try:  # fsynced before any check: if this run dies now, the next one finds it
+            slot.fill(_raw_answer(issued, self.config.dhan.client_id, source, now))
+        except OSError as exc:
+            logger.error("cannot save Dhan's answer before checking it: %s", exc.strerror or exc)
         try:
             new = self._check_new(issued, now)
         except Rejected as exc:
@@ -856,3 +860,18 @@ def _saved_at(path: Path) -> dt.datetime:
         except OSError:
             when = dt.datetime.min.replace(tzinfo=dt.UTC)
     return when
+
+
+def _raw_answer(issued: IssuedToken, client_id: str, source: str, now: dt.datetime) -> bytes:
+    """Dhan's answer as a recovery record, before it is checked."""
+    expires = issued.expiry_time
+    try:
+        token = parse_token(issued.access_token, expires_hint=expires)
+        client_id, expires = token.client_id, token.expires_at
+    except TokenFormatError:
+        pass
+    data = rejected_record(
+        issued.access_token, client_id=client_id, source=source, now=now, expires_hint=expires,
+        problem="not checked yet: the run stopped before it could check it",
+    )  # fmt: skip
+    return (json.dumps(data, indent=2) + "\n").encode("utf-8")
