@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from dhanfeed.dhan_api import IssuedToken
+from dhanfeed.renewer import _raw_answer
 from dhanfeed.token_store import TokenRecord, TokenStore
 from renew_support import (
     CLIENT_ID,
