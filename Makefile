@@ -16,13 +16,13 @@ check-python:
 $(STAMP): pyproject.toml | check-python
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e .
+	$(PY) -m pip install -q -e '.[postgresql]'
 	@touch $(STAMP)
 
 # The demo, the tests and the benchmarks also need the simulator (the `sim` extra) and the tools;
 # the tests also exercise the pandas and Parquet extras (read_candles, export_candles --format parquet).
 $(DEVSTAMP): $(STAMP)
-	$(PY) -m pip install -q -e '.[test,dev,sim,pandas,parquet]'
+	$(PY) -m pip install -q -e '.[test,dev,sim,pandas,parquet,postgresql]'
 	@touch $(DEVSTAMP)
 
 install: $(STAMP)

@@ -1,12 +1,16 @@
-"""Shared fixtures: the real simulator over loopback, the renew_token fixtures, and the
-end-of-suite secrets scan. What tests import lives in tests/support/, not here."""
+"""Shared fixtures: the real simulator over loopback, the renew_token fixtures, a real
+PostgreSQL server, and the end-of-suite secrets scan. What tests import lives in
+tests/support/, not here."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from support.pg_cluster import Cluster, find_bindir
 from support.secret_scan import leaks
 from support.sim import Sim, launch_sim
 
@@ -41,3 +45,45 @@ def start_sim() -> Iterator:
 def sim(start_sim) -> Sim:
     """A simulator with default options."""
     return start_sim()
+
+
+def pg_bindir() -> Path:
+    """The PostgreSQL server binaries; skip (fail in CI, which installs them) when missing."""
+    bindir = find_bindir()
+    if bindir is None:
+        reason = (
+            "PostgreSQL server binaries (initdb, pg_ctl) not found: install Debian's"
+            " 'postgresql' package (.ci/run does) or set $PG_BINDIR"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return bindir
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Cluster]:
+    """One throwaway PostgreSQL server for the session (each test takes its own database)."""
+    cluster = Cluster(pg_bindir())
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture
+def pg_url(pg_cluster: Cluster) -> str:
+    """The URL of a new, empty database on the session's server."""
+    return pg_cluster.new_database()
+
+
+@pytest.fixture
+def private_pg_cluster() -> Iterator[Cluster]:
+    """A server of the test's own, for tests that stop and start it."""
+    cluster = Cluster(pg_bindir())
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.destroy()

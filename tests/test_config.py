@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from dhanfeed.config import Instrument, load_config, parse_duration
+from dhanfeed.database_url import PostgresUrl, redact
 from dhanfeed.errors import ConfigError, ExitCode
 
 EXAMPLE = textwrap.dedent(
@@ -229,3 +230,51 @@ def test_every_alert_url_in_the_readme_parses(tmp_path):
     for line in lines:
         text = EXAMPLE.replace("urls = []", line)
         assert load_config(write(tmp_path, text), environ={}).alerts.urls
+
+
+def with_database(database: str) -> str:
+    return EXAMPLE.replace('database = "data/candles.sqlite"', f"database = {database!r}")
+
+
+def test_the_database_may_be_a_postgresql_url_kept_as_written(tmp_path):
+    url = "postgresql://dhanfeed@db.example:5432/market?sslmode=require"
+    cfg = load_config(write(tmp_path, with_database(url)), environ={})
+    assert cfg.collector.database == url
+    assert isinstance(cfg.collector.database, PostgresUrl)
+
+
+def test_a_database_that_is_not_a_url_is_a_path_beside_the_config(tmp_path):
+    cfg = load_config(write(tmp_path, with_database("db/postgresql.sqlite")), environ={})
+    assert cfg.collector.database == tmp_path / "db/postgresql.sqlite"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://dhanfeed:s3cretpw@db.example/market",
+        "postgres://dhanfeed:s3cretpw@/market?host=/run/postgresql",
+        "postgresql://dhanfeed@db.example/market?password=s3cretpw&sslmode=require",
+    ],
+)
+def test_a_database_url_with_a_password_is_refused_without_repeating_it(tmp_path, url):
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, with_database(url)), environ={})
+    message = str(caught.value)
+    assert "at 'collector.database'" in message and "~/.pgpass" in message
+    assert "s3cretpw" not in message and "***" in message
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://u:pw@h/db", "postgresql://u:***@h/db"),
+        (
+            "postgresql://u@h/db?password=pw&sslmode=require",
+            "postgresql://u@h/db?password=***&sslmode=require",
+        ),
+        ("postgresql://u@h1:5432,h2:5433/db", "postgresql://u@h1:5432,h2:5433/db"),
+        ("postgresql:///db?host=/run/postgresql", "postgresql:///db?host=/run/postgresql"),
+    ],
+)
+def test_a_url_is_shown_with_its_password_masked_and_the_rest_as_written(url, shown):
+    assert redact(url) == shown

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from dhanfeed.apprise_urls import scheme, unparseable
+from dhanfeed.database_url import PostgresUrl, is_postgres_url
 from dhanfeed.errors import ConfigError
 from dhanfeed.instruments import Instrument, parse_instrument
 from dhanfeed.session import WEEKDAYS
@@ -142,7 +143,8 @@ class CollectorSection:
     instruments: list[Instrument] = dataclasses.field(default_factory=list)
     mode: str = "quote"
     intervals: list[Duration] = dataclasses.field(default_factory=lambda: [Duration(minutes=1)])
-    database: FilePath = FilePath("data/candles.sqlite")
+    # A SQLite file, or a postgresql:// URL (without a password: see database_url.py).
+    database: FilePath | PostgresUrl = FilePath("data/candles.sqlite")
     store_ticks: bool = True
     stale_after: Duration = Duration(seconds=60)
     grace: Duration = Duration(seconds=2)
@@ -296,6 +298,10 @@ class _ListErrors(Exception):
 
 
 def _convert(kind: Any, value: Any, base: Path) -> Any:
+    if kind == FilePath | PostgresUrl:  # a database: a URL, else a path
+        if isinstance(value, str) and is_postgres_url(value):
+            return PostgresUrl(value)
+        return _convert(FilePath, value, base)
     origin = typing.get_origin(kind)
     if origin in (typing.Union, types.UnionType):
         inner = [a for a in typing.get_args(kind) if a is not type(None)][0]
