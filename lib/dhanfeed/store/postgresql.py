@@ -1,0 +1,495 @@
+"""The PostgreSQL store (`PostgresStore`): several collectors, remote readers, more raw ticks.
+
+The same tables and semantics as the SQLite store (see `store.sqlite`), and:
+
+- `client_id` in every row and in the candle key: two accounts recording the same instrument
+  never merge bars; a store reads and writes only its own client id's rows.
+- The program creates and migrates the schema itself, under an advisory lock (several
+  collectors may start at once), and records its version in `dhanfeed_schema`. A role that
+  only has INSERT/UPDATE/SELECT (see README) works once the schema exists.
+- `ticks` is range-partitioned by IST trading day on `ltt_utc` (`ticks_20260105`), so an old
+  day is dropped or archived with `DROP TABLE` / `DETACH PARTITION`. Partitions are created on
+  demand by `dhanfeed_tick_partition(day)`, a SECURITY DEFINER function owned by the schema's
+  owner, so the collector's role needs no CREATE privilege. Raw ticks go in with binary COPY.
+- The server may go away (restart, network cut): every call then raises `StoreError`, and the
+  next call reconnects, no sooner than a backoff (0.5 s doubling to `MAX_BACKOFF_S`) allows.
+  `StoreWriter` keeps the rows and retries, so nothing is lost while its backlog holds.
+- `location` is the URL without any password (the config refuses one anyway).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+
+import psycopg
+from psycopg import sql
+
+from dhanfeed.candles import Bar, Carry, Key
+from dhanfeed.database_url import redact
+from dhanfeed.errors import StoreError
+from dhanfeed.store.base import Gap, Tick
+
+__all__ = ["SCHEMA_VERSION", "PostgresStore"]
+
+SCHEMA_VERSION = 1
+IST_OFFSET_S = 19800  # partitions are IST days: a trading day never straddles two
+MAX_BACKOFF_S = 8.0
+CONNECT_TIMEOUT_S = 5
+# Bounds on a hung server or a cut network, so that a write fails (and is retried) instead of
+# blocking the writer thread for TCP's default quarter of an hour.
+_CONNECT_OPTIONS = {
+    "connect_timeout": CONNECT_TIMEOUT_S,
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,  # ms
+    "options": "-c statement_timeout=60s",
+}
+_LOCK_SCHEMA = 0x64686601  # advisory lock keys ("dhf" + n)
+_LOCK_PARTITION = 0x64686602
+
+# Each migration takes the schema from the version before it to its own number.
+_MIGRATIONS = {
+    1: f"""
+CREATE TABLE dhanfeed_schema (version integer NOT NULL);
+INSERT INTO dhanfeed_schema VALUES (0);
+CREATE TABLE candles (
+    client_id text NOT NULL,
+    segment text NOT NULL,
+    security_id bigint NOT NULL,
+    interval_s integer NOT NULL,
+    start_utc bigint NOT NULL,
+    open double precision NOT NULL,
+    high double precision NOT NULL,
+    low double precision NOT NULL,
+    close double precision NOT NULL,
+    volume bigint NOT NULL,
+    ticks bigint NOT NULL,
+    cum_volume_end bigint,
+    PRIMARY KEY (client_id, segment, security_id, interval_s, start_utc)
+);
+CREATE TABLE ticks (
+    client_id text NOT NULL,
+    segment text NOT NULL,
+    security_id bigint NOT NULL,
+    ltt_utc bigint NOT NULL,
+    ltp double precision NOT NULL,
+    ltq bigint,
+    cum_volume bigint,
+    received_utc double precision NOT NULL
+) PARTITION BY RANGE (ltt_utc);
+CREATE INDEX ticks_by_instrument ON ticks (client_id, segment, security_id, ltt_utc);
+CREATE TABLE gaps (
+    client_id text NOT NULL,
+    segment text NOT NULL,
+    security_id bigint NOT NULL,
+    start_utc double precision NOT NULL,
+    end_utc double precision NOT NULL,
+    reason text NOT NULL
+);
+CREATE INDEX gaps_by_instrument ON gaps (client_id, segment, security_id, start_utc);
+CREATE FUNCTION dhanfeed_tick_partition(day date) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+DECLARE
+    name text := 'ticks_' || to_char(day, 'YYYYMMDD');
+    low bigint := extract(epoch FROM day::timestamp AT TIME ZONE 'Asia/Kolkata')::bigint;
+BEGIN
+    PERFORM pg_advisory_xact_lock({_LOCK_PARTITION});
+    IF to_regclass(quote_ident(name)) IS NULL THEN
+        EXECUTE format('CREATE TABLE %I PARTITION OF ticks FOR VALUES FROM (%s) TO (%s)',
+                       name, low, low + 86400);
+    END IF;
+    RETURN name;
+END $$;
+REVOKE ALL ON FUNCTION dhanfeed_tick_partition(date) FROM PUBLIC;
+""",
+}
+
+_UPSERT_BAR = """
+INSERT INTO candles (client_id, segment, security_id, interval_s, start_utc, open, high, low,
+                     close, volume, ticks, cum_volume_end)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (client_id, segment, security_id, interval_s, start_utc) DO UPDATE SET
+    high = greatest(candles.high, excluded.high),
+    low = least(candles.low, excluded.low),
+    close = excluded.close,
+    volume = candles.volume + excluded.volume,
+    ticks = candles.ticks + excluded.ticks,
+    cum_volume_end = coalesce(excluded.cum_volume_end, candles.cum_volume_end)
+"""
+_COPY_TICKS = (
+    "COPY ticks (client_id, segment, security_id, ltt_utc, ltp, ltq, cum_volume, received_utc)"
+    " FROM STDIN (FORMAT BINARY)"
+)
+_TICK_TYPES = ["text", "text", "int8", "int8", "float8", "int8", "int8", "float8"]
+_INSERT_GAP = (
+    "INSERT INTO gaps (client_id, segment, security_id, start_utc, end_utc, reason)"
+    " VALUES (%s, %s, %s, %s, %s, %s)"
+)
+# An import replaces a bar (the source holds the whole bar); a live write merges (see above).
+_REPLACE_BAR = (
+    _UPSERT_BAR.split("DO UPDATE SET")[0]
+    + """DO UPDATE SET
+    open = excluded.open, high = excluded.high, low = excluded.low, close = excluded.close,
+    volume = excluded.volume, ticks = excluded.ticks, cum_volume_end = excluded.cum_volume_end
+"""
+)
+_BAR_COLUMNS = (
+    "segment, security_id, interval_s, start_utc, open, high, low, close, volume, ticks, "
+    "cum_volume_end"
+)
+
+
+def ist_day(ltt_utc: int) -> dt.date:
+    """The IST calendar day of an epoch-seconds instant: the partition its tick goes to."""
+    return dt.date(1970, 1, 1) + dt.timedelta(days=(ltt_utc + IST_OFFSET_S) // 86400)
+
+
+def _bar_fields(b: Bar) -> tuple:
+    return (
+        b.segment, b.security_id, b.interval_s, b.start_utc, b.open, b.high, b.low, b.close,
+        b.volume, b.ticks, b.cum_volume_end,
+    )  # fmt: skip
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else exc.__class__.__name__
+
+
+def schema_version(conn: psycopg.Connection) -> int:
+    """The schema version of the database `conn` is on; 0 when it has no dhanfeed schema."""
+    if conn.execute("SELECT to_regclass('dhanfeed_schema')").fetchone()[0] is None:
+        return 0
+    return conn.execute("SELECT version FROM dhanfeed_schema").fetchone()[0]
+
+
+def migrate(conn: psycopg.Connection) -> int:
+    """Create or upgrade the schema (autocommit `conn`); the version it was at before."""
+    if schema_version(conn) == SCHEMA_VERSION:
+        return SCHEMA_VERSION  # the common case takes no lock and needs no CREATE privilege
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_SCHEMA,))
+        before = schema_version(conn)  # again: another collector may have just done it
+        if before > SCHEMA_VERSION:
+            raise StoreError(
+                f"the database schema is version {before}, newer than this program's"
+                f" ({SCHEMA_VERSION}): upgrade dhanfeed"
+            )
+        for version in range(before + 1, SCHEMA_VERSION + 1):
+            conn.execute(_MIGRATIONS[version])
+            conn.execute("UPDATE dhanfeed_schema SET version = %s", (version,))
+    return before
+
+
+class PostgresStore:
+    """One connection to PostgreSQL for one client id; calls are serialised."""
+
+    def __init__(
+        self,
+        url: str,
+        client_id: str,
+        store_ticks: bool = True,
+        *,
+        readonly: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.url = url
+        self.client_id = client_id
+        self.store_ticks = store_ticks
+        self.readonly = readonly
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._conn: psycopg.Connection | None = None
+        self._partitions: set[dt.date] = set()  # known to exist
+        self._backoff_s = 0.0
+        self._retry_at = 0.0
+        self.connects = 0
+        with self._lock:
+            self._connection()  # fail now (StoreError), not at the first bar
+
+    @classmethod
+    def open_readonly(cls, url: str, client_id: str) -> PostgresStore:
+        return cls(url, client_id, store_ticks=False, readonly=True)
+
+    @property
+    def location(self) -> str:
+        return redact(self.url)
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None and not self._conn.closed
+
+    # -- the connection ------------------------------------------------------------------
+
+    def _connection(self) -> psycopg.Connection:
+        """Under _lock: the live connection, or a new one once the backoff allows."""
+        if self._conn is not None and not self._conn.closed:
+            return self._conn
+        now = self._clock()
+        if now < self._retry_at:
+            raise StoreError(
+                f"database {self.location} is unreachable; next attempt in"
+                f" {self._retry_at - now:.1f}s"
+            )
+        try:
+            conn = psycopg.connect(
+                self.url,
+                autocommit=True,
+                application_name="dhanfeed-reader" if self.readonly else "dhanfeed-collector",
+                **_CONNECT_OPTIONS,
+            )
+        except psycopg.Error as exc:
+            self._back_off()
+            raise StoreError(
+                f"cannot connect to database {self.location}: {_first_line(exc)}"
+            ) from None
+        try:
+            if self.readonly:
+                conn.read_only = True
+                if schema_version(conn) == 0:
+                    raise StoreError(f"{self.location} is not a dhanfeed database (no schema)")
+            else:
+                migrate(conn)
+        except psycopg.errors.InsufficientPrivilege as exc:
+            conn.close()
+            raise StoreError(
+                f"database {self.location} needs its dhanfeed schema created or upgraded to"
+                f" version {SCHEMA_VERSION}, which this role may not do ({_first_line(exc)}):"
+                " run bin/sqlite_to_postgres --to URL once as the owner role (see README)"
+            ) from None
+        except (psycopg.Error, StoreError) as exc:
+            conn.close()
+            self._back_off()
+            if isinstance(exc, StoreError):
+                raise
+            raise StoreError(
+                f"cannot set up database {self.location}: {_first_line(exc)}"
+            ) from None
+        self._conn = conn
+        self._backoff_s = 0.0
+        self._partitions.clear()
+        self.connects += 1
+        return conn
+
+    def _back_off(self) -> None:
+        self._backoff_s = min(MAX_BACKOFF_S, max(0.5, self._backoff_s * 2))
+        self._retry_at = self._clock() + self._backoff_s
+
+    def _failed(self, doing: str, exc: psycopg.Error) -> StoreError:
+        """Under _lock: a failed call; a broken connection is dropped (the next call reconnects)."""
+        self._partitions.clear()  # a partition may have been dropped under us
+        if self._conn is not None and (self._conn.closed or self._conn.broken):
+            self._conn.close()
+            self._conn = None
+            self._back_off()
+        return StoreError(f"cannot {doing} database {self.location}: {_first_line(exc)}")
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __enter__(self) -> PostgresStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def write(
+        self, bars: Iterable[Bar] = (), ticks: Iterable[Tick] = (), gaps: Iterable[Gap] = ()
+    ) -> None:
+        """Write everything in one transaction (all or nothing); raise `StoreError`."""
+        cid = self.client_id
+        bar_rows = [(cid, *_bar_fields(b)) for b in bars]
+        tick_rows = list(ticks) if self.store_ticks else []
+        gap_rows = [(cid, *g) for g in gaps]
+        if not (bar_rows or tick_rows or gap_rows):
+            return
+        with self._lock:
+            conn = self._connection()
+            try:
+                try:
+                    self._write(conn, bar_rows, tick_rows, gap_rows)
+                except psycopg.errors.CheckViolation:
+                    if not (tick_rows and self._partitions):
+                        raise
+                    # "no partition for row": someone dropped a day this process had seen.
+                    self._partitions.clear()
+                    self._write(conn, bar_rows, tick_rows, gap_rows)
+            except psycopg.Error as exc:
+                raise self._failed("write", exc) from None
+
+    def _write(
+        self, conn: psycopg.Connection, bars: list[tuple], ticks: list[Tick], gaps: list[tuple]
+    ) -> None:
+        self._ensure_partitions(conn, ticks)
+        with conn.transaction(), conn.cursor() as cur:
+            if bars:
+                cur.executemany(_UPSERT_BAR, bars)
+            if ticks:
+                cid = self.client_id
+                with cur.copy(_COPY_TICKS) as copy:
+                    copy.set_types(_TICK_TYPES)
+                    for tick in ticks:
+                        copy.write_row((cid, *tick))
+            if gaps:
+                cur.executemany(_INSERT_GAP, gaps)
+
+    def _ensure_partitions(self, conn: psycopg.Connection, ticks: list[Tick]) -> None:
+        """Create the day partitions the ticks need, each in its own short transaction (before
+        the write's, so that no lock is held while waiting for another collector's)."""
+        if not ticks:
+            return
+        days = {ist_day(t.ltt_utc) for t in ticks} - self._partitions
+        for day in sorted(days):
+            conn.execute("SELECT dhanfeed_tick_partition(%s)", (day,))
+            self._partitions.add(day)
+
+    def import_rows(self, bars: list[Bar], ticks: list[Tick], gaps: list[Gap]) -> tuple[int, int]:
+        """Copy rows in idempotently (a second import of the same rows changes nothing): bars
+        replace the stored bar of their key; ticks and gaps are added unless an equal row is
+        there. Returns (ticks added, gaps added). Needs the TEMP privilege."""
+        cid = self.client_id
+        with self._lock:
+            conn = self._connection()
+            try:
+                self._ensure_partitions(conn, ticks)
+                with conn.transaction(), conn.cursor() as cur:
+                    if bars:
+                        cur.executemany(_REPLACE_BAR, [(cid, *_bar_fields(b)) for b in bars])
+                    added = []
+                    for table, rows, columns, when in (
+                        ("ticks", ticks, _TICK_TYPES, "ltt_utc"),
+                        (
+                            "gaps",
+                            gaps,
+                            ["text", "text", "int8", "float8", "float8", "text"],
+                            "start_utc",
+                        ),
+                    ):
+                        if not rows:
+                            added.append(0)
+                            continue
+                        tmp = sql.Identifier(f"import_{table}")
+                        cur.execute(
+                            sql.SQL("CREATE TEMP TABLE {} (LIKE {}) ON COMMIT DROP").format(
+                                tmp, sql.Identifier(table)
+                            )
+                        )
+                        with cur.copy(
+                            sql.SQL("COPY {} FROM STDIN (FORMAT BINARY)").format(tmp)
+                        ) as copy:
+                            copy.set_types(columns)
+                            for row in rows:
+                                copy.write_row((cid, *row))
+                        cur.execute(
+                            sql.SQL(
+                                "INSERT INTO {table} SELECT * FROM {tmp}"
+                                " EXCEPT SELECT * FROM {table} WHERE client_id = %s AND {when}"
+                                " BETWEEN (SELECT min({when}) FROM {tmp})"
+                                " AND (SELECT max({when}) FROM {tmp})"
+                            ).format(
+                                table=sql.Identifier(table), tmp=tmp, when=sql.Identifier(when)
+                            ),
+                            (cid,),
+                        )
+                        added.append(cur.rowcount)
+            except psycopg.Error as exc:
+                raise self._failed("import into", exc) from None
+        return added[0], added[1]
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _query(self, query: str | sql.Composed, params: Iterable = ()) -> list[tuple]:
+        with self._lock:
+            conn = self._connection()
+            try:
+                return conn.execute(query, tuple(params)).fetchall()
+            except psycopg.Error as exc:
+                raise self._failed("read", exc) from None
+
+    def carry(self) -> dict[Key, Carry]:
+        """Per (segment, security_id, interval_s): the newest bar with a cumulative volume."""
+        rows = self._query(
+            "SELECT DISTINCT ON (segment, security_id, interval_s)"
+            " segment, security_id, interval_s, start_utc, cum_volume_end FROM candles"
+            " WHERE client_id = %s AND cum_volume_end IS NOT NULL"
+            " ORDER BY segment, security_id, interval_s, start_utc DESC",
+            (self.client_id,),
+        )
+        return {(seg, sid, iv): Carry(start, cum) for seg, sid, iv, start, cum in rows}
+
+    def candles(
+        self,
+        segment: str | None = None,
+        security_id: int | None = None,
+        interval_s: int | None = None,
+        start_utc: int | None = None,
+        end_utc: int | None = None,
+    ) -> list[Bar]:
+        """Bars ordered by instrument, interval and time; `start_utc` ≤ bar start < `end_utc`."""
+        return list(self.iter_candles(segment, security_id, interval_s, start_utc, end_utc))
+
+    def iter_candles(
+        self,
+        segment: str | None = None,
+        security_id: int | None = None,
+        interval_s: int | None = None,
+        start_utc: int | None = None,
+        end_utc: int | None = None,
+        chunk: int = 5000,
+    ) -> Iterator[Bar]:
+        """Like `candles`, a chunk at a time, each chunk its own short read."""
+        where, params = ["client_id = %s"], [self.client_id]
+        for column, op, value in (
+            ("segment", "=", segment),
+            ("security_id", "=", security_id),
+            ("interval_s", "=", interval_s),
+            ("start_utc", ">=", start_utc),
+            ("start_utc", "<", end_utc),
+        ):
+            if value is not None:
+                where.append(f"{column} {op} %s")
+                params.append(value)
+        after: tuple = ()  # keyset paging on the primary key
+        while True:
+            page = list(where)
+            if after:
+                page.append("(segment, security_id, interval_s, start_utc) > (%s, %s, %s, %s)")
+            query = (
+                f"SELECT {_BAR_COLUMNS} FROM candles WHERE {' AND '.join(page)}"
+                " ORDER BY segment, security_id, interval_s, start_utc LIMIT %s"
+            )
+            rows = self._query(query, [*params, *after, chunk])
+            yield from (Bar(*row) for row in rows)
+            if len(rows) < chunk:
+                return
+            after = tuple(rows[-1][:4])
+
+    def instruments(self) -> list[tuple[str, int]]:
+        """Instruments that have at least one candle."""
+        return [
+            (seg, sid)
+            for seg, sid in self._query(
+                "SELECT DISTINCT segment, security_id FROM candles WHERE client_id = %s"
+                " ORDER BY segment, security_id",
+                (self.client_id,),
+            )
+        ]
+
+    def intervals(self) -> list[int]:
+        return [
+            iv
+            for (iv,) in self._query(
+                "SELECT DISTINCT interval_s FROM candles WHERE client_id = %s ORDER BY 1",
+                (self.client_id,),
+            )
+        ]

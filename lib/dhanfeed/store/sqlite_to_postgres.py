@@ -1,0 +1,84 @@
+"""Copy an SQLite database into PostgreSQL, idempotently: a user who outgrows one file keeps
+their history. Run it twice, or again after the SQLite file grew, and PostgreSQL holds each
+row once: bars replace the bar of their key, ticks and gaps are added unless already there
+(see `PostgresStore.import_rows`). Every copied row gets the client id given.
+
+The SQLite file is opened read-only and read a chunk at a time (by rowid), so a collector may
+still be writing it and a large file needs little memory.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+from dhanfeed.candles import Bar
+from dhanfeed.errors import StoreError
+from dhanfeed.store.base import Gap, Tick
+from dhanfeed.store.postgresql import PostgresStore
+
+CHUNK = 20_000
+_COLUMNS = {
+    "candles": "segment, security_id, interval_s, start_utc, open, high, low, close, volume,"
+    " ticks, cum_volume_end",
+    "ticks": "segment, security_id, ltt_utc, ltp, ltq, cum_volume, received_utc",
+    "gaps": "segment, security_id, start_utc, end_utc, reason",
+}
+
+
+class Copied(NamedTuple):
+    bars: int  # bars written (each replaces the bar of its key, if any)
+    ticks: int  # ticks added (not already there)
+    gaps: int  # gaps added
+
+
+def _chunks(conn: sqlite3.Connection, table: str) -> Iterator[list[tuple]]:
+    after = -1
+    while True:
+        rows = conn.execute(
+            f"SELECT rowid, {_COLUMNS[table]} FROM {table} WHERE rowid > ? ORDER BY rowid LIMIT ?",
+            (after, CHUNK),
+        ).fetchall()
+        if not rows:
+            return
+        after = rows[-1][0]
+        yield [row[1:] for row in rows]
+
+
+def copy_sqlite_to_postgres(
+    source: Path,
+    target: PostgresStore,
+    progress: Callable[[str, int], None] = lambda table, n: None,
+) -> Copied:
+    """Copy every candle, tick and gap of `source` into `target`; raises `StoreError`."""
+    if not source.is_file():
+        raise StoreError(f"no database at {source}")
+    try:
+        conn = sqlite3.connect(f"{source.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot read database {source}: {exc}") from None
+    bars = ticks = gaps = 0
+    try:
+        tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
+        if "candles" not in tables:
+            raise StoreError(f"{source} is not a dhanfeed database (no candles table)")
+        for rows in _chunks(conn, "candles"):
+            target.import_rows([Bar(*row) for row in rows], [], [])
+            bars += len(rows)
+            progress("candles", bars)
+        for table in ("ticks", "gaps"):
+            if table not in tables:
+                continue
+            for rows in _chunks(conn, table):
+                if table == "ticks":
+                    ticks += target.import_rows([], [Tick(*row) for row in rows], [])[0]
+                else:
+                    gaps += target.import_rows([], [], [Gap(*row) for row in rows])[1]
+                progress(table, ticks if table == "ticks" else gaps)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot read database {source}: {exc}") from None
+    finally:
+        conn.close()
+    return Copied(bars, ticks, gaps)
