@@ -15,7 +15,7 @@ import pytest
 
 from dhanfeed.candles import Bar
 from dhanfeed.cli import sqlite_to_postgres
-from dhanfeed.errors import StoreError
+from dhanfeed.errors import StoreError, StoreUnavailable
 from dhanfeed.store import Gap, Tick
 from dhanfeed.store.postgresql import SCHEMA_VERSION, PostgresStore, ist_day
 from pg_cluster import Cluster
@@ -132,10 +132,25 @@ def test_a_reader_cannot_write(pg_url):
         reader.write([bar()])
 
 
-def test_an_unreachable_server_is_one_store_error_naming_the_url_without_a_password(pg_cluster):
+def test_an_unreachable_server_is_unavailable_which_a_collector_waits_out(pg_cluster):
     url = f"postgresql://nobody@/nodb?host={pg_cluster.socket_dir}&port=1"
-    with pytest.raises(StoreError, match="cannot connect to database postgresql://nobody@/nodb"):
+    with pytest.raises(
+        StoreUnavailable, match="cannot connect to database postgresql://nobody@/nodb"
+    ):
         PostgresStore(url, A)
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [("/postgres?", 'database "nodb" does not exist'), ("postgres@", 'role "nodb" does not exist')],
+)
+def test_a_server_that_refuses_is_a_plain_store_error_not_worth_waiting_for(
+    pg_cluster, change, reason
+):
+    url = pg_cluster.url().replace(change, change.replace("postgres", "nodb"))
+    with pytest.raises(StoreError, match=reason) as caught:
+        PostgresStore(url, A)
+    assert not isinstance(caught.value, StoreUnavailable)
 
 
 def test_a_restarted_server_is_reconnected_to_and_the_failed_write_succeeds_on_retry(

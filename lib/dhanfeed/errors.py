@@ -163,5 +163,10 @@ class StoreError(DhanfeedError):
     """The candle database cannot be opened, written or read (names the path)."""
 
 
+class StoreUnavailable(StoreError):
+    """A database server cannot be reached now (down, restarting, network cut): it may come back,
+    so a collector waits for it. A refusal (bad password, no such database) is a `StoreError`."""
+
+
 class NoData(DhanfeedError):
     """The database has no candles for what was asked."""

@@ -20,6 +20,7 @@ The same tables and semantics as the SQLite store (see `store.sqlite`), and:
 from __future__ import annotations
 
 import datetime as dt
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -29,7 +30,7 @@ from psycopg import sql
 
 from dhanfeed.candles import Bar, Carry, Key
 from dhanfeed.database_url import redact
-from dhanfeed.errors import StoreError
+from dhanfeed.errors import StoreError, StoreUnavailable
 from dhanfeed.store.base import Gap, Tick
 
 __all__ = ["SCHEMA_VERSION", "PostgresStore"]
@@ -49,6 +50,10 @@ _CONNECT_OPTIONS = {
     "tcp_user_timeout": 30_000,  # ms
     "options": "-c statement_timeout=60s",
 }
+# A server that answered and refused (libpq gives no SQLSTATE for these): a configuration
+# problem that waiting will not fix. Anything else (refused connection, timeout, a server
+# starting up or shutting down) is `StoreUnavailable`.
+_REFUSED = re.compile(r"password|does not exist|pg_hba\.conf|authentication|permission denied")
 _LOCK_SCHEMA = 0x64686601  # advisory lock keys ("dhf" + n)
 _LOCK_PARTITION = 0x64686602
 
@@ -232,7 +237,7 @@ class PostgresStore:
             return self._conn
         now = self._clock()
         if now < self._retry_at:
-            raise StoreError(
+            raise StoreUnavailable(
                 f"database {self.location} is unreachable; next attempt in"
                 f" {self._retry_at - now:.1f}s"
             )
@@ -245,9 +250,9 @@ class PostgresStore:
             )
         except psycopg.Error as exc:
             self._back_off()
-            raise StoreError(
-                f"cannot connect to database {self.location}: {_first_line(exc)}"
-            ) from None
+            reason = _first_line(exc)
+            error = StoreError if _REFUSED.search(reason) else StoreUnavailable
+            raise error(f"cannot connect to database {self.location}: {reason}") from None
         try:
             if self.readonly:
                 conn.read_only = True
@@ -283,11 +288,13 @@ class PostgresStore:
     def _failed(self, doing: str, exc: psycopg.Error) -> StoreError:
         """Under _lock: a failed call; a broken connection is dropped (the next call reconnects)."""
         self._partitions.clear()  # a partition may have been dropped under us
+        error = StoreError
         if self._conn is not None and (self._conn.closed or self._conn.broken):
             self._conn.close()
             self._conn = None
             self._back_off()
-        return StoreError(f"cannot {doing} database {self.location}: {_first_line(exc)}")
+            error = StoreUnavailable
+        return error(f"cannot {doing} database {self.location}: {_first_line(exc)}")
 
     def close(self) -> None:
         with self._lock:
