@@ -7,7 +7,9 @@ the same machine in the same run:
 - SQLite: the collector's file (WAL, synchronous=NORMAL) in a temporary directory;
 - PostgreSQL: a throwaway server started here (initdb + pg_ctl, as `nobody` under root)
   with its durable defaults (fsync on, synchronous_commit on), over its Unix socket; ticks
-  go in with binary COPY into the day's partition.
+  go in with binary COPY into the day's partition;
+- PostgreSQL again with the per-instrument B-tree that SQLite has and the README offers
+  readers (`CREATE INDEX ON ticks (client_id, segment, security_id, ltt_utc)`).
 
     .venv/bin/python bench/bench_store.py [--ticks 400000] [--batch 20000] [--runs 3]
 
@@ -31,6 +33,7 @@ from dhanfeed.store.postgresql import PostgresStore
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from pg_cluster import Cluster, find_bindir  # noqa: E402  (the tests' throwaway server)
 
+INSTRUMENT_INDEX = "CREATE INDEX ON ticks (client_id, segment, security_id, ltt_utc)"
 START = 1767584700  # 2026-01-05 09:15 IST
 
 
@@ -72,7 +75,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
         return [Row("6", "store write, PostgreSQL", "not run: no server binaries")]
     ticks = make_ticks(args.ticks)
     say(f"bench 6: {len(ticks):,} ticks in batches of {args.batch:,}, {args.runs} runs each")
-    results: dict[str, list[float]] = {"sqlite": [], "postgresql": []}
+    results: dict[str, list[float]] = {"sqlite": [], "postgresql": [], "postgresql+index": []}
     cluster = Cluster(bindir, durable=True)
     try:
         cluster.start()
@@ -80,22 +83,24 @@ def main(argv: list[str] | None = None) -> list[Row]:
             for run in range(args.runs):
                 path = Path(tmp) / f"run{run}.sqlite"
                 results["sqlite"].append(rate(SqliteStore(path), ticks, args.batch))
-                url = cluster.new_database()
-                results["postgresql"].append(
-                    rate(PostgresStore(url, "1000000001"), ticks, args.batch)
-                )
-                say(f"  run {run + 1}: sqlite {fmt_rate(results['sqlite'][-1])},"
-                    f" postgresql {fmt_rate(results['postgresql'][-1])}")  # fmt: skip
+                for variant in ("postgresql", "postgresql+index"):
+                    url = cluster.new_database()
+                    store = PostgresStore(url, "1000000001")
+                    if variant.endswith("index"):
+                        cluster.sql(INSTRUMENT_INDEX, url.split("/")[3].split("?")[0])
+                    results[variant].append(rate(store, ticks, args.batch))
+                rates = ", ".join(f"{k} {fmt_rate(v[-1])}" for k, v in results.items())
+                say(f"  run {run + 1}: {rates}")
     finally:
         cluster.destroy()
-    sqlite, pg = median(results["sqlite"]), median(results["postgresql"])
-    say(
-        f"bench 6: sqlite {fmt_rate(sqlite)}, postgresql {fmt_rate(pg)}, ratio pg/sqlite {pg / sqlite:.2f}"
-    )
+    sqlite, pg, indexed = (median(v) for v in results.values())
+    say(f"bench 6: sqlite {fmt_rate(sqlite)}, postgresql {fmt_rate(pg)} ({pg / sqlite:.2f}x),"
+        f" postgresql with the instrument index {fmt_rate(indexed)} ({indexed / sqlite:.2f}x)")  # fmt: skip
     return [
         Row("6", "store write (ticks), SQLite", fmt_rate(sqlite)),
         Row("6", "store write (ticks), PostgreSQL", fmt_rate(pg)),
         Row("6", "PostgreSQL / SQLite", f"{pg / sqlite:.2f}x"),
+        Row("6", "PostgreSQL + instrument index / SQLite", f"{indexed / sqlite:.2f}x"),
     ]
 
 
