@@ -1,5 +1,8 @@
 """End to end: the real `bin/collector` subprocess against the real `bin/dhan_sim`.
 
+Each test of what is stored runs against both stores: SQLite, and a PostgreSQL database on
+the session's throwaway server (`collectors` is parametrized with the store).
+
 "No data lost" (design.md): for every instrument the sum of candle volumes equals the
 cumulative volume of the last tick the simulator delivered to us, and every tick it
 delivered is stored exactly once. Durations are scaled down: 1-minute bars with a 1 s grace,
@@ -23,6 +26,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from dhanfeed.cli.renew_token import main as renew_token_main
@@ -45,7 +49,11 @@ TIMING = {
 }
 
 
-def collector_config(workdir: Path, sim: Sim, **collector: object) -> Path:
+SQLITE = "data/candles.sqlite"
+BOTH_STORES = pytest.mark.parametrize("collectors", ["sqlite", "postgresql"], indirect=True)
+
+
+def collector_config(workdir: Path, sim: Sim, database: str = SQLITE, **collector: object) -> Path:
     return write_config(
         workdir,
         sim,
@@ -56,6 +64,7 @@ def collector_config(workdir: Path, sim: Sim, **collector: object) -> Path:
             "grace": "1s",
             "status_every": "0.3s",
             "stale_after": "30s",
+            "database": database,
             **collector,
         },
     )
@@ -66,9 +75,13 @@ class Collector:
 
     runs = itertools.count(1)
 
-    def __init__(self, workdir: Path, config: Path, timing: dict | None = None) -> None:
+    def __init__(
+        self, workdir: Path, config: Path, timing: dict | None = None, database: str = SQLITE
+    ) -> None:
         self.workdir = workdir
         self.config = config
+        self.database = database
+        self.client_id: str | None = None  # PostgreSQL: read only this client's rows
         self.timing = {**TIMING, **(timing or {})}
         self.proc: subprocess.Popen[bytes] | None = None
         self.stderr_path = workdir / f"collector-{next(self.runs)}.err"
@@ -134,12 +147,40 @@ class Collector:
         return path.read_text() if path.exists() else ""
 
     @contextlib.contextmanager
-    def db(self) -> Iterator[sqlite3.Connection]:
-        conn = sqlite3.connect(self.workdir / "data" / "candles.sqlite")
-        try:
-            yield conn
-        finally:
-            conn.close()
+    def db(self) -> Iterator[sqlite3.Connection | Postgres]:
+        """A connection to what the collector wrote (SQL with `?` placeholders either way)."""
+        if self.database == SQLITE:
+            conn = sqlite3.connect(self.workdir / SQLITE)
+            try:
+                yield conn
+            finally:
+                conn.close()
+        else:
+            with psycopg.connect(self.database) as conn:
+                yield Postgres(conn, self.client_id)
+
+
+class Postgres:
+    """A psycopg connection that takes SQLite's `?` placeholders, so one query serves both;
+    with `client_id`, a query's WHERE sees only that client's rows."""
+
+    def __init__(self, conn: psycopg.Connection, client_id: str | None = None) -> None:
+        self.conn = conn
+        self.client_id = client_id
+
+    def execute(self, query: str, params: tuple = ()) -> psycopg.Cursor:
+        query = query.replace("?", "%s")
+        if self.client_id is not None:
+            assert "WHERE " in query, query
+            query = query.replace("WHERE ", "WHERE client_id = %s AND ", 1)
+            params = (self.client_id, *params)
+        return self.conn.execute(query, params)
+
+
+class Started(list):
+    """The collectors a test started (killed at its end), and the database they write to."""
+
+    database = SQLITE
 
 
 @pytest.fixture
@@ -149,8 +190,10 @@ def workdir(tmp_path: Path) -> Iterator[Path]:
 
 
 @pytest.fixture
-def collectors() -> Iterator[list[Collector]]:
-    started: list[Collector] = []
+def collectors(request: pytest.FixtureRequest) -> Iterator[Started]:
+    started = Started()
+    if getattr(request, "param", "sqlite") == "postgresql":
+        started.database = request.getfixturevalue("pg_url")
     yield started
     for c in started:
         c.kill()
@@ -163,7 +206,9 @@ def start_collector(
     timing: dict | None = None,
     **collector: object,
 ) -> Collector:
-    c = Collector(workdir, collector_config(workdir, sim, **collector), timing).start()
+    database = getattr(collectors, "database", SQLITE)
+    config = collector_config(workdir, sim, database, **collector)
+    c = Collector(workdir, config, timing, database).start()
     collectors.append(c)
     return c
 
@@ -223,6 +268,7 @@ def our_sockets(sim: Sim) -> list[dict]:
 # ---------------------------------------------------------------------------------------------
 
 
+@BOTH_STORES
 def test_every_delivered_tick_is_stored_once_and_sigterm_writes_the_open_bars(
     start_sim: Callable[..., Sim], workdir: Path, collectors: list[Collector]
 ) -> None:
@@ -257,6 +303,7 @@ def test_every_delivered_tick_is_stored_once_and_sigterm_writes_the_open_bars(
     assert "dhanfeed_collector_packets_total" in (workdir / "state" / "collector.prom").read_text()
 
 
+@BOTH_STORES
 def test_token_swaps_with_sockets_kept_lose_nothing_and_store_no_duplicate(
     start_sim: Callable[..., Sim], workdir: Path, collectors: list[Collector]
 ) -> None:
@@ -332,6 +379,7 @@ def test_four_shards_swap_tokens_one_at_a_time_so_never_more_than_5_sockets_are_
         assert db.execute("SELECT count(*) FROM gaps").fetchone()[0] == 0
 
 
+@BOTH_STORES
 def test_token_swaps_with_sockets_killed_keep_volume_exact_and_record_short_gaps(
     start_sim: Callable[..., Sim], workdir: Path, collectors: list[Collector]
 ) -> None:
@@ -472,6 +520,7 @@ def volumes_exact(sim: Sim, c: Collector) -> None:
             assert got == expected, key
 
 
+@BOTH_STORES
 def test_sigkill_in_the_middle_of_a_bar_then_restart_gives_exact_volume_and_no_duplicate_bar(
     start_sim: Callable[..., Sim], workdir: Path, collectors: list[Collector]
 ) -> None:

@@ -39,6 +39,7 @@ ZERO = {  # every other field of a running collector's snapshot
     "sockets": (),
     "swap_log": (),
     "token_refused": None,
+    "store_failing_since": None,
     **dict.fromkeys(
         "connects gaps skipped_packets trades unknown_segment ticks_stored dropped ticks_dropped"
         " queue bars_closed bars_stored store_pending store_errors".split(),

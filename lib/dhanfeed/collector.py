@@ -13,7 +13,6 @@ import os
 import queue
 import threading
 from collections.abc import Callable
-from pathlib import Path
 
 from dhanfeed.candles import DUPLICATE, LATE, CandleBuilder, ist_to_utc
 from dhanfeed.clock import Clock
@@ -28,7 +27,7 @@ from dhanfeed.feed.token_watch import TokenWatcher
 from dhanfeed.session import SessionCalendar
 from dhanfeed.status import STATUS_FILE, CollectorStatus, StatusReporter, last_data_of_previous_run
 from dhanfeed.store import Gap as GapRow
-from dhanfeed.store import StoreWriter, Tick, open_store
+from dhanfeed.store import Store, StoreUnavailable, StoreWriter, Tick, open_store
 from dhanfeed.web.server import StatusPage
 
 logger = logging.getLogger(__name__)
@@ -142,6 +141,42 @@ class Pipeline(threading.Thread):
         return ticks
 
 
+def open_configured_store(config: Config) -> Store:
+    c = config.collector
+    return open_store(c.database, client_id=config.dhan.client_id, store_ticks=c.store_ticks)
+
+
+def open_store_waiting(
+    config: Config,
+    stop: threading.Event,
+    alert: Callable[[str, str, str], None] = log_alert,
+    *,
+    max_wait_s: float = 8.0,
+) -> Store | None:
+    """The configured store. While its server cannot be reached (`StoreUnavailable`), wait
+    and retry (0.5 s doubling to `max_wait_s`), with one alert, until `stop` is set: then
+    None. A store that refuses (bad password, unwritable file) raises `StoreError`."""
+    wait_s, alerted = 0.5, False
+    while True:
+        try:
+            store = open_configured_store(config)
+        except StoreUnavailable as exc:
+            if not alerted:
+                alerted = True
+                alert(
+                    "store-unreachable",
+                    "critical",
+                    f"waiting for the database before starting (nothing is recorded yet): {exc}",
+                )
+            if stop.wait(wait_s):
+                return None
+            wait_s = min(max_wait_s, wait_s * 2)
+            continue
+        if alerted:
+            alert("store-", "recovery", f"{store.location} reachable; starting")
+        return store
+
+
 class Collector:
     """Owns every part; `start()`, then `stop()` (bounded) from the signal handler's thread."""
 
@@ -152,12 +187,14 @@ class Collector:
         clock: Clock,
         timing: Timing | None = None,
         alert: Callable[[str, str, str], None] = log_alert,
+        store: Store | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
         c = config.collector
         self.started_utc = clock.time()
-        self.store = open_store(c.database, store_ticks=c.store_ticks)  # StoreError: unwritable
+        # StoreError: unwritable; see open_store_waiting for a server that is away.
+        self.store = store or open_configured_store(config)
         self.writer = StoreWriter(self.store, alert=alert)
         self.builder = CandleBuilder(
             [int(i.total_seconds()) for i in c.intervals],
@@ -278,7 +315,7 @@ class Collector:
             started_utc=self.started_utc,
             written_at=self.clock.now().isoformat(timespec="seconds"),
             client_id=self.config.dhan.client_id,
-            database=str(Path(self.config.collector.database)),
+            database=self.store.location,
             **{f.name: getattr(feed, f.name) for f in dataclasses.fields(feed)},
             packets=p.packets,
             trades=p.trades,
@@ -294,4 +331,5 @@ class Collector:
             bars_stored=self.writer.bars_written,
             store_pending=self.writer.pending,
             store_errors=self.writer.errors,
+            store_failing_since=self.writer.failing_since,
         )

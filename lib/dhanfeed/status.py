@@ -53,8 +53,9 @@ class CollectorStatus(FeedStatus):
     last_data_utc: float | None
     bars_closed: int
     bars_stored: int
-    store_pending: int
+    store_pending: int  # the backlog: rows handed to the store and not yet committed
     store_errors: int
+    store_failing_since: float | None = None  # epoch s: writes have failed since (database away)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

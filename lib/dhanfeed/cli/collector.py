@@ -26,7 +26,7 @@ from dhanfeed import console
 from dhanfeed.alerts import Alerter
 from dhanfeed.cli.args import ArgumentParser, start_logging
 from dhanfeed.clock import SystemClock
-from dhanfeed.collector import Collector
+from dhanfeed.collector import Collector, open_store_waiting
 from dhanfeed.config import load_config
 from dhanfeed.errors import DhanfeedError, ExitCode, LockBusy, UsageError
 from dhanfeed.feed.policy import Timing
@@ -154,9 +154,11 @@ def make_alert(config, clock):  # noqa: ANN001, ANN201
 
 def _run_locked(config, timing, collector_cls, stop: threading.Event, *, speak: bool) -> int:  # noqa: ANN001
     clock = SystemClock()  # the one clock, passed down to every thread of the collector
-    collector = collector_cls(
-        config, clock=clock, timing=timing, alert=make_alert(config, clock)
-    )  # StoreError: exit 1
+    alert = make_alert(config, clock)
+    store = open_store_waiting(config, stop, alert)  # StoreError (refused, unwritable): exit 1
+    if store is None:  # stopped while waiting for the database
+        return int(ExitCode.OK)
+    collector = collector_cls(config, clock=clock, timing=timing, alert=alert, store=store)
     collector.start()
     next_line = clock.monotonic() + console.STATUS_LINE_EVERY_S
     while not stop.wait(1.0):

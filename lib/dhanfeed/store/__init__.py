@@ -3,24 +3,50 @@
 - `base`: the row types (`Tick`, `Gap`) and the `Store` interface every backend implements.
 - `sqlite`: `SqliteStore`, the default backend (one WAL-mode file).
 - `writer`: `StoreWriter`, the thread that batches, sheds and retries writes for the collector.
+- `postgresql`: `PostgresStore`, for several collectors, remote readers, more raw ticks.
 
-`open_store` picks the backend from the configured target.
+`open_store` picks the backend from the configured target (a path or a postgresql:// URL).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from dhanfeed.errors import StoreError
+from dhanfeed.database_url import is_postgres_url
+from dhanfeed.errors import StoreError, StoreUnavailable
 from dhanfeed.store.base import Gap, Store, Tick
 from dhanfeed.store.sqlite import SqliteStore
 from dhanfeed.store.writer import StoreWriter
 
-__all__ = ["Gap", "SqliteStore", "Store", "StoreError", "StoreWriter", "Tick", "open_store"]
+try:
+    from dhanfeed.store.postgresql import PostgresStore
+except ImportError:  # psycopg is the optional 'postgresql' extra; SQLite needs nothing
+    PostgresStore = None  # type: ignore[assignment,misc]
+
+__all__ = ["Gap", "SqliteStore", "Store", "StoreError", "StoreUnavailable", "StoreWriter",
+           "Tick", "open_store"]  # fmt: skip
 
 
-def open_store(target: str | Path, *, store_ticks: bool = True, readonly: bool = False) -> Store:
-    """The store behind `target` (a file path: SQLite). Raises `StoreError`."""
+def open_store(
+    target: str | Path,
+    *,
+    client_id: str = "",
+    store_ticks: bool = True,
+    readonly: bool = False,
+) -> Store:
+    """The store behind `target`: a postgresql:// URL (rows of `client_id`), else an SQLite
+    file. Raises `StoreError` (`StoreUnavailable` while a server cannot be reached)."""
+    if isinstance(target, str) and is_postgres_url(target):
+        if PostgresStore is None:
+            raise StoreError(
+                "a postgresql:// database needs the 'postgresql' extra:"
+                " .venv/bin/pip install -e '.[postgresql]' (make install does it)"
+            )
+        if not client_id:
+            raise StoreError("a PostgreSQL store needs the client id its rows belong to")
+        if readonly:
+            return PostgresStore.open_readonly(target, client_id)
+        return PostgresStore(target, client_id, store_ticks)
     if readonly:
         return SqliteStore.open_readonly(target)
     return SqliteStore(target, store_ticks)

@@ -67,7 +67,7 @@ class StoreWriter:
         self.store = store
         # (condition, level, message): the first failure of an episode, then its recovery
         self._alert = alert or (lambda condition, level, message: None)
-        self._failing = False
+        self.failing_since: float | None = None  # epoch s: when the failing episode began
         self.max_delay_s = max_delay_s
         self.max_rows = max(1, max_rows)
         self.max_pending_ticks = max(1, max_pending_ticks)
@@ -366,8 +366,8 @@ class StoreWriter:
         except StoreError as exc:
             self.errors += 1
             self.last_error = str(exc)
-            if not self._failing:  # once per episode; the retries go on meanwhile
-                self._failing = True
+            if self.failing_since is None:  # once per episode; the retries go on meanwhile
+                self.failing_since = time.time()
                 self._alert(
                     "store-write-failed",
                     "critical",
@@ -398,8 +398,12 @@ class StoreWriter:
             logger.info(
                 "store writer caught up: %d ticks were dropped while it was behind", summary
             )
-        if self._failing:
-            self._failing = False
+        if self.failing_since is not None:
+            logger.info(
+                "store writes succeed again after %.1fs of failures",
+                time.time() - self.failing_since,
+            )
+            self.failing_since = None
             self._alert(
                 "store-",
                 "recovery",
