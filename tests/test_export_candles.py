@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import fcntl
 import io
@@ -20,6 +21,7 @@ import pytest
 from dhanfeed.candles import Bar
 from dhanfeed.cli.export_candles import main
 from dhanfeed.store import SqliteStore
+from dhanfeed.store.postgresql import PostgresStore
 from support.sim import BIN
 
 IST = zoneinfo.ZoneInfo("Asia/Kolkata")
@@ -371,3 +373,48 @@ def test_a_short_export_on_a_terminal_shows_no_bar(db, tmp_path):
     code, err = run_on_a_terminal([str(BIN / "export_candles"), "--database", str(db),
                                    "--output", str(tmp_path / "small.csv")])  # fmt: skip
     assert (code, err) == (0, "")
+
+
+# --- PostgreSQL: the same export, and the account chosen by --client-id ----------------------
+
+
+@pytest.fixture
+def pg_db(pg_url):
+    with PostgresStore(pg_url, "1000000001") as store:
+        store.write(BARS)
+    with PostgresStore(pg_url, "1000000002") as other:  # another account's bar, same key
+        other.write([dataclasses.replace(BARS[0], volume=99999)])
+    return pg_url
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_postgresql_exports_exactly_what_sqlite_exports(capsys, db, pg_db, fmt):
+    from_sqlite = export(capsys, "--database", db, "--format", fmt)
+    from_pg = export(capsys, "--database", pg_db, "--client-id", "1000000001", "--format", fmt)
+    assert from_pg == from_sqlite and from_pg[0] == 0
+
+
+def test_client_id_chooses_the_account_and_defaults_to_the_configs(capsys, pg_db, tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text(f'[dhan]\nclient_id = "1000000002"\n[collector]\ndatabase = "{pg_db}"\n')
+    code, out, _ = export(capsys, "--config", config, "--instrument", "NSE_EQ:1333")
+    assert code == 0 and [r["volume"] for r in rows(out)][:1] == ["99999"]
+    code, out, _ = export(capsys, "--database", pg_db, "--client-id", "1000000001",
+                          "--instrument", "NSE_EQ:1333", "--interval", "1m")  # fmt: skip
+    assert code == 0 and [r["volume"] for r in rows(out)] == ["120", "80", "30", "9"]
+
+
+def test_a_postgresql_url_without_a_client_id_or_config_is_one_line_and_exit_2(
+    capsys, pg_db, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DHANFEED_CONFIG", raising=False)
+    code, out, err = export(capsys, "--database", pg_db)
+    assert (code, out) == (2, "") and err == (
+        "export_candles: --client-id is needed to read PostgreSQL without a config\n"
+    )
+
+
+def test_a_postgresql_url_with_a_password_is_refused_without_printing_it(capsys):
+    code, _, err = export(capsys, "--database", "postgresql://u:sekrit99@h/db", "--client-id", "1")
+    assert code == 2 and "sekrit99" not in err and err.count("\n") == 1

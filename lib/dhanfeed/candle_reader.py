@@ -1,8 +1,9 @@
 """Read-only access to the candle database for people: the status page, `bin/status`,
 `read_candles`.
 
-One way in, `open_reader(database)`, so that another store (PostgreSQL) can be added behind it.
-The SQLite reader opens the file read-only (`mode=ro`, `query_only`) and runs each question
+One way in, `open_reader(database, client_id)`: an SQLite file, or a postgresql:// URL whose
+rows of that client id are read (`PostgresReader` asks the same questions through per-statement
+views of the client's rows, so both readers share every query). The SQLite reader opens the file read-only (`mode=ro`, `query_only`) and runs each question
 as one short statement, so in WAL mode it never blocks the collector's writer nor waits for
 it. Columns that later schema versions add (`complete`, `source`, `gaps.healed_utc`, the
 `reconciliation` table) are read when present; an older file reads as all `complete`, all
@@ -13,12 +14,19 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import re
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
+from dhanfeed.database_url import is_postgres_url, redact
 from dhanfeed.errors import StoreError
+
+try:
+    import psycopg
+except ImportError:  # the optional 'postgresql' extra
+    psycopg = None  # type: ignore[assignment]
 
 BUSY_TIMEOUT_MS = 2000  # a checkpoint can hold a reader back briefly; never for long
 
@@ -74,8 +82,11 @@ def epoch_of(when: dt.date | dt.datetime | str, tz: dt.tzinfo, *, end_of_day: bo
     return int((when if when.tzinfo else when.replace(tzinfo=tz)).timestamp())
 
 
-def open_reader(database: str | Path) -> SqliteReader:
-    """The reader for `database` (a SQLite file today). Raises StoreError naming the path."""
+def open_reader(database: str | Path, client_id: str = "") -> SqliteReader:
+    """The reader for `database`: a postgresql:// URL (the rows of `client_id`), else an
+    SQLite file. Raises StoreError naming it."""
+    if isinstance(database, str) and is_postgres_url(database):
+        return PostgresReader(database, client_id)
     return SqliteReader(Path(database))
 
 
@@ -164,7 +175,7 @@ class SqliteReader:
         instruments: Sequence[tuple[str, int]] = (),
     ) -> int:
         """Bars starting in [start_utc, end_utc) (None: unbounded) of any or these instruments."""
-        where, params = ["1"], []
+        where, params = ["1 = 1"], []
         for column, op, value in (
             ("start_utc", ">=", start_utc),
             ("start_utc", "<", end_utc),
@@ -227,3 +238,63 @@ class SqliteReader:
             except OSError:
                 pass
         return total
+
+
+class PostgresReader(SqliteReader):
+    """The same questions of a PostgreSQL database, about one client id's rows.
+
+    Each statement is prefixed with `WITH candles AS (SELECT * FROM candles WHERE client_id =
+    ...)` (and so for the other tables it names): inside it the names mean the client's rows,
+    so every query of `SqliteReader` runs unchanged, its `?` placeholders turned into `%s`.
+    """
+
+    _TABLES = ("candles", "gaps", "reconciliation")
+
+    def __init__(self, url: str, client_id: str) -> None:  # noqa: D107 - not SqliteReader's
+        self.path = redact(url)  # what messages name
+        self.client_id = client_id
+        if psycopg is None:
+            raise StoreError(
+                "a postgresql:// database needs the 'postgresql' extra:"
+                " pip install 'dhanfeed[postgresql]'"
+            )
+        if not client_id:
+            raise StoreError("reading PostgreSQL needs the client id whose candles to read")
+        try:
+            self._conn = psycopg.connect(
+                url, autocommit=True, connect_timeout=10, application_name="dhanfeed-reader"
+            )
+            self._conn.read_only = True
+            self._columns = self._read_columns()
+        except psycopg.Error as exc:
+            self.close()
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else "error"
+            raise StoreError(f"cannot read database {self.path}: {message}") from None
+        if "candles" not in self._columns:
+            self.close()
+            raise StoreError(f"{self.path} is not a dhanfeed database (no candles table)")
+
+    def _read_columns(self) -> dict[str, set[str]]:
+        columns: dict[str, set[str]] = {}
+        for table, column in self._conn.execute(
+            "SELECT table_name, column_name FROM information_schema.columns"
+            " WHERE table_schema = ANY (current_schemas(false))"
+        ):
+            columns.setdefault(table, set()).add(column)
+        return columns
+
+    def _query(self, sql: str, params: tuple = ()) -> list[tuple]:
+        tables = [t for t in self._TABLES if re.search(rf"\b{t}\b", sql)]
+        views = ", ".join(f"{t} AS (SELECT * FROM {t} WHERE client_id = %s)" for t in tables)
+        statement = (f"WITH {views} " if views else "") + sql.replace("?", "%s")
+        try:
+            return self._conn.execute(
+                statement, (self.client_id,) * len(tables) + params
+            ).fetchall()
+        except psycopg.Error as exc:
+            message = str(exc).strip().splitlines()[0]
+            raise StoreError(f"cannot read database {self.path}: {message}") from None
+
+    def size_bytes(self) -> int:
+        """The whole database (every client's rows): what it takes on the server's disk."""
+        return int(self._conn.execute("SELECT pg_database_size(current_database())").fetchone()[0])

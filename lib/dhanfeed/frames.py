@@ -29,6 +29,8 @@ def read_candles(
     interval: str | int | dt.timedelta = "1m",
     start: When = None,
     end: When = None,
+    *,
+    client_id: str = "",
 ) -> pd.DataFrame:
     """Bars of `instrument` ("NSE_EQ:1333") at `interval` ("1m", "5m", 300 or a timedelta)
     starting in [start, end), oldest first.
@@ -37,6 +39,8 @@ def read_candles(
     close (float), volume, ticks (int), complete (bool), source ("feed" or "dhan"). `start`
     and `end` are dates, aware datetimes, naive datetimes (read as IST) or ISO strings; a bare
     date as `end` means through that day. None: from the first bar, to the last.
+    `database` is an SQLite file or a postgresql:// URL; for PostgreSQL, `client_id` says
+    whose bars.
     Raises ValueError for a bad instrument, interval or time, and `dhanfeed.errors.StoreError`
     when the database cannot be read.
     """
@@ -49,7 +53,7 @@ def read_candles(
     interval_s = _interval_s(interval)
     start_utc = 0 if start is None else epoch_of(start, IST, end_of_day=False)
     end_utc = 2**62 if end is None else epoch_of(end, IST, end_of_day=True)
-    with open_reader(database) as reader:
+    with open_reader(database, client_id) as reader:
         rows = reader.candles(inst.segment, inst.security_id, interval_s, start_utc, end_utc)
     frame = pd.DataFrame(
         [r[1:] for r in rows],

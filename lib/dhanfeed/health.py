@@ -379,7 +379,7 @@ def _store(config: Config, now: dt.datetime) -> StoreFacts:
     database = config.collector.database
     start, end = _day_bounds(config, now)
     try:
-        with open_reader(database) as reader:
+        with open_reader(database, config.dhan.client_id) as reader:
             return StoreFacts(
                 database=str(database),
                 size_bytes=reader.size_bytes(),
@@ -408,7 +408,7 @@ def _backfill(config: Config, now: dt.datetime) -> BackfillFacts:
         last_exit_code=None if code is None else int(code),
     )
     try:
-        with open_reader(config.collector.database) as reader:
+        with open_reader(config.collector.database, config.dhan.client_id) as reader:
             unhealed = reader.unhealed_gaps(*heal_window)
             rec = reader.latest_reconciliation()
     except DhanfeedError:

@@ -16,6 +16,7 @@ import datetime as dt
 import itertools
 import json
 import os
+import re
 import sys
 import tempfile
 import zoneinfo
@@ -27,7 +28,8 @@ from dhanfeed.candle_reader import epoch_of, open_reader
 from dhanfeed.candles import Bar
 from dhanfeed.cli.args import ArgumentParser
 from dhanfeed.config import load_config, parse_duration
-from dhanfeed.errors import DhanfeedError, ExitCode, NoData, UsageError
+from dhanfeed.database_url import PostgresUrl, is_postgres_url
+from dhanfeed.errors import ConfigError, DhanfeedError, ExitCode, NoData, UsageError
 from dhanfeed.instruments import Instrument, parse_instrument
 from dhanfeed.logs import print_traceback
 from dhanfeed.parquet import write_parquet
@@ -67,7 +69,8 @@ examples:
 def build_parser() -> argparse.ArgumentParser:
     ap = ArgumentParser(
         prog=PROG,
-        description="Export OHLCV candles from the collector's SQLite database as CSV, JSON lines"
+        description="Export OHLCV candles from the collector's database (SQLite or PostgreSQL) as"
+        " CSV, JSON lines"
         " or Parquet.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -76,7 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--config", metavar="PATH",
                        help="config file whose collector.database to read (default: "
                             "$DHANFEED_CONFIG, else ./config.toml)")  # fmt: skip
-    where.add_argument("--database", metavar="PATH", help="read this SQLite file instead")
+    where.add_argument("--database", metavar="PATH|URL",
+                       help="read this SQLite file or postgresql:// URL instead")  # fmt: skip
+    ap.add_argument("--client-id", metavar="ID",
+                    help="PostgreSQL: whose candles (default: the config's [dhan] client_id)")  # fmt: skip
     ap.add_argument("--instrument", action="append", metavar="SEGMENT:ID", default=[],
                     help="e.g. NSE_EQ:1333; repeat for several (default: all)")  # fmt: skip
     ap.add_argument("--interval", metavar="DURATION",
@@ -132,15 +138,15 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--from {args.start} is not before --to {args.end}")
     if args.format == "parquet" and (not args.output or args.output == "-"):
         raise UsageError("--format parquet writes a file: give --output FILE")
-    path = Path(args.database) if args.database else load_config(args.config).collector.database
-    with open_store(path, readonly=True) as store:
+    path, client_id = _target(args)
+    with open_store(path, client_id=client_id, readonly=True) as store:
         interval_s, bars = _select(store, path, instruments, interval_s, start, end)
         first = next(bars, None)
         if first is None:
             raise NoData(f"no candles in {path} {_describe(instruments, interval_s, args)}")
         rest = itertools.chain([first], bars)
         if progress_wanted(MIN_ITEMS):  # count only when a person may watch a long run
-            with open_reader(path) as reader:
+            with open_reader(path, client_id) as reader:
                 total = reader.candle_count(
                     start, end, interval_s, [(i.segment, i.security_id) for i in instruments]
                 )
@@ -149,9 +155,35 @@ def run(args: argparse.Namespace) -> int:
     return int(ExitCode.OK)
 
 
+def _target(args: argparse.Namespace) -> tuple[str | Path, str]:
+    """The database to read and, for PostgreSQL, whose rows (the config's client id unless
+    --client-id says otherwise)."""
+    target: str | Path | None = args.database
+    if target is not None and is_postgres_url(target):
+        try:
+            target = PostgresUrl(target)
+        except ValueError as exc:
+            raise UsageError(f"--database: {exc}") from None
+    elif target is not None:
+        target = Path(target)
+    client_id = args.client_id
+    if target is None or (client_id is None and isinstance(target, PostgresUrl)):
+        try:
+            config = load_config(args.config)
+        except ConfigError:
+            if target is None:
+                raise
+            raise UsageError("--client-id is needed to read PostgreSQL without a config") from None
+        target = target if target is not None else config.collector.database
+        client_id = client_id or config.dhan.client_id
+    if client_id is not None and not re.fullmatch(r"\d{1,16}", client_id):
+        raise UsageError(f"--client-id: expected digits like '1000000001', got {client_id!r}")
+    return target, client_id or ""
+
+
 def _select(
     store: Store,
-    path: Path,
+    path: str | Path,
     instruments: list[Instrument],
     interval_s: int | None,
     start: int | None,

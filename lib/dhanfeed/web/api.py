@@ -46,7 +46,7 @@ def candles_answer(
     start = dt.datetime.combine(day, dt.time(0), tzinfo=tz)
     start_utc = int(start.timestamp())
     end_utc = int((start + dt.timedelta(days=1)).timestamp())
-    with open_reader(config.collector.database) as reader:
+    with open_reader(config.collector.database, config.dhan.client_id) as reader:
         bars = reader.candles(
             instrument.segment, instrument.security_id, interval_s, start_utc, end_utc
         )
