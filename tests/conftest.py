@@ -61,15 +61,19 @@ def pg_bindir() -> Path:
     return bindir
 
 
-@pytest.fixture(scope="session")
-def pg_cluster() -> Iterator[Cluster]:
-    """One throwaway PostgreSQL server for the session (each test takes its own database)."""
+def running_cluster() -> Iterator[Cluster]:
     cluster = Cluster(pg_bindir())
     try:
         cluster.start()
         yield cluster
     finally:
         cluster.destroy()
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Cluster]:
+    """One throwaway PostgreSQL server for the session (each test takes its own database)."""
+    yield from running_cluster()
 
 
 @pytest.fixture
@@ -81,9 +85,4 @@ def pg_url(pg_cluster: Cluster) -> str:
 @pytest.fixture
 def private_pg_cluster() -> Iterator[Cluster]:
     """A server of the test's own, for tests that stop and start it."""
-    cluster = Cluster(pg_bindir())
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.destroy()
+    yield from running_cluster()

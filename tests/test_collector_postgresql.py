@@ -46,6 +46,14 @@ def alerts(workdir: Path) -> list[dict]:
     return [a for a in map(json.loads, lines) if a["condition"].startswith("collector-store-")]
 
 
+def wait_for_an_alert(c: Collector, workdir: Path, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not alerts(workdir):
+        assert c.proc is not None and c.proc.poll() is None, c.output()
+        assert time.monotonic() < deadline, "no database alert"
+        time.sleep(0.2)
+
+
 def test_two_accounts_record_into_one_database_completely_and_apart(
     start_sim: Callable[..., Sim], tmp_path: Path, pg_url: str, collectors: list[Collector]
 ) -> None:
@@ -106,22 +114,27 @@ def test_a_database_stopped_under_a_running_collector_loses_nothing_and_alerts_o
     assert status["ticks_stored"] >= backlog  # the backlog was written, not shed
 
 
+def start_while_the_database_is_down(
+    start_sim: Callable[..., Sim], workdir: Path, cluster: Cluster, collectors: list[Collector]
+) -> tuple[Sim, Collector]:
+    """A collector started against a stopped server, once it has alerted."""
+    url = cluster.new_database()
+    cluster.stop()
+    (workdir / "state").mkdir()
+    sim = start_sim(*SIM_ARGS, "--issue-token", str(workdir / "state" / "token.json"))
+    c = start(collectors, workdir, sim, url)
+    wait_for_an_alert(c, workdir)
+    return sim, c
+
+
 def test_a_collector_started_while_the_database_is_down_waits_with_one_alert(
     start_sim: Callable[..., Sim],
     tmp_path: Path,
     private_pg_cluster: Cluster,
     collectors: list[Collector],
 ) -> None:
-    url = private_pg_cluster.new_database()
-    private_pg_cluster.stop()
     workdir = tmp_path
-    (workdir / "state").mkdir()
-    sim = start_sim(*SIM_ARGS, "--issue-token", str(workdir / "state" / "token.json"))
-    c = start(collectors, workdir, sim, url)
-    deadline = time.monotonic() + 30
-    while not alerts(workdir) and time.monotonic() < deadline:
-        assert c.proc is not None and c.proc.poll() is None, c.output()
-        time.sleep(0.2)
+    sim, c = start_while_the_database_is_down(start_sim, workdir, private_pg_cluster, collectors)
     time.sleep(3)  # several retries later: still one alert, no socket opened, still running
     assert [a["severity"] for a in alerts(workdir)] == ["critical"]
     assert sim.admin("stats")["connections_total"] == 0
@@ -139,13 +152,5 @@ def test_a_collector_waiting_for_the_database_stops_at_once_on_sigterm(
     private_pg_cluster: Cluster,
     collectors: list[Collector],
 ) -> None:
-    url = private_pg_cluster.new_database()
-    private_pg_cluster.stop()
-    (tmp_path / "state").mkdir()
-    sim = start_sim(*SIM_ARGS, "--issue-token", str(tmp_path / "state" / "token.json"))
-    c = start(collectors, tmp_path, sim, url)
-    deadline = time.monotonic() + 30
-    while not alerts(tmp_path) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert alerts(tmp_path), c.output()
+    _, c = start_while_the_database_is_down(start_sim, tmp_path, private_pg_cluster, collectors)
     assert c.terminate(timeout=10) == 0

@@ -12,7 +12,7 @@ from typing import NamedTuple, Protocol
 
 from dhanfeed.candles import Bar, Carry, Key
 
-__all__ = ["Gap", "Store", "Tick"]
+__all__ = ["BAR_COLUMNS", "CandleReads", "Gap", "Store", "Tick"]
 
 
 class Tick(NamedTuple):
@@ -93,3 +93,73 @@ class Store(Protocol):
     def __enter__(self) -> Store: ...
 
     def __exit__(self, *exc: object) -> None: ...
+
+
+BAR_COLUMNS = (
+    "segment, security_id, interval_s, start_utc, open, high, low, close, volume, ticks, "
+    "cum_volume_end"
+)
+
+
+class CandleReads:
+    """`candles` and `iter_candles`, written once for the SQL stores. A store supplies
+    `_query(sql, params)`, its `placeholder` and `_scope()`: conditions every read adds (the
+    PostgreSQL store's client id)."""
+
+    placeholder = "?"
+
+    def _query(self, sql: str, params: Iterable = ()) -> list[tuple]:
+        raise NotImplementedError
+
+    def _scope(self) -> tuple[list[str], list]:
+        return [], []
+
+    def candles(
+        self,
+        segment: str | None = None,
+        security_id: int | None = None,
+        interval_s: int | None = None,
+        start_utc: int | None = None,
+        end_utc: int | None = None,
+    ) -> list[Bar]:
+        """Bars ordered by instrument, interval and time; `start_utc` ≤ bar start < `end_utc`."""
+        return list(self.iter_candles(segment, security_id, interval_s, start_utc, end_utc))
+
+    def iter_candles(
+        self,
+        segment: str | None = None,
+        security_id: int | None = None,
+        interval_s: int | None = None,
+        start_utc: int | None = None,
+        end_utc: int | None = None,
+        chunk: int = 5000,
+    ) -> Iterator[Bar]:
+        """Like `candles`, a chunk at a time, each chunk its own short read (an export of months
+        of bars stays small)."""
+        p = self.placeholder
+        where, params = self._scope()
+        for column, op, value in (
+            ("segment", "=", segment),
+            ("security_id", "=", security_id),
+            ("interval_s", "=", interval_s),
+            ("start_utc", ">=", start_utc),
+            ("start_utc", "<", end_utc),
+        ):
+            if value is not None:
+                where.append(f"{column} {op} {p}")
+                params.append(value)
+        # Keyset paging on the primary key: each chunk starts after the last bar of the one before.
+        after: tuple = ()
+        while True:
+            page = list(where)
+            if after:
+                page.append(f"(segment, security_id, interval_s, start_utc) > ({p}, {p}, {p}, {p})")
+            sql = f"SELECT {BAR_COLUMNS} FROM candles"
+            if page:
+                sql += " WHERE " + " AND ".join(page)
+            sql += f" ORDER BY segment, security_id, interval_s, start_utc LIMIT {p}"
+            rows = self._query(sql, [*params, *after, chunk])
+            yield from (Bar(*row) for row in rows)
+            if len(rows) < chunk:
+                return
+            after = tuple(rows[-1][:4])

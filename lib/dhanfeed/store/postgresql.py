@@ -26,7 +26,7 @@ import datetime as dt
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 
 import psycopg
 from psycopg import sql
@@ -34,7 +34,7 @@ from psycopg import sql
 from dhanfeed.candles import Bar, Carry, Key
 from dhanfeed.database_url import redact
 from dhanfeed.errors import StoreError, StoreUnavailable
-from dhanfeed.store.base import Gap, Tick
+from dhanfeed.store.base import CandleReads, Gap, Tick
 
 __all__ = ["SCHEMA_VERSION", "PostgresStore"]
 
@@ -146,10 +146,6 @@ _REPLACE_BAR = (
     volume = excluded.volume, ticks = excluded.ticks, cum_volume_end = excluded.cum_volume_end
 """
 )
-_BAR_COLUMNS = (
-    "segment, security_id, interval_s, start_utc, open, high, low, close, volume, ticks, "
-    "cum_volume_end"
-)
 
 
 def ist_day(ltt_utc: int) -> dt.date:
@@ -194,7 +190,7 @@ def migrate(conn: psycopg.Connection) -> int:
     return before
 
 
-class PostgresStore:
+class PostgresStore(CandleReads):
     """One connection to PostgreSQL for one client id; calls are serialised."""
 
     def __init__(
@@ -426,6 +422,11 @@ class PostgresStore:
             except psycopg.Error as exc:
                 raise self._failed("read", exc) from None
 
+    placeholder = "%s"
+
+    def _scope(self) -> tuple[list[str], list]:
+        return ["client_id = %s"], [self.client_id]
+
     def carry(self) -> dict[Key, Carry]:
         """Per (segment, security_id, interval_s): the newest bar with a cumulative volume."""
         rows = self._query(
@@ -436,53 +437,6 @@ class PostgresStore:
             (self.client_id,),
         )
         return {(seg, sid, iv): Carry(start, cum) for seg, sid, iv, start, cum in rows}
-
-    def candles(
-        self,
-        segment: str | None = None,
-        security_id: int | None = None,
-        interval_s: int | None = None,
-        start_utc: int | None = None,
-        end_utc: int | None = None,
-    ) -> list[Bar]:
-        """Bars ordered by instrument, interval and time; `start_utc` ≤ bar start < `end_utc`."""
-        return list(self.iter_candles(segment, security_id, interval_s, start_utc, end_utc))
-
-    def iter_candles(
-        self,
-        segment: str | None = None,
-        security_id: int | None = None,
-        interval_s: int | None = None,
-        start_utc: int | None = None,
-        end_utc: int | None = None,
-        chunk: int = 5000,
-    ) -> Iterator[Bar]:
-        """Like `candles`, a chunk at a time, each chunk its own short read."""
-        where, params = ["client_id = %s"], [self.client_id]
-        for column, op, value in (
-            ("segment", "=", segment),
-            ("security_id", "=", security_id),
-            ("interval_s", "=", interval_s),
-            ("start_utc", ">=", start_utc),
-            ("start_utc", "<", end_utc),
-        ):
-            if value is not None:
-                where.append(f"{column} {op} %s")
-                params.append(value)
-        after: tuple = ()  # keyset paging on the primary key
-        while True:
-            page = list(where)
-            if after:
-                page.append("(segment, security_id, interval_s, start_utc) > (%s, %s, %s, %s)")
-            query = (
-                f"SELECT {_BAR_COLUMNS} FROM candles WHERE {' AND '.join(page)}"
-                " ORDER BY segment, security_id, interval_s, start_utc LIMIT %s"
-            )
-            rows = self._query(query, [*params, *after, chunk])
-            yield from (Bar(*row) for row in rows)
-            if len(rows) < chunk:
-                return
-            after = tuple(rows[-1][:4])
 
     def instruments(self) -> list[tuple[str, int]]:
         """Instruments that have at least one candle."""

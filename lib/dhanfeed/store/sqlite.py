@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
 from dhanfeed.candles import Bar, Carry, Key
 from dhanfeed.errors import StoreError
-from dhanfeed.store.base import Gap, Tick
+from dhanfeed.store.base import CandleReads, Gap, Tick
 
 __all__ = ["SqliteStore"]
 
@@ -83,10 +83,6 @@ VALUES (?, ?, ?, ?, ?, ?, ?)
 _INSERT_GAP = (
     "INSERT INTO gaps (segment, security_id, start_utc, end_utc, reason) VALUES (?, ?, ?, ?, ?)"
 )
-_BAR_COLUMNS = (
-    "segment, security_id, interval_s, start_utc, open, high, low, close, volume, ticks, "
-    "cum_volume_end"
-)
 
 
 def _bar_row(bar: Bar) -> tuple:
@@ -96,7 +92,7 @@ def _bar_row(bar: Bar) -> tuple:
     )  # fmt: skip
 
 
-class SqliteStore:
+class SqliteStore(CandleReads):
     """The SQLite store: one connection, usable from one thread at a time (calls are serialised)."""
 
     def __init__(
@@ -226,54 +222,6 @@ class SqliteStore:
             " WHERE cum_volume_end IS NOT NULL GROUP BY segment, security_id, interval_s"
         )
         return {(seg, sid, iv): Carry(start, cum) for seg, sid, iv, start, cum in rows}
-
-    def candles(
-        self,
-        segment: str | None = None,
-        security_id: int | None = None,
-        interval_s: int | None = None,
-        start_utc: int | None = None,
-        end_utc: int | None = None,
-    ) -> list[Bar]:
-        """Bars ordered by instrument, interval and time; `start_utc` ≤ bar start < `end_utc`."""
-        return list(self.iter_candles(segment, security_id, interval_s, start_utc, end_utc))
-
-    def iter_candles(
-        self,
-        segment: str | None = None,
-        security_id: int | None = None,
-        interval_s: int | None = None,
-        start_utc: int | None = None,
-        end_utc: int | None = None,
-        chunk: int = 5000,
-    ) -> Iterator[Bar]:
-        """Like `candles`, a chunk at a time (an export of months of bars stays small)."""
-        where, params = [], []
-        for column, op, value in (
-            ("segment", "=", segment),
-            ("security_id", "=", security_id),
-            ("interval_s", "=", interval_s),
-            ("start_utc", ">=", start_utc),
-            ("start_utc", "<", end_utc),
-        ):
-            if value is not None:
-                where.append(f"{column} {op} ?")
-                params.append(value)
-        # Keyset paging on the primary key: each chunk starts after the last bar of the one before.
-        after: tuple = ()
-        while True:
-            page = list(where)
-            if after:
-                page.append("(segment, security_id, interval_s, start_utc) > (?, ?, ?, ?)")
-            sql = f"SELECT {_BAR_COLUMNS} FROM candles"
-            if page:
-                sql += " WHERE " + " AND ".join(page)
-            sql += " ORDER BY segment, security_id, interval_s, start_utc LIMIT ?"
-            rows = self._query(sql, [*params, *after, chunk])
-            yield from (Bar(*row) for row in rows)
-            if len(rows) < chunk:
-                return
-            after = tuple(rows[-1][:4])
 
     def instruments(self) -> list[tuple[str, int]]:
         """Instruments that have at least one candle."""
