@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-CONFIG_USERS = ["renew_token", "collector", "export_candles"]
+CONFIG_USERS = ["renew_token", "collector", "export_candles", "sqlite_to_postgres"]
 BAD_CONFIGS = {
     "missing": None,
     "not TOML": "[dhan\nclient_id = 1\n",
