@@ -39,7 +39,7 @@ def answers(reader) -> list:  # noqa: ANN001
         reader.candle_count(),
         reader.candle_count(OPEN_UTC, OPEN_UTC + 600, 60, [("NSE_EQ", 11536)]),
         reader.gap_count(OPEN_UTC, DAY_END),
-        reader.unhealed_gaps(),
+        reader.unhealed_gaps(OPEN_UTC, DAY_END),
         reader.latest_reconciliation(),
     ]
 
