@@ -28,7 +28,7 @@ import psycopg
 from _common import CollectorProc, Row, Sim, instrument_keys, say, sim_range, write_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from pg_cluster import Cluster, find_bindir  # noqa: E402  (the tests' throwaway server)
+from support.pg_cluster import Cluster, find_bindir  # noqa: E402  (the tests' throwaway server)
 
 IN_BARS = "SELECT sum(ticks) FROM candles WHERE interval_s = 60"
 DISTINCT_TICKS = (

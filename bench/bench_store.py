@@ -31,7 +31,7 @@ from dhanfeed.store import SqliteStore, Tick
 from dhanfeed.store.postgresql import PostgresStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from pg_cluster import Cluster, find_bindir  # noqa: E402  (the tests' throwaway server)
+from support.pg_cluster import Cluster, find_bindir  # noqa: E402  (the tests' throwaway server)
 
 INSTRUMENT_INDEX = "CREATE INDEX ON ticks (client_id, segment, security_id, ltt_utc)"
 START = 1767584700  # 2026-01-05 09:15 IST

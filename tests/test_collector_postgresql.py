@@ -12,8 +12,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from conftest import Sim
-from pg_cluster import Cluster
+from support.pg_cluster import Cluster
+from support.sim import Sim
 from test_collector_e2e import (
     INSTRUMENTS,
     SIM_ARGS,

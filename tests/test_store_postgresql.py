@@ -18,7 +18,7 @@ from dhanfeed.cli import sqlite_to_postgres
 from dhanfeed.errors import StoreError, StoreUnavailable
 from dhanfeed.store import Gap, Tick
 from dhanfeed.store.postgresql import SCHEMA_VERSION, PostgresStore, ist_day
-from pg_cluster import Cluster
+from support.pg_cluster import Cluster
 
 A, B = "1000000001", "1000000002"
 MONDAY_0915_IST = 1767584700  # 2026-01-05 09:15 IST = 03:45 UTC
