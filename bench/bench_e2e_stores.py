@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import psycopg
-from _common import CollectorProc, Row, Sim, instrument_keys, say, sim_range, write_config
+from _common import CollectorProc, Row, Sim, collector_config, instrument_keys, say, sim_range
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from support.pg_cluster import Cluster, find_bindir  # noqa: E402  (the tests' throwaway server)
@@ -53,7 +53,7 @@ def run(instruments: int, tps: float, window: float, database: str) -> dict:
                   "--issue-token", str(workdir / "state" / "token.json"))  # fmt: skip
         collector = None
         try:
-            config = write_config(workdir, sim, keys, database=f'"{database}"')
+            config = collector_config(workdir, sim, keys, database=database)
             collector = CollectorProc(workdir, config)
             shards = -(-instruments // 5000)
             collector.wait_for(

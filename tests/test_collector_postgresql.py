@@ -19,7 +19,7 @@ from test_collector_e2e import (
     SIM_ARGS,
     Collector,
     assert_nothing_lost,
-    write_config,
+    collector_config,
 )
 
 OUTAGE_S = 20
@@ -35,7 +35,7 @@ def collectors() -> Iterator[list[Collector]]:
 
 def start(collectors: list[Collector], workdir: Path, sim: Sim, database: str) -> Collector:
     (workdir / "state").mkdir(parents=True, exist_ok=True)
-    c = Collector(workdir, write_config(workdir, sim, database), database=database).start()
+    c = Collector(workdir, collector_config(workdir, sim, database), database=database).start()
     collectors.append(c)
     return c
 
