@@ -23,14 +23,15 @@ Layout (one concern per module; tests/test_layout.py holds the import rules):
   collector       the collector's parts wired: feed -> queue -> candles -> store, status
   feed/           protocol and policy (pure), connection, shard, supervisor, token_watch
   candles         ticks -> bars (pure)
-  store/          the Store interface, SQLite, the writer thread
+  store/          the Store interface, SQLite, PostgreSQL, the writer thread, SQLite -> PG copy
   status health   the collector's status file and metrics; what bin/status and the page show
   web/            the read-only status page; candle_reader, frames, parquet, progress and
                   console serve people (bin/status, export_candles, a terminal)
   config logs     TOML -> one frozen object; JSON logs and redaction
   leaves          errors (the error tree, exit codes), clock (the one clock), files (atomic
                   write, private read), shield (what a run timeout waits for), instruments,
-                  session (the trading calendar), version (the User-Agent)
+                  session (the trading calendar), version (the User-Agent), database_url
+                  (a postgresql:// URL checked, and shown without its password)
   sim/            the simulator: an optional extra that the product never imports
 
 Imports flow one way: cli -> (renewer | collector | health/web | export) -> token store,
