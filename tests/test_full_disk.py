@@ -13,13 +13,22 @@ from pathlib import Path
 
 import pytest
 
+from dhanfeed.candles import Bar
 from dhanfeed.cli.renew_token import main
+from dhanfeed.store import SqliteStore, StoreWriter, Tick
 from dhanfeed.token_store import TokenStore
 from renew_support import file_state, remember_secret, write_config
+from support.polling import wait_until
 
 SIM_TTL = "10m"  # what the simulator issues on renewal: not due under POLICY
 POLICY = 'renew_before = "2m"\nmust_renew_before = "30s"\nrun_timeout = "60s"'
 DISK = "256k"
+T0 = 1_767_000_000  # a bar start (UTC epoch seconds)
+BAR = Bar("NSE_EQ", 1333, 60, T0, 100.0, 101.0, 99.0, 100.5, 10, 2, 10)
+
+
+def tick(i: int) -> Tick:
+    return Tick("NSE_EQ", 1333, T0 + i, 100.0 + i, 1, i + 1, T0 + i + 0.25)
 
 
 class SmallDisk:
@@ -180,3 +189,28 @@ def test_a_read_only_token_directory_stops_renewal_before_dhan_is_asked(install,
     code, out, err = run(install, capsys=capsys)
     assert code == 0, err
     assert TokenStore(install.token_file).read().fingerprint != old["fingerprint"]
+
+
+def test_a_full_disk_under_the_candle_database_alerts_once_and_recovers_when_space_returns(
+    small_disk,
+):
+    store = SqliteStore(small_disk.path / "candles.sqlite")
+    alerts: list[tuple[str, str, str]] = []
+    writer = StoreWriter(
+        store, max_delay_s=0.01, retry_s=0.05, alert=lambda *alert: alerts.append(alert)
+    )
+    try:
+        writer.put_bars([BAR])
+        assert writer.flush(10)
+        small_disk.fill()
+        writer.put_ticks([tick(i) for i in range(1000)])  # ~100 kB: fits once space is freed
+        wait_until("two failed commits", lambda: writer.errors >= 2)
+        assert [(c, level) for c, level, _ in alerts] == [("store-write-failed", "critical")]
+        assert "full" in alerts[0][2] and writer.pending > 0
+        small_disk.free()
+        assert writer.flush(30)
+        assert writer.pending == 0 and writer.lost_rows == 0
+        assert [(c, level) for c, level, _ in alerts][1:] == [("store-", "recovery")]
+    finally:
+        writer.close(10)
+        store.close()

@@ -74,6 +74,7 @@ class FakeWatcher:
     """The token file: `publish` writes a new token and tells whoever waits."""
 
     path = Path("state/token.json")
+    problem: str | None = None
 
     def __init__(self, clock: FakeClock, current: Token) -> None:
         self.clock = clock

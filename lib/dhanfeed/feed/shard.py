@@ -72,6 +72,9 @@ class TokenSource(Protocol):
     @property
     def current(self) -> Token | None: ...
 
+    @property
+    def problem(self) -> str | None: ...  # why there is no usable token, when there is none
+
     def reread(self) -> None: ...
 
     def wait_for_change(self, fingerprint: str | None, timeout: float) -> Token | None: ...
@@ -627,10 +630,11 @@ class ShardWorker(threading.Thread):
             if token is not None and not token.expired(ctx.clock.now()):
                 ctx.alerts.clear("token-missing")
                 return token
+            why = f" ({ctx.watcher.problem})" if ctx.watcher.problem else ""
             ctx.alerts.once(
                 "token-missing",
                 "error",
-                f"no usable token file at {ctx.watcher.path}; the collector waits for one"
+                f"no usable token file at {ctx.watcher.path}{why}; the collector waits for one"
                 " (run renew_token)",
             )
             self.phase = "waiting for token"

@@ -71,6 +71,7 @@ class TokenWatcher:
         self.on_change = on_change
         self.current: Token | None = None
         self.missing = False  # the file is not there (the last time we looked)
+        self.problem: str | None = None  # why the file's token is not in use (for alerts)
         self.changed = threading.Condition()
         self._seen: Signature | None = None
         self._stop = threading.Event()
@@ -80,6 +81,8 @@ class TokenWatcher:
         """One poll: return the new token if the file changed to a usable, different one."""
         sig = file_signature(self.path)
         self.missing = sig is None
+        if self.missing:
+            self.problem = "the file does not exist"
         if sig is None or sig == self._seen:
             return None
         self._seen = sig
@@ -116,7 +119,9 @@ class TokenWatcher:
             token = read_token_file(self.path, self.client_id, self.clock())
         except TokenRejected as exc:
             logger.warning("token file %s ignored: %s", self.path, exc)
+            self.problem = str(exc)
             return None
+        self.problem = None
         if self.current is not None and token.access_token == self.current.access_token:
             logger.info(
                 "token file %s rewritten with the token in use (%s)", self.path, token.fingerprint
