@@ -64,23 +64,22 @@ def test_a_missing_token_file_is_a_file_not_found_error_naming_the_file(tmp_path
     assert caught.value.exit_code == ExitCode.MANUAL_LOGIN
 
 
-def test_a_token_file_open_to_others_is_a_permission_error(tmp_path):
+@pytest.mark.parametrize(
+    ("content", "mode", "builtin", "error"),
+    [
+        ("{}", 0o644, PermissionError, TokenFileUnsafe),  # open to others
+        ("{not json", 0o600, ValueError, TokenFileCorrupt),
+    ],
+)
+def test_an_unusable_token_file_is_the_builtin_that_fits_naming_the_file(
+    tmp_path, content, mode, builtin, error
+):
     path = tmp_path / "token.json"
-    path.write_text("{}")
-    path.chmod(0o644)
-    with pytest.raises(PermissionError) as caught:
+    path.write_text(content)
+    path.chmod(mode)
+    with pytest.raises(builtin) as caught:
         TokenStore(path).read()
-    assert isinstance(caught.value, TokenFileUnsafe)
-    assert caught.value.path == path
-
-
-def test_a_corrupt_token_file_is_a_value_error(tmp_path):
-    path = tmp_path / "token.json"
-    path.write_text("{not json")
-    path.chmod(0o600)
-    with pytest.raises(ValueError) as caught:
-        TokenStore(path).read()
-    assert isinstance(caught.value, TokenFileCorrupt)
+    assert isinstance(caught.value, error)
     assert caught.value.path == path
 
 
