@@ -39,6 +39,7 @@ bench: $(DEVSTAMP)
 lint: $(DEVSTAMP)
 	$(VENV)/bin/ruff check lib tests bench
 	$(VENV)/bin/ruff format --check lib tests bench
+	$(VENV)/bin/mypy  # lib/dhanfeed, configured in pyproject.toml
 
 clean:
 	rm -rf $(VENV) .pytest_cache

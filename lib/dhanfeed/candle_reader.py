@@ -153,7 +153,7 @@ class SqliteReader:
             " AND start_utc >= ? AND start_utc < ? ORDER BY start_utc",
             (segment, security_id, interval_s, start_utc, end_utc),
         )
-        return [CandleRow(*r[:7], bool(r[7]), r[8] or "feed") for r in rows]
+        return [CandleRow._make((*r[:7], bool(r[7]), r[8] or "feed")) for r in rows]
 
     def gaps(
         self, segment: str, security_id: int, start_utc: float, end_utc: float
@@ -175,7 +175,8 @@ class SqliteReader:
         instruments: Sequence[tuple[str, int]] = (),
     ) -> int:
         """Bars starting in [start_utc, end_utc) (None: unbounded) of any or these instruments."""
-        where, params = ["1 = 1"], []
+        where: list[str] = ["1 = 1"]
+        params: list[object] = []
         for column, op, value in (
             ("start_utc", ">=", start_utc),
             ("start_utc", "<", end_utc),

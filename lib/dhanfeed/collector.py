@@ -77,10 +77,11 @@ class Pipeline(threading.Thread):
         next_close = self.clock.monotonic() + CLOSE_EVERY_S
         while True:
             timeout = max(0.0, next_close - self.clock.monotonic())
+            item: tuple[float, list, int, int] | tuple[()] | None
             try:
                 item = self.queue.get(timeout=timeout)
             except queue.Empty:
-                item = ()
+                item = ()  # nothing came: only the timer's work
             if item is None:
                 break
             if item:
@@ -100,8 +101,8 @@ class Pipeline(threading.Thread):
                 next_close = self.clock.monotonic() + CLOSE_EVERY_S
                 # Behind a backlog, close bars only as far as the data consumed, so that
                 # queued ticks are not counted late for the wait they spent in the queue.
-                backlog = not self.queue.empty() and self.last_data_utc is not None
-                now = self.last_data_utc if backlog else self.clock.time()
+                last = self.last_data_utc
+                now = last if last is not None and not self.queue.empty() else self.clock.time()
                 bars = self.builder.close_due(now)
                 if bars:
                     self.bars_closed += len(bars)

@@ -49,7 +49,7 @@ _EXIT = {
     Status.MANUAL: ExitCode.MANUAL_LOGIN,
     Status.LOCKED: ExitCode.LOCKED,
 }
-_BY_EXIT = {
+_BY_EXIT: dict[int, Status] = {
     ExitCode.RENEWAL_FAILED: Status.FAILED,
     ExitCode.USAGE: Status.USAGE_ERROR,
     ExitCode.MANUAL_LOGIN: Status.MANUAL,

@@ -109,7 +109,7 @@ class RenewState:
             return None
         refused = raw.get("token_refused") if isinstance(raw, dict) else None
         mark = Mark.from_json(refused)
-        if mark is None:
+        if mark is None or not isinstance(refused, dict):
             return None
         code = refused.get("code")
         return dataclasses.replace(

@@ -123,10 +123,10 @@ class Renewer:
             lock.__enter__()
         except TokenDirUnwritable as exc:  # a read-only state directory: nothing can be done
             record = self._read_quietly()
-            outcome = self._no_room(exc, None, record.token if record else None, record)
+            no_room = self._no_room(exc, None, record.token if record else None, record)
             if self.alerter:
                 self.alerter.healthcheck("fail")
-            return outcome
+            return no_room
         try:
             if self.alerter:
                 self.alerter.healthcheck("start")
@@ -527,7 +527,7 @@ class Renewer:
                 source=source,
                 due_at=now,
             )
-        if dead:
+        if dead or token is None:
             reason = f"{why}; there is no valid token: data stops now; a person must log in"
             self._alert(
                 "manual_login_needed", "critical", self._runbook(reason, token), token, source
@@ -624,7 +624,9 @@ class Renewer:
             "(or make it writable) and the next run renews"
         )
         logger.critical(reason, extra={"action": action.value if action else None})
-        self._alert("token_dir_unwritable", "critical", reason, token, record and record.source)
+        self._alert(
+            "token_dir_unwritable", "critical", reason, token, record.source if record else None
+        )
         return Outcome(
             status=Status.FAILED,
             reason=reason,

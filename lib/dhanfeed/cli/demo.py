@@ -165,8 +165,13 @@ class Demo:
             self.renew_failures += 1
             print(f"\ndemo: renew_token exited {proc.returncode}: {proc.stderr.strip()[:200]}")
 
+    def running_sim(self) -> SimProcess:
+        if self.sim is None:
+            raise RuntimeError("the simulator is not running")
+        return self.sim
+
     def stats(self) -> dict:
-        return self.sim.admin("stats")
+        return self.running_sim().admin("stats")
 
     def collector_status(self) -> dict:
         try:
@@ -212,7 +217,7 @@ class Demo:
         with self.db() as con:
             for key in sorted(stats["instruments"]):
                 seg, sid = key.split(":")
-                sent = self.sim.admin(f"sent?instrument={key}")
+                sent = self.running_sim().admin(f"sent?instrument={key}")
                 delivered = [t for t in sent["ticks"] if t[3]]
                 expected_volume = max((t[0] for t in delivered), default=0)
                 volume = con.execute(

@@ -144,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
         first = next(bars, None)
         if first is None:
             raise NoData(f"no candles in {path} {_describe(instruments, interval_s, args)}")
-        rest = itertools.chain([first], bars)
+        rest: Iterable[Bar] = itertools.chain([first], bars)
         if progress_wanted(MIN_ITEMS):  # count only when a person may watch a long run
             with open_reader(path, client_id) as reader:
                 total = reader.candle_count(

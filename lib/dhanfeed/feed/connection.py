@@ -219,7 +219,7 @@ class FeedConnection:
         trades, others, skipped = protocol.decode_trades(data)
         self.skipped += skipped
         if others:  # rare: a Disconnect ends the socket and is no data
-            data_packets = []
+            data_packets: list = []
             for packet in others:
                 if isinstance(packet, protocol.Disconnect):
                     self.disconnect_code = packet.reason

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Iterable, Iterator, Sequence
-from typing import NamedTuple
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, NamedTuple
 
 # Packets carry these segment codes; users of the protocol find them here too.
 from dhanfeed.instruments import SEGMENT_CODES as SEGMENT_CODES
@@ -369,7 +369,7 @@ def encode_market_status(payload: bytes = b"", segment: int = 0, security_id: in
     return _header(MARKET_STATUS, HEADER_SIZE + len(payload), segment, security_id) + payload
 
 
-_ENCODERS = {
+_ENCODERS: dict[type, Callable[[Any], bytes]] = {
     Ticker: encode_ticker,
     Quote: encode_quote,
     Full: encode_full,

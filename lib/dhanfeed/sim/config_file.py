@@ -57,8 +57,8 @@ def write_config(
 ) -> Path:
     """`directory/config.toml`; `header` is a comment put on top."""
     merged: dict[str, dict[str, Any]] = {"dhan": dhan_section(sim)}
-    for name, values in DEFAULTS.items():
-        merged[name] = dict(values)
+    for name, defaults in DEFAULTS.items():
+        merged[name] = dict(defaults)
     for name, values in sections.items():
         merged[name] = {**merged.get(name, {}), **values}
     clean = {

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from http import HTTPStatus
 from urllib.parse import parse_qs, urlsplit
 
-from websockets.asyncio.server import ServerConnection, serve
+from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
@@ -170,7 +170,7 @@ class FeedServer:
         self.stall_until = 0.0
         self.refuse_until = 0.0
         self._rng = random.Random(market.seed + 1)
-        self._server = None
+        self._server: Server | None = None
         self._market_task: asyncio.Task | None = None
 
     # --- lifecycle ---
@@ -214,7 +214,7 @@ class FeedServer:
         return None
 
     async def _handle(self, ws: ServerConnection) -> None:
-        query = parse_qs(urlsplit(ws.request.path).query)
+        query = parse_qs(urlsplit(ws.request.path if ws.request else "").query)
         token = (query.get("token") or [""])[0]
         client_id = (query.get("clientId") or [""])[0]
         verdict, issued = self.registry.check(token, client_id)
@@ -571,6 +571,6 @@ class FeedServer:
 
 def _int(value: object) -> int:
     try:
-        return int(value)  # type: ignore[arg-type]
+        return int(value)  # type: ignore[call-overload]
     except (TypeError, ValueError):
         return 0

@@ -148,7 +148,7 @@ class Tape:
 
     def full_packet(self) -> bytes:
         ltp, n = self.ltp, self.cum
-        depth = []
+        depth: list[float] = []
         for i in range(5):
             depth += (
                 (n * 7 + i * 131) % 5000 + 1, (n * 11 + i * 97) % 5000 + 1,

@@ -21,7 +21,7 @@ class RestFaults:
     # Answers that break the transport or the body: Dhan issued nothing.
     # "429": Dhan's rate-limit answer (DH-904); "ragged": intraday bars whose arrays differ
     # in length (well-formed JSON, malformed bars).
-    MODES = ("500", "429", "hang", "malformed", "html", "no_token", "ragged")
+    MODES: tuple[str, ...] = ("500", "429", "hang", "malformed", "html", "no_token", "ragged")
     # RenewToken answers after Dhan HAS issued a new token (the old one is dead), but the
     # answer is odd: a JWT `exp` that is no time (year 33658), `expiryTime` 0001-01-01, a
     # token for another client id, a token that is already expired.

@@ -248,6 +248,7 @@ def make_handler(sim: Simulator) -> type[BaseHTTPRequestHandler]:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length > 0 else b""
             try:
+                reply: Reply | None
                 if url.path.startswith(admin.PREFIX):
                     reply = admin.handle(sim, method, url.path[len(admin.PREFIX) :], query, body)
                 else:
