@@ -18,7 +18,7 @@ import re
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from dhanfeed.database_url import is_postgres_url, redact
 from dhanfeed.errors import StoreError
@@ -91,6 +91,9 @@ def open_reader(database: str | Path, client_id: str = "") -> SqliteReader:
 
 
 class SqliteReader:
+    path: Path | str  # what messages name (a PostgreSQL URL without its password)
+    _conn: Any  # a DB-API connection: sqlite3's here, psycopg's in PostgresReader
+
     def __init__(self, path: Path) -> None:
         self.path = path
         if not path.is_file():

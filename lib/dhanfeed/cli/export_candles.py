@@ -159,7 +159,7 @@ def _target(args: argparse.Namespace) -> tuple[str | Path, str]:
     """The database to read and, for PostgreSQL, whose rows (the config's client id unless
     --client-id says otherwise)."""
     target: str | Path | None = args.database
-    if target is not None and is_postgres_url(target):
+    if isinstance(target, str) and is_postgres_url(target):
         try:
             target = PostgresUrl(target)
         except ValueError as exc:

@@ -27,6 +27,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -44,7 +45,7 @@ MAX_BACKOFF_S = 8.0
 CONNECT_TIMEOUT_S = 5
 # Bounds on a hung server or a cut network, so that a write fails (and is retried) instead of
 # blocking the writer thread for TCP's default quarter of an hour.
-_CONNECT_OPTIONS = {
+_CONNECT_OPTIONS: dict[str, Any] = {
     "connect_timeout": CONNECT_TIMEOUT_S,
     "keepalives": 1,
     "keepalives_idle": 10,
@@ -167,9 +168,11 @@ def _first_line(exc: BaseException) -> str:
 
 def schema_version(conn: psycopg.Connection) -> int:
     """The schema version of the database `conn` is on; 0 when it has no dhanfeed schema."""
-    if conn.execute("SELECT to_regclass('dhanfeed_schema')").fetchone()[0] is None:
+    table = conn.execute("SELECT to_regclass('dhanfeed_schema')").fetchone()
+    if table is None or table[0] is None:
         return 0
-    return conn.execute("SELECT version FROM dhanfeed_schema").fetchone()[0]
+    row = conn.execute("SELECT version FROM dhanfeed_schema").fetchone()
+    return int(row[0]) if row else 0
 
 
 def migrate(conn: psycopg.Connection) -> int:
