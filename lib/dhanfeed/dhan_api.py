@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from dhanfeed.errors import DhanApiError
+from dhanfeed.errors import DhanApiError, MalformedAnswer
 from dhanfeed.logs import redact
 from dhanfeed.token import IST
 from dhanfeed.version import USER_AGENT
@@ -30,11 +30,6 @@ READ_TIMEOUT = 15.0  # seconds to wait for an answer (default; [dhan] timeout ov
 TRIES = 3
 BACKOFF = 1.0  # seconds before the 2nd try; doubled for the 3rd
 _TOKEN_FIELDS = ("token", "accessToken")
-
-
-class MalformedAnswer(DhanApiError):
-    """A success status with a body we cannot use (not JSON, not an object, no token):
-    Dhan's side misbehaved, not our credentials, so a later try may well succeed."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -24,6 +24,8 @@ renewer's `RenewalFailed`) stay beside their code.
     ├── LockBusy (BlockingIOError)     75 another run holds the lock
     ├── RunTimeout (TimeoutError)      1  the run took longer than run_timeout
     ├── DhanApiError                   1  Dhan or the network to it said no
+    │   └── MalformedAnswer            1  a success status with a body we cannot use
+    ├── TokenDirUnwritable (OSError)   1  no room for a new token file: Dhan is not asked
     ├── StoreError                     1  the candle database cannot be opened, read or written
     └── NoData                         1  nothing to export
 """
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import enum
 import os
+from pathlib import Path
 
 
 class ExitCode(enum.IntEnum):
@@ -157,6 +160,36 @@ class DhanApiError(DhanfeedError):
         self.status = status
         self.code = code
         self.retryable = retryable
+
+
+class MalformedAnswer(DhanApiError):
+    """A success status with a body we cannot use (not JSON, not an object, no token):
+    Dhan's side misbehaved, not our credentials, so a later try may well succeed."""
+
+
+class TokenDirUnwritable(DhanfeedError, OSError):
+    """The token's directory cannot take a new token file (full, read-only, not a directory).
+
+    Raised before Dhan is asked for anything: the current token is untouched.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        cause: OSError,
+        free: int | None,
+        *,
+        needed: int,
+        what: str = "prepare a new token file",
+    ) -> None:
+        room = "unknown" if free is None else f"{free} bytes"
+        super().__init__(
+            f"cannot {what} in {directory} ({cause.strerror or cause}; "
+            f"free space: {room}, {needed} needed)",
+            path=directory,
+        )
+        self.directory = directory
+        self.free = free
 
 
 class StoreError(DhanfeedError):

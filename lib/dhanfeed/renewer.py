@@ -15,10 +15,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dhanfeed.dhan_api import MalformedAnswer
 from dhanfeed.errors import (
     DhanApiError,
     DhanfeedError,
+    MalformedAnswer,
+    TokenDirUnwritable,
     TokenFileCorrupt,
     TokenFileError,
     TokenFileMissing,
@@ -30,7 +31,7 @@ from dhanfeed.renew_outcome import WOULD, Outcome, Status
 from dhanfeed.renew_state import Mark, RenewState
 from dhanfeed.renewal import Action, Decision, Policy, decide, local_time
 from dhanfeed.token import Token, fingerprint, format_remaining, parse_aware_time, parse_token
-from dhanfeed.token_store import TokenDirUnwritable, TokenRecord, rejected_record
+from dhanfeed.token_store import TokenRecord, rejected_record
 
 if TYPE_CHECKING:
     from dhanfeed.alerts import Alerter

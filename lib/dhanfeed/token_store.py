@@ -25,11 +25,10 @@ from typing import Any
 import filelock
 
 from dhanfeed.errors import (
-    DhanfeedError,
-    ExitCode,
     LockBusy,
     PrivateFileError,
     PrivateFileMissing,
+    TokenDirUnwritable,
     TokenExpired,
     TokenFileCorrupt,
     TokenFileError,
@@ -55,32 +54,6 @@ FILE_MODE = 0o600
 DIR_MODE = 0o700
 REQUIRED = ("client_id", "access_token", "expires_at")
 RESERVE_BYTES = 16 * 1024  # a token record is about 1 KiB; the rest is margin
-
-
-class TokenDirUnwritable(DhanfeedError):
-    """The token's directory cannot take a new token file (full, read-only, not a directory).
-
-    Raised before Dhan is asked for anything: the current token is untouched.
-    """
-
-    exit_code = ExitCode.RENEWAL_FAILED
-
-    def __init__(
-        self,
-        directory: Path,
-        cause: OSError,
-        free: int | None,
-        *,
-        what: str = "prepare a new token file",
-    ) -> None:
-        room = "unknown" if free is None else f"{free} bytes"
-        super().__init__(
-            f"cannot {what} in {directory} ({cause.strerror or cause}; "
-            f"free space: {room}, {RESERVE_BYTES} needed)",
-            path=directory,
-        )
-        self.directory = directory
-        self.free = free
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,7 +111,11 @@ class TokenStore:
             ) from None
         except OSError as exc:
             raise TokenDirUnwritable(
-                self.path.parent, exc, free_space(self.path.parent), what="take the lock"
+                self.path.parent,
+                exc,
+                free_space(self.path.parent),
+                needed=RESERVE_BYTES,
+                what="take the lock",
             ) from None
         try:
             yield
@@ -230,7 +207,9 @@ class TokenStore:
         try:
             return reserve(self.path, RESERVE_BYTES, mode=FILE_MODE, dir_mode=DIR_MODE)
         except OSError as exc:
-            raise TokenDirUnwritable(self.path.parent, exc, free_space(self.path.parent)) from None
+            raise TokenDirUnwritable(
+                self.path.parent, exc, free_space(self.path.parent), needed=RESERVE_BYTES
+            ) from None
 
     def save(self, slot: Reserved, record: TokenRecord) -> Path:
         """Write `record` into the reserved file and install it as the token file.
