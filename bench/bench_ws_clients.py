@@ -21,8 +21,11 @@ and the rate the simulator achieved on that socket over the same window (its own
 data, so the achieved rate, not the asked one, is what the client was measured at. The
 simulator's CPU per message sent comes from /proc/<pid>/stat over the raw window.
 
+With `--sockets K` each client opens K sockets at once (one process each, the instruments
+split between them), as the collector does: the figures are summed over the sockets.
+
     .venv/bin/python bench/bench_ws_clients.py [--rate 150000] [--instruments 1000]
-        [--seconds 10] [--clients raw,websocket-client,websockets,picows]
+        [--seconds 10] [--clients raw,websocket-client,websockets,picows] [--sockets 1]
 """
 
 from __future__ import annotations
@@ -60,8 +63,8 @@ def mark(what: str) -> None:
 # The clients (each runs in its own process: `--client NAME`)
 
 
-def subscriptions(instruments: int) -> list[str]:
-    ids = [("NSE_EQ", sid) for sid in range(FIRST_ID, FIRST_ID + instruments)]
+def subscriptions(first: int, instruments: int) -> list[str]:
+    ids = [("NSE_EQ", sid) for sid in range(first, first + instruments)]
     return list(p.subscribe_requests(ids, "quote"))
 
 
@@ -205,9 +208,9 @@ READERS = {
 }
 
 
-def client_main(name: str, instruments: int, seconds: float) -> None:
+def client_main(name: str, first: int, instruments: int, seconds: float) -> None:
     url = os.environ["BENCH_FEED_URL"]  # holds the token: never printed
-    count, cpu, wall = READERS[name](url, subscriptions(instruments), seconds)
+    count, cpu, wall = READERS[name](url, subscriptions(first, instruments), seconds)
     print(json.dumps({"messages": count, "cpu_s": cpu, "wall_s": wall}), flush=True)
 
 
@@ -219,47 +222,75 @@ def socket_sent(sim: Sim) -> int:
     return sum(s["messages_sent"] for s in sim.admin("stats")["sockets"])
 
 
-def measure(sim: Sim, name: str, instruments: int, seconds: float) -> dict:
+def measure(sim: Sim, name: str, instruments: int, seconds: float, sockets: int) -> dict:
+    """Run `sockets` reader processes at once, the instruments split between them; sum."""
     token = sim.admin("issue-token", {})["access_token"]
     url = f"{sim.feed_url}/?version=2&token={token}&clientId={sim.client_id}&authType=2"
-    child = subprocess.Popen(
-        [PYTHON, __file__, "--client", name, "--instruments", str(instruments),
-         "--seconds", f"{seconds:g}"],
-        stdout=subprocess.PIPE, text=True, env={**os.environ, "BENCH_FEED_URL": url},
-    )  # fmt: skip
-    assert child.stdout is not None
-    if child.stdout.readline().strip() != "start":
-        child.kill()
+    per = instruments // sockets
+    children = [
+        subprocess.Popen(
+            [
+                PYTHON,
+                __file__,
+                "--client",
+                name,
+                "--first",
+                str(FIRST_ID + i * per),
+                "--instruments",
+                str(per),
+                "--seconds",
+                f"{seconds:g}",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "BENCH_FEED_URL": url},
+        )  # fmt: skip
+        for i in range(sockets)
+    ]
+    outs = [child.stdout for child in children if child.stdout is not None]
+    if any(out.readline().strip() != "start" for out in outs):
+        for child in children:
+            child.kill()
         raise RuntimeError(f"client {name} did not start")
     sent0, sim_cpu0, t0 = socket_sent(sim), cpu_seconds(sim.proc.pid), time.monotonic()
-    child.stdout.readline()  # "end"
+    for out in outs:
+        out.readline()  # "end"
     sent1, sim_cpu1, t1 = socket_sent(sim), cpu_seconds(sim.proc.pid), time.monotonic()
-    out = child.stdout.read()  # the result line
-    child.wait(timeout=60)
-    if child.returncode != 0:
-        raise RuntimeError(f"client {name} failed ({child.returncode})")
-    result = json.loads(out.strip().splitlines()[-1])
+    parts = []
+    for child, out in zip(children, outs, strict=True):
+        line = out.read()  # the result line
+        child.wait(timeout=60)
+        if child.returncode != 0:
+            raise RuntimeError(f"client {name} failed ({child.returncode})")
+        parts.append(json.loads(line.strip().splitlines()[-1]))
+    result = {
+        "messages": sum(r["messages"] for r in parts),
+        "cpu_s": sum(r["cpu_s"] for r in parts),
+        "wall_s": max(r["wall_s"] for r in parts),
+    }
     result["sim_rate"] = (sent1 - sent0) / (t1 - t0)
     result["sim_cpu_us"] = (sim_cpu1 - sim_cpu0) / max(1, sent1 - sent0) * 1e6
     result["rate"] = result["messages"] / result["wall_s"]
     result["us_per_msg"] = result["cpu_s"] / max(1, result["messages"]) * 1e6
-    time.sleep(1.0)  # the closed socket leaves the simulator's record before the next one
+    time.sleep(1.0)  # the closed sockets leave the simulator's record before the next ones
     return result
 
 
-def run(rate: float, instruments: int, seconds: float, clients: list[str]) -> list[Row]:
+def run(
+    rate: float, instruments: int, seconds: float, clients: list[str], sockets: int = 1
+) -> list[Row]:
     tps = rate / instruments
     sim = Sim("--instruments", sim_range(instruments, first=FIRST_ID), "--ticks-per-second",
               f"{tps:g}", "--trades-per-packet", "1")  # fmt: skip
     rows: list[Row] = []
     load0 = os.getloadavg()[0]
     try:
-        results = {name: measure(sim, name, instruments, seconds) for name in clients}
+        results = {name: measure(sim, name, instruments, seconds, sockets) for name in clients}
     finally:
         sim.stop()
     load1 = os.getloadavg()[0]
     say(f"  asked {rate:,.0f} messages/s ({instruments} instruments x {tps:g}/s, Quote, one "
-        f"packet per message), {seconds:g} s per client; load average {load0:.1f} -> "
+        f"packet per message), {sockets} socket(s), {seconds:g} s per client; load average {load0:.1f} -> "
         f"{load1:.1f} on {os.cpu_count()} cores (shared machine)")  # fmt: skip
     say(f"  {'client':<17} {'sim sent/s':>11} {'sim µs/msg':>11} {'received/s':>11} "
         f"{'CPU µs/msg':>11} {'core':>6}")  # fmt: skip
@@ -267,7 +298,7 @@ def run(rate: float, instruments: int, seconds: float, clients: list[str]) -> li
         say(f"  {name:<17} {r['sim_rate']:>11,.0f} {r['sim_cpu_us']:>11.2f} {r['rate']:>11,.0f} "
             f"{r['us_per_msg']:>11.2f} {r['cpu_s'] / r['wall_s']:>6.0%}")  # fmt: skip
         if name == "raw":
-            rows.append(Row("ws", f"simulator send rate (asked {rate:,.0f}/s), raw reader",
+            rows.append(Row("ws", f"simulator send rate (asked {rate:,.0f}/s), raw reader x {sockets}",
                             f"{r['sim_rate']:,.0f}/s, sim CPU {r['sim_cpu_us']:.2f} µs/msg",
                             ">= 150,000/s", r["sim_rate"] >= 150_000))  # fmt: skip
         else:
@@ -282,13 +313,15 @@ def main(argv: list[str] | None = None) -> list[Row]:
     ap.add_argument("--instruments", type=int, default=1000)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--clients", default=",".join(CLIENTS))
+    ap.add_argument("--sockets", type=int, default=1, choices=range(1, 5), metavar="1..4")
     ap.add_argument("--client", choices=CLIENTS, help=argparse.SUPPRESS)  # a child process
+    ap.add_argument("--first", type=int, default=FIRST_ID, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.client:
-        client_main(args.client, args.instruments, args.seconds)
+        client_main(args.client, args.first, args.instruments, args.seconds)
         return []
     say("bench ws: simulator send rate and client receive cost per message")
-    return run(args.rate, args.instruments, args.seconds, args.clients.split(","))
+    return run(args.rate, args.instruments, args.seconds, args.clients.split(","), args.sockets)
 
 
 if __name__ == "__main__":
