@@ -18,6 +18,7 @@ from dhanfeed.errors import (
     TokenFileMissing,
     TokenFileUnsafe,
 )
+from dhanfeed.store import StoreError, open_store
 from dhanfeed.token_store import TokenStore
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -99,3 +100,10 @@ def test_the_readme_table_lists_exactly_the_exit_codes_of_the_code() -> None:
     section = section[: section.index("\n###")]
     documented = {int(code) for code in re.findall(r"^\| (\d+) \|", section, re.M)}
     assert documented == {int(code) for code in ExitCode}
+
+
+def test_a_store_error_names_the_database_file(tmp_path):
+    missing = tmp_path / "candles.sqlite"
+    with pytest.raises(StoreError, match="no database at") as caught:
+        open_store(missing, readonly=True)
+    assert caught.value.path == missing

@@ -97,7 +97,7 @@ class SqliteReader:
     def __init__(self, path: Path) -> None:
         self.path = path
         if not path.is_file():
-            raise StoreError(f"no database at {path}")
+            raise StoreError(f"no database at {path}", path=path)
         try:
             self._conn = sqlite3.connect(
                 f"{path.resolve().as_uri()}?mode=ro",
@@ -110,10 +110,10 @@ class SqliteReader:
             self._columns = self._read_columns()
         except sqlite3.Error as exc:
             self.close()
-            raise StoreError(f"cannot read database {path}: {exc}") from None
+            raise StoreError(f"cannot read database {path}: {exc}", path=path) from None
         if "candles" not in self._columns:
             self.close()
-            raise StoreError(f"{path} is not a dhanfeed database (no candles table)")
+            raise StoreError(f"{path} is not a dhanfeed database (no candles table)", path=path)
 
     def close(self) -> None:
         conn = getattr(self, "_conn", None)
@@ -138,7 +138,7 @@ class SqliteReader:
         try:
             return self._conn.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot read database {self.path}: {exc}") from None
+            raise StoreError(f"cannot read database {self.path}: {exc}", path=self.path) from None
 
     def has(self, table: str, column: str | None = None) -> bool:
         columns = self._columns.get(table)
@@ -273,10 +273,14 @@ class PostgresReader(SqliteReader):
         except psycopg.Error as exc:
             self.close()
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else "error"
-            raise StoreError(f"cannot read database {self.path}: {message}") from None
+            raise StoreError(
+                f"cannot read database {self.path}: {message}", path=self.path
+            ) from None
         if "candles" not in self._columns:
             self.close()
-            raise StoreError(f"{self.path} is not a dhanfeed database (no candles table)")
+            raise StoreError(
+                f"{self.path} is not a dhanfeed database (no candles table)", path=self.path
+            )
 
     def _read_columns(self) -> dict[str, set[str]]:
         columns: dict[str, set[str]] = {}
@@ -297,7 +301,9 @@ class PostgresReader(SqliteReader):
             ).fetchall()
         except psycopg.Error as exc:
             message = str(exc).strip().splitlines()[0]
-            raise StoreError(f"cannot read database {self.path}: {message}") from None
+            raise StoreError(
+                f"cannot read database {self.path}: {message}", path=self.path
+            ) from None
 
     def size_bytes(self) -> int:
         """The whole database (every client's rows): what it takes on the server's disk."""

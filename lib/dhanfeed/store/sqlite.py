@@ -112,7 +112,7 @@ class SqliteStore(CandleReads):
     def _open(self) -> sqlite3.Connection:
         if self.readonly:
             if not self.path.is_file():
-                raise StoreError(f"no database at {self.path}")
+                raise StoreError(f"no database at {self.path}", path=self.path)
             conn = None
             try:
                 conn = sqlite3.connect(
@@ -123,10 +123,14 @@ class SqliteStore(CandleReads):
             except sqlite3.Error as exc:
                 if conn is not None:
                     conn.close()
-                raise StoreError(f"cannot read database {self.path}: {exc}") from None
+                raise StoreError(
+                    f"cannot read database {self.path}: {exc}", path=self.path
+                ) from None
             if "candles" not in tables:
                 conn.close()
-                raise StoreError(f"{self.path} is not a dhanfeed database (no candles table)")
+                raise StoreError(
+                    f"{self.path} is not a dhanfeed database (no candles table)", path=self.path
+                )
             return conn
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -149,7 +153,7 @@ class SqliteStore(CandleReads):
         except (sqlite3.Error, OSError) as exc:
             if conn is not None:
                 conn.close()
-            raise StoreError(f"cannot write database {self.path}: {exc}") from None
+            raise StoreError(f"cannot write database {self.path}: {exc}", path=self.path) from None
         return conn
 
     @property
@@ -161,7 +165,9 @@ class SqliteStore(CandleReads):
             try:
                 self._conn.close()
             except sqlite3.Error as exc:
-                raise StoreError(f"cannot close database {self.path}: {exc}") from None
+                raise StoreError(
+                    f"cannot close database {self.path}: {exc}", path=self.path
+                ) from None
 
     def __enter__(self) -> SqliteStore:
         return self
@@ -200,7 +206,9 @@ class SqliteStore(CandleReads):
                         conn.execute("ROLLBACK")
                     raise
             except sqlite3.Error as exc:
-                raise StoreError(f"cannot write database {self.path}: {exc}") from None
+                raise StoreError(
+                    f"cannot write database {self.path}: {exc}", path=self.path
+                ) from None
 
     # -- reading --------------------------------------------------------------------------
 
@@ -209,7 +217,9 @@ class SqliteStore(CandleReads):
             try:
                 return self._conn.execute(sql, tuple(params)).fetchall()
             except sqlite3.Error as exc:
-                raise StoreError(f"cannot read database {self.path}: {exc}") from None
+                raise StoreError(
+                    f"cannot read database {self.path}: {exc}", path=self.path
+                ) from None
 
     def carry(self) -> dict[Key, Carry]:
         """Per (segment, security_id, interval_s): the newest bar with a cumulative volume.

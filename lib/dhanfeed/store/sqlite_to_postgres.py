@@ -54,16 +54,16 @@ def copy_sqlite_to_postgres(
 ) -> Copied:
     """Copy every candle, tick and gap of `source` into `target`; raises `StoreError`."""
     if not source.is_file():
-        raise StoreError(f"no database at {source}")
+        raise StoreError(f"no database at {source}", path=source)
     try:
         conn = sqlite3.connect(f"{source.resolve().as_uri()}?mode=ro", uri=True)
     except sqlite3.Error as exc:
-        raise StoreError(f"cannot read database {source}: {exc}") from None
+        raise StoreError(f"cannot read database {source}: {exc}", path=source) from None
     bars = ticks = gaps = 0
     try:
         tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
         if "candles" not in tables:
-            raise StoreError(f"{source} is not a dhanfeed database (no candles table)")
+            raise StoreError(f"{source} is not a dhanfeed database (no candles table)", path=source)
         for rows in _chunks(conn, "candles"):
             target.import_rows([Bar(*row) for row in rows], [], [])
             bars += len(rows)
@@ -78,7 +78,7 @@ def copy_sqlite_to_postgres(
                     gaps += target.import_rows([], [], [Gap(*row) for row in rows])[1]
                 progress(table, ticks if table == "ticks" else gaps)
     except sqlite3.Error as exc:
-        raise StoreError(f"cannot read database {source}: {exc}") from None
+        raise StoreError(f"cannot read database {source}: {exc}", path=source) from None
     finally:
         conn.close()
     return Copied(bars, ticks, gaps)
