@@ -380,6 +380,17 @@ class StoreWriter:
                 self._logged_at = now  # a failing disk must not also flood the log
                 logger.error("store write failed (%d so far), will retry: %s", self.errors, exc)
             return False
+        if self.failing_since is not None:  # said before flush() can see the rows done
+            logger.info(
+                "store writes succeed again after %.1fs of failures",
+                time.time() - self.failing_since,
+            )
+            self.failing_since = None
+            self._alert(
+                "store-",
+                "recovery",
+                f"the candle database is written again after {self.errors} failed commits",
+            )
         summary = None
         with self._cond:
             if not self._abandoned:
@@ -397,17 +408,6 @@ class StoreWriter:
         if summary:
             logger.info(
                 "store writer caught up: %d ticks were dropped while it was behind", summary
-            )
-        if self.failing_since is not None:
-            logger.info(
-                "store writes succeed again after %.1fs of failures",
-                time.time() - self.failing_since,
-            )
-            self.failing_since = None
-            self._alert(
-                "store-",
-                "recovery",
-                f"the candle database is written again after {self.errors} failed commits",
             )
         return True
 
