@@ -210,6 +210,8 @@ def test_a_full_disk_under_the_candle_database_alerts_once_and_recovers_when_spa
         small_disk.free()
         assert writer.flush(30)
         assert writer.pending == 0 and writer.lost_rows == 0
+        # the writer wakes flush() before it sends the recovery: wait for it, do not race it
+        wait_until("the recovery alert", lambda: len(alerts) >= 2)
         assert [(c, level) for c, level, _ in alerts][1:] == [("store-", "recovery")]
     finally:
         writer.close(10)

@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 
 from dhanfeed.database_url import is_postgres_url, redact
 from dhanfeed.errors import StoreError
+from dhanfeed.store.sqlite import connect_readonly
 
 try:
     import psycopg
@@ -96,24 +97,17 @@ class SqliteReader:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        if not path.is_file():
-            raise StoreError(f"no database at {path}", path=path)
+        self._conn, _ = connect_readonly(
+            path,
+            isolation_level=None,  # each SELECT is its own short read transaction
+            check_same_thread=False,
+            timeout=BUSY_TIMEOUT_MS / 1000,
+        )
         try:
-            self._conn = sqlite3.connect(
-                f"{path.resolve().as_uri()}?mode=ro",
-                uri=True,
-                isolation_level=None,  # each SELECT is its own short read transaction
-                check_same_thread=False,
-                timeout=BUSY_TIMEOUT_MS / 1000,
-            )
-            self._conn.execute("PRAGMA query_only = ON")
             self._columns = self._read_columns()
         except sqlite3.Error as exc:
             self.close()
             raise StoreError(f"cannot read database {path}: {exc}", path=path) from None
-        if "candles" not in self._columns:
-            self.close()
-            raise StoreError(f"{path} is not a dhanfeed database (no candles table)", path=path)
 
     def close(self) -> None:
         conn = getattr(self, "_conn", None)

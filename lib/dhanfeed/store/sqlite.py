@@ -21,6 +21,7 @@ import sqlite3
 import threading
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from dhanfeed.candles import Bar, Carry, Key
 from dhanfeed.errors import StoreError
@@ -111,27 +112,7 @@ class SqliteStore(CandleReads):
 
     def _open(self) -> sqlite3.Connection:
         if self.readonly:
-            if not self.path.is_file():
-                raise StoreError(f"no database at {self.path}", path=self.path)
-            conn = None
-            try:
-                conn = sqlite3.connect(
-                    f"{self.path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False
-                )
-                conn.execute("PRAGMA query_only = ON")
-                tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
-            except sqlite3.Error as exc:
-                if conn is not None:
-                    conn.close()
-                raise StoreError(
-                    f"cannot read database {self.path}: {exc}", path=self.path
-                ) from None
-            if "candles" not in tables:
-                conn.close()
-                raise StoreError(
-                    f"{self.path} is not a dhanfeed database (no candles table)", path=self.path
-                )
-            return conn
+            return connect_readonly(self.path, check_same_thread=False)[0]
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -244,3 +225,23 @@ class SqliteStore(CandleReads):
 
     def intervals(self) -> list[int]:
         return [iv for (iv,) in self._query("SELECT DISTINCT interval_s FROM candles ORDER BY 1")]
+
+
+def connect_readonly(path: Path, **options: Any) -> tuple[sqlite3.Connection, set[str]]:
+    """An existing dhanfeed database opened read-only, and its table names; a `StoreError`
+    naming the file when it is missing, unreadable or not ours."""
+    if not path.is_file():
+        raise StoreError(f"no database at {path}", path=path)
+    conn = None
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, **options)
+        conn.execute("PRAGMA query_only = ON")
+        tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
+    except sqlite3.Error as exc:
+        if conn is not None:
+            conn.close()
+        raise StoreError(f"cannot read database {path}: {exc}", path=path) from None
+    if "candles" not in tables:
+        conn.close()
+        raise StoreError(f"{path} is not a dhanfeed database (no candles table)", path=path)
+    return conn, tables

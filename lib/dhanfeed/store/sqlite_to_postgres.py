@@ -18,6 +18,7 @@ from dhanfeed.candles import Bar
 from dhanfeed.errors import StoreError
 from dhanfeed.store.base import Gap, Tick
 from dhanfeed.store.postgresql import PostgresStore
+from dhanfeed.store.sqlite import connect_readonly
 
 CHUNK = 20_000
 _COLUMNS = {
@@ -53,17 +54,9 @@ def copy_sqlite_to_postgres(
     progress: Callable[[str, int], None] = lambda table, n: None,
 ) -> Copied:
     """Copy every candle, tick and gap of `source` into `target`; raises `StoreError`."""
-    if not source.is_file():
-        raise StoreError(f"no database at {source}", path=source)
-    try:
-        conn = sqlite3.connect(f"{source.resolve().as_uri()}?mode=ro", uri=True)
-    except sqlite3.Error as exc:
-        raise StoreError(f"cannot read database {source}: {exc}", path=source) from None
+    conn, tables = connect_readonly(source)
     bars = ticks = gaps = 0
     try:
-        tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
-        if "candles" not in tables:
-            raise StoreError(f"{source} is not a dhanfeed database (no candles table)", path=source)
         for rows in _chunks(conn, "candles"):
             target.import_rows([Bar(*row) for row in rows], [], [])
             bars += len(rows)
