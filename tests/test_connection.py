@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from dhanfeed.feed import protocol
 from dhanfeed.feed.connection import CLOSED, ConnectFailed, FeedConnection, feed_url, safe_error
 from dhanfeed.token import Token, parse_token
 from support.sim import Sim
@@ -28,13 +29,11 @@ def test_a_socket_subscribes_hands_packets_on_and_closes_within_its_bound(
 ) -> None:
     sim, token = sim_and_token
     got = threading.Event()
-    trades: list = []
-    others: list = []
+    messages: list[bytes] = []
 
-    def sink(conn: FeedConnection, frame_trades: list, frame_others: list, at: float) -> None:
-        trades.extend(frame_trades)
-        others.extend(frame_others)
-        if len(trades) + len(others) >= 20:
+    def sink(conn: FeedConnection, batch: list[bytes], at: float) -> None:
+        messages.extend(batch)
+        if len(messages) >= 20:
             got.set()
 
     conn = FeedConnection(1, 0, sim.feed_url, token, sink)
@@ -43,12 +42,32 @@ def test_a_socket_subscribes_hands_packets_on_and_closes_within_its_bound(
     assert got.wait(15), "no packets arrived"
     conn.close(timeout=2)
     assert conn.state == CLOSED and conn.closed.is_set()
-    assert conn.last_data is not None and conn.packets >= 20
-    assert "PrevClose" in {type(p).__name__ for p in others}
-    assert not any(type(p).__name__ == "Disconnect" for p in others)
-    assert {(t[0], t[1]) for t in trades} == {(1, 1333)}  # NSE_EQ 1333, as subscribed
-    assert all(t[3] is not None and t[5] is not None for t in trades)  # Quotes: LTQ, volume
+    assert conn.last_data is not None and conn.packets == len(messages) >= 20
+    packets = [protocol.decode_frame(m).packets for m in messages]
+    assert all(len(p) == 1 for p in packets)  # Dhan's framing: one packet per message, whole
+    kinds = {type(p[0]).__name__ for p in packets}
+    assert "PrevClose" in kinds and "Quote" in kinds and "Disconnect" not in kinds
+    assert {(p[0].segment, p[0].security_id) for p in packets} == {(1, 1333)}  # as subscribed
     assert sim.admin("stats")["sockets"][0]["close_reason"] == "client request 12"
+
+
+def test_pings_are_answered_while_nobody_consumes_what_the_socket_hands_on(
+    start_sim: Callable[..., Sim], tmp_path: Path
+) -> None:
+    path = tmp_path / "token.json"
+    sim = start_sim(
+        "--instruments", "NSE_EQ:1333", "--ticks-per-second", "50", "--issue-token", str(path),
+        "--ping-interval", "0.2", "--ping-timeout", "0.8",
+    )  # fmt: skip
+    token = parse_token(json.loads(path.read_text())["access_token"])
+    handed: list[list[bytes]] = []  # never read: a consumer that has stopped
+    conn = FeedConnection(1, 0, sim.feed_url, token, lambda c, batch, at: handed.append(batch))
+    conn.connect()
+    conn.subscribe([("NSE_EQ", 1333)], "quote")
+    assert not conn.closed.wait(4), conn.close_reason  # 20 pings, each answered in time
+    conn.close(timeout=2)
+    assert sim.admin("stats")["sockets"][0]["close_reason"] == "client request 12"
+    assert sum(map(len, handed)) > 100
 
 
 def test_a_handshake_refused_with_429_says_so_without_the_token(

@@ -18,6 +18,7 @@ from dhanfeed.config import load_config
 from dhanfeed.sim.config_file import write_config
 from dhanfeed.status import STATUS_FILE, TEXTFILE
 from dhanfeed.store import Tick
+from support import store_queries as q
 from support.polling import wait_until
 
 T0 = 1_767_584_700  # 2026-01-05 03:45:00Z = 09:15 IST
@@ -44,7 +45,7 @@ def test_ticks_shed_or_left_unwritten_at_stop_are_dropped_in_the_final_status(tm
     other = sqlite3.connect(db, isolation_level=None)
     collector.start()
     try:
-        other.execute("ALTER TABLE ticks RENAME TO ticks_away")  # every tick commit fails
+        q.refuse_tick_writes(other, T0)  # every tick commit fails
         for i in range(5):
             writer.put_ticks(
                 Tick("NSE_EQ", 1333, T0 + i, 100.0, 1, 1000 * i + j, T0 + i + 0.1)

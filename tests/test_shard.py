@@ -112,7 +112,7 @@ class FakeSocket:
         self.last_data_utc: float | None = None
         self.disconnect_code: int | None = None
         self.close_reason = ""
-        self.packets = self.skipped = 0
+        self.packets = 0
 
     @property
     def alive(self) -> bool:

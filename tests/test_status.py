@@ -42,9 +42,12 @@ ZERO = {  # every other field of a running collector's snapshot
     "store_failing_since": None,
     **dict.fromkeys(
         "connects gaps skipped_packets trades unknown_segment ticks_stored dropped ticks_dropped"
-        " queue bars_closed bars_stored store_pending store_errors".split(),
+        " backlog bars_closed bars_stored store_pending store_errors".split(),
         0,
     ),
+    "delay_s": 0.0,
+    "lag_s": None,
+    "behind": False,
 }
 
 

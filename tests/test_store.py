@@ -178,6 +178,46 @@ def test_ticks_are_stored_only_when_asked(tmp_path):
         assert q.ticks(store, SEG, 2885) == [tick(3, sid=2885)]
 
 
+def test_raw_ticks_go_to_a_table_per_trading_day_without_an_index_and_a_view_joins_them(db):
+    midnight_ist = T0 + (24 * 3600 - (9 * 3600 + 15 * 60))  # 00:00 IST on Tuesday
+    monday, tuesday = tick(1), Tick(SEG, SID, midnight_ist + 5, 101.0, 1, 9, midnight_ist + 5.5)
+    with SqliteStore(db) as store:
+        store.write([], [monday, tuesday])  # one batch across midnight IST: split by day
+        store.write([], [tick(2)])
+        assert q.tick_tables(store) == ["ticks_20260105", "ticks_20260106"]
+        assert q.ticks(store) == [monday, tick(2), tuesday]
+        assert q.tick_counts(store) == {(SEG, SID): 3}  # through the `ticks` view
+    conn = sqlite3.connect(db)
+    try:  # appends only: no index makes an insert a random B-tree write
+        indexes = conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name LIKE 'ticks_%'"
+        ).fetchall()
+        assert indexes == []
+    finally:
+        conn.close()
+
+
+def test_a_version_1_file_keeps_its_ticks_table_inside_the_view(db):
+    db.parent.mkdir(parents=True)
+    conn = sqlite3.connect(db)
+    conn.executescript(
+        "CREATE TABLE ticks (segment TEXT NOT NULL, security_id INTEGER NOT NULL,"
+        " ltt_utc INTEGER NOT NULL, ltp REAL NOT NULL, ltq INTEGER, cum_volume INTEGER,"
+        " received_utc REAL NOT NULL);"
+        "CREATE INDEX ticks_by_instrument ON ticks (segment, security_id, ltt_utc);"
+        f"INSERT INTO ticks VALUES {tuple(tick(0))};"
+        "PRAGMA user_version = 1;"
+    )
+    conn.close()
+    with SqliteStore(db) as store:
+        store.write([], [tick(1)])
+        assert q.tick_tables(store) == ["ticks_v1", "ticks_20260105"]
+        assert q.ticks(store) == [tick(0), tick(1)]
+        assert q.tick_counts(store) == {(SEG, SID): 2}
+    with SqliteStore(db) as store:  # opening again changes nothing
+        assert q.ticks(store) == [tick(0), tick(1)]
+
+
 def test_read_helpers_filter_by_instrument_interval_and_time(db):
     with SqliteStore(db) as store:
         store.write(
@@ -337,10 +377,9 @@ def test_a_failing_write_is_counted_kept_retried_and_alerted_once_until_it_succe
 def test_close_is_bounded_when_the_database_keeps_failing_and_reports_the_lost_rows(db):
     store = SqliteStore(db)
     writer = StoreWriter(store, max_delay_s=0.01, retry_s=0.02)
-    other = sqlite3.connect(db)
+    other = sqlite3.connect(db, isolation_level=None)
     try:
-        other.execute("DROP TABLE ticks")
-        other.commit()
+        q.refuse_tick_writes(other, T0)
         writer.put_ticks([tick(1), tick(2)])
         wait_until("a write error", lambda: writer.errors >= 1)
         assert writer.close(0.3) is False
@@ -454,7 +493,7 @@ def test_the_tick_backlog_bound_sheds_new_ticks_counts_them_and_warns_once_per_e
         return sum("dropping new ticks" in r.getMessage() for r in caplog.records)
 
     try:
-        other.execute("ALTER TABLE ticks RENAME TO ticks_away")  # tick commits now fail
+        q.refuse_tick_writes(other, T0)  # tick commits now fail
         for i in range(0, 20_000, 1000):
             writer.put_ticks(sent[i : i + 1000])
         writer.put_bars([bar()])
@@ -464,16 +503,16 @@ def test_the_tick_backlog_bound_sheds_new_ticks_counts_them_and_warns_once_per_e
         assert writer.lost_rows == 15_000 and writer.ticks_written == 0
         assert warnings() == 1  # one line for the episode, not one per refused put
 
-        other.execute("ALTER TABLE ticks_away RENAME TO ticks")
+        q.allow_tick_writes(other, T0)
         assert writer.flush(10)
         caught_up = [r.getMessage() for r in caplog.records if "caught up" in r.getMessage()]
         assert caught_up == ["store writer caught up: 15000 ticks were dropped while it was behind"]
 
-        other.execute("ALTER TABLE ticks RENAME TO ticks_away")  # a second episode
+        q.refuse_tick_writes(other, T0)  # a second episode
         for i in range(20_000, 26_000, 1000):
             writer.put_ticks(sent[i : i + 1000])
         assert writer.ticks_dropped == 16_000 and warnings() == 2
-        other.execute("ALTER TABLE ticks_away RENAME TO ticks")
+        q.allow_tick_writes(other, T0)
         assert writer.flush(10)
     finally:
         other.close()

@@ -1,8 +1,9 @@
-"""The collector's parts wired together: sockets → queue → candles → SQLite, plus status.
+"""The collector's parts wired together: sockets → pipeline → candles → store, plus status.
 
-Threads: one receive thread per socket (decode + enqueue only), one worker per shard (the
-supervisor), the token watcher, one consumer (this module's `Pipeline`: de-duplication by
-the candle builder, bars closed by a timer), the store writer, and the status reporter.
+Threads: one receive thread per socket (read, split into messages, answer pings, hand over
+one batch per read), one worker per shard (the supervisor), the token watcher, one consumer
+(`pipeline.Pipeline`: decoding, de-duplication by the candle builder, bars closed by a
+timer), the store writer, and the status reporter.
 """
 
 from __future__ import annotations
@@ -10,136 +11,25 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import queue
 import threading
 from collections.abc import Callable
 
-from dhanfeed.candles import DUPLICATE, LATE, CandleBuilder, ist_to_utc
+from dhanfeed.candles import CandleBuilder
 from dhanfeed.clock import Clock
 from dhanfeed.config import Config
 from dhanfeed.errors import ConfigError
-from dhanfeed.feed import protocol
-from dhanfeed.feed.connection import FeedConnection
 from dhanfeed.feed.policy import Timing
 from dhanfeed.feed.shard import Gap
 from dhanfeed.feed.supervisor import Supervisor, log_alert
 from dhanfeed.feed.token_watch import TokenWatcher
+from dhanfeed.pipeline import Pipeline
 from dhanfeed.session import SessionCalendar
 from dhanfeed.status import STATUS_FILE, CollectorStatus, StatusReporter, last_data_of_previous_run
 from dhanfeed.store import Gap as GapRow
-from dhanfeed.store import Store, StoreUnavailable, StoreWriter, Tick, open_store
+from dhanfeed.store import Store, StoreUnavailable, StoreWriter, open_store
 from dhanfeed.web.server import StatusPage
 
 logger = logging.getLogger(__name__)
-
-QUEUE_FRAMES = 100_000  # frames waiting for the consumer; beyond this packets are dropped
-CLOSE_EVERY_S = 0.2  # how often the consumer asks the builder for bars that are due
-
-
-class Pipeline(threading.Thread):
-    """The consumer: packets → de-dup → CandleBuilder → StoreWriter; a timer closes bars."""
-
-    def __init__(
-        self,
-        builder: CandleBuilder,
-        writer: StoreWriter,
-        *,
-        store_ticks: bool,
-        clock: Clock,
-    ) -> None:
-        super().__init__(name="pipeline", daemon=True)
-        self.builder = builder
-        self.writer = writer
-        self.store_ticks = store_ticks
-        self.clock = clock
-        # (received at, trade tuples, how many other data packets, connection id) per frame
-        self.queue: queue.Queue[tuple[float, list, int, int] | None] = queue.Queue(QUEUE_FRAMES)
-        self.packets = 0  # data packets received
-        self.trades = 0  # packets that carried a trade
-        self.dropped = 0  # packets lost because the queue was full
-        self.unknown_segment = 0
-        self.last_data_utc: float | None = None
-        self.bars_closed = 0
-        self._stop_at: float | None = None
-
-    # Called from the receive threads: never blocks.
-    def sink(self, conn: FeedConnection, trades: list, others: list, received_utc: float) -> None:
-        try:  # candles need only the trades; the other packets are counted
-            self.queue.put_nowait((received_utc, trades, len(others), conn.conn_id))
-        except queue.Full:
-            self.dropped += len(trades) + len(others)
-
-    @property
-    def duplicates(self) -> int:
-        return self.builder.duplicates
-
-    def run(self) -> None:
-        next_close = self.clock.monotonic() + CLOSE_EVERY_S
-        while True:
-            timeout = max(0.0, next_close - self.clock.monotonic())
-            item: tuple[float, list, int, int] | tuple[()] | None
-            try:
-                item = self.queue.get(timeout=timeout)
-            except queue.Empty:
-                item = ()  # nothing came: only the timer's work
-            if item is None:
-                break
-            if item:
-                ticks = self._consume(*item)
-                while len(ticks) < 5000:  # take what is waiting, write it as one batch
-                    try:
-                        more = self.queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if more is None:
-                        self.queue.put(None)
-                        break
-                    ticks.extend(self._consume(*more))
-                if ticks:
-                    self.writer.put_ticks(ticks)
-            if self.clock.monotonic() >= next_close:
-                next_close = self.clock.monotonic() + CLOSE_EVERY_S
-                # Behind a backlog, close bars only as far as the data consumed, so that
-                # queued ticks are not counted late for the wait they spent in the queue.
-                last = self.last_data_utc
-                now = last if last is not None and not self.queue.empty() else self.clock.time()
-                bars = self.builder.close_due(now)
-                if bars:
-                    self.bars_closed += len(bars)
-                    self.writer.put_bars(bars)
-        bars = self.builder.flush()  # shutdown: every open bar is written
-        self.bars_closed += len(bars)
-        self.writer.put_bars(bars)
-
-    def stop(self, timeout: float) -> None:
-        """Drain what the sockets handed in, flush the open bars, end the thread."""
-        try:
-            self.queue.put(None, timeout=timeout / 2)
-        except queue.Full:
-            logger.error("pipeline queue full at shutdown: %d frames not drained", QUEUE_FRAMES)
-        self.join(timeout)
-
-    def _consume(self, received_utc: float, trades: list, others: int, source: int) -> list[Tick]:
-        """`trades`: the frame's `protocol.Trade`s; `others`: how many other data packets."""
-        ticks: list[Tick] = []
-        self.packets += len(trades) + others
-        self.last_data_utc = received_utc
-        for segment_code, security_id, ltp, ltq, ltt, cum in trades:
-            segment = protocol.SEGMENT_NAMES.get(segment_code)
-            if segment is None:
-                self.unknown_segment += 1
-                continue
-            self.trades += 1
-            outcome = self.builder.add_trade(
-                segment, security_id, ltp, ltt, cum, received_utc, source
-            )
-            if outcome != DUPLICATE and self.store_ticks:
-                # tuple.__new__ skips NamedTuple's Python-level __new__ (runs for every trade)
-                tick = (segment, security_id, ist_to_utc(ltt), ltp, ltq, cum, received_utc)
-                ticks.append(tuple.__new__(Tick, tick))
-            if outcome == LATE:
-                logger.debug("late tick %s:%s ltt %s", segment, security_id, ltt)
-        return ticks
 
 
 def open_configured_store(config: Config) -> Store:
@@ -202,8 +92,15 @@ class Collector:
             grace_s=c.grace.total_seconds(),
             carry=self.store.carry(),
         )
-        self.pipeline = Pipeline(self.builder, self.writer, store_ticks=c.store_ticks, clock=clock)
         timing = timing or Timing()
+        self.pipeline = Pipeline(
+            self.builder,
+            self.writer,
+            store_ticks=c.store_ticks,
+            alert=alert,
+            clock=clock,
+            behind_after_s=timing.behind_after_s,
+        )
         self.watcher = TokenWatcher(
             config.token.file, config.dhan.client_id, poll_s=timing.token_poll_s, clock=clock.now
         )
@@ -319,6 +216,7 @@ class Collector:
             database=self.store.location,
             **{f.name: getattr(feed, f.name) for f in dataclasses.fields(feed)},
             packets=p.packets,
+            skipped_packets=p.skipped,
             trades=p.trades,
             unknown_segment=p.unknown_segment,
             ticks_stored=self.writer.ticks_written,
@@ -326,7 +224,10 @@ class Collector:
             late=self.builder.late,
             dropped=p.dropped + self.writer.lost_rows,
             ticks_dropped=self.writer.ticks_dropped,
-            queue=p.queue.qsize(),
+            backlog=p.backlog,
+            delay_s=round(p.delay_s, 3),
+            lag_s=None if p.lag_s is None else round(p.lag_s, 3),
+            behind=p.behind,
             last_data_utc=p.last_data_utc,
             bars_closed=p.bars_closed,
             bars_stored=self.writer.bars_written,

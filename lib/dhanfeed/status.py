@@ -42,6 +42,7 @@ class CollectorStatus(FeedStatus):
     client_id: str
     database: str
     packets: int
+    skipped_packets: int  # undecodable packets
     trades: int
     unknown_segment: int
     ticks_stored: int  # committed, not just handed in
@@ -49,7 +50,10 @@ class CollectorStatus(FeedStatus):
     late: int
     dropped: int  # packets the queue refused + rows the store shed or could not write in time
     ticks_dropped: int
-    queue: int
+    backlog: int  # messages received and not yet consumed
+    delay_s: float  # how long the batch consumed last had waited
+    lag_s: float | None  # its receive time minus the newest LTT in it
+    behind: bool  # falling behind: the warning alert was raised and has not cleared
     last_data_utc: float | None
     bars_closed: int
     bars_stored: int
@@ -94,6 +98,18 @@ METRICS = {
         "rows handed to the store and not yet committed",
     ),
     "dhanfeed_collector_store_errors": ("counter", "store_errors", "failed store commits"),
+    "dhanfeed_collector_backlog": ("gauge", "backlog", "messages received, not yet consumed"),
+    "dhanfeed_collector_delay_seconds": (
+        "gauge",
+        "delay_s",
+        "how long the last consumed batch of messages waited for the consumer",
+    ),
+    "dhanfeed_collector_lag_seconds": (
+        "gauge",
+        "lag_s",
+        "receive time minus the newest LTT of the last consumed batch",
+    ),
+    "dhanfeed_collector_behind": ("gauge", "behind", "1 while the collector is falling behind"),
 }
 
 

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from dhanfeed.store import Gap, SqliteStore, Tick
+from dhanfeed.store.sqlite import TICK_TABLE_COLUMNS, tick_table
 
 _TICK_COLUMNS = "segment, security_id, ltt_utc, ltp, ltq, cum_volume, received_utc"
 
@@ -50,10 +51,18 @@ def tick_counts(store: SqliteStore | Path) -> dict[tuple[str, int], int]:
     return {(seg, sid): n for seg, sid, n in rows}
 
 
+def tick_tables(store: SqliteStore | Path) -> list[str]:
+    """The day tables of raw ticks, oldest first."""
+    rows = _query(
+        store, "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'ticks_%'"
+    )
+    return sorted((name for (name,) in rows), key=lambda n: (n != "ticks_v1", n))
+
+
 def ticks(
     store: SqliteStore | Path, segment: str | None = None, security_id: int | None = None
 ) -> list[Tick]:
-    """Stored ticks in the order they were written."""
+    """Stored ticks in the order they were written (day by day)."""
     where, params = [], []
     if segment is not None:
         where.append("segment = ?")
@@ -61,10 +70,13 @@ def ticks(
     if security_id is not None:
         where.append("security_id = ?")
         params.append(security_id)
-    sql = f"SELECT {_TICK_COLUMNS} FROM ticks"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    return [Tick(*row) for row in _query(store, sql + " ORDER BY rowid", tuple(params))]
+    found: list[Tick] = []
+    for table in tick_tables(store):
+        sql = f"SELECT {_TICK_COLUMNS} FROM {table}"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        found += [Tick(*row) for row in _query(store, sql + " ORDER BY rowid", tuple(params))]
+    return found
 
 
 def gaps(store: SqliteStore | Path) -> list[Gap]:
@@ -76,3 +88,18 @@ def gaps(store: SqliteStore | Path) -> list[Gap]:
 
 def journal_mode(store: SqliteStore | Path) -> str:
     return str(_query(store, "PRAGMA journal_mode")[0][0]).lower()
+
+
+def refuse_tick_writes(conn: sqlite3.Connection, ltt_utc: int) -> None:
+    """Make every write of ticks of that day fail inside SQLite (a trigger that aborts), as a
+    broken table or a full disk would; bars and gaps still commit."""
+    table = tick_table(ltt_utc)
+    conn.execute(f"CREATE TABLE IF NOT EXISTS {table} {TICK_TABLE_COLUMNS}")
+    conn.execute(
+        f"CREATE TRIGGER refuse_{table} BEFORE INSERT ON {table}"
+        " BEGIN SELECT RAISE(ABORT, 'tick writes refused by the test'); END"
+    )
+
+
+def allow_tick_writes(conn: sqlite3.Connection, ltt_utc: int) -> None:
+    conn.execute(f"DROP TRIGGER refuse_{tick_table(ltt_utc)}")

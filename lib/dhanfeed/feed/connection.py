@@ -1,8 +1,10 @@
 """One feed socket: a bounded handshake, subscribe, and a receive thread.
 
-The receive thread only decodes frames and hands the packets to a sink (a queue put): it
-never touches the disk, so answering the server's pings is never starved (dhan-api.md §4).
-Pings are answered inside websocket-client's `recv_data_frame`.
+The receive thread reads whatever the socket holds, cuts it into messages in one pass
+(`feed.framing`), answers pings at once, and hands the messages to a sink as one batch per
+read: no decoding, no per-message hand-off, never the disk, so keepalive is never starved
+however far behind the consumer is (dhan-api.md §4). websocket-client does the handshake
+and every send.
 
 The feed URL carries the token: it is built here, handed to websocket-client and never
 logged; every exception text that leaves this module goes through `safe_error`, which
@@ -22,15 +24,17 @@ from urllib.parse import urlencode
 import websocket
 
 from dhanfeed.feed import protocol
+from dhanfeed.feed.framing import CLOSE, PING, FrameReader, ProtocolError
 from dhanfeed.logs import REDACTED, redact
 from dhanfeed.token import Token
 from dhanfeed.version import USER_AGENT
 
 logger = logging.getLogger(__name__)
 
-# What a socket hands on for one frame: (connection, its `protocol.Trade`s,
-# its other data packets (never a Disconnect), received at: UTC epoch seconds).
-Sink = Callable[["FeedConnection", list, list, float], None]
+# What a socket hands on for one read: (connection, its complete binary messages (feed
+# packets, undecoded), received at: UTC epoch seconds).
+Sink = Callable[["FeedConnection", list[bytes], float], None]
+READ_BYTES = 1 << 18  # per recv: a quarter megabyte is ~2000 one-packet messages
 
 CONNECTING, OPEN, CLOSED = "connecting", "open", "closed"
 
@@ -93,8 +97,7 @@ class FeedConnection:
         self.last_data_utc: float | None = None
         self.disconnect_code: int | None = None  # Dhan's code-50 reason, if one came
         self.close_reason = ""
-        self.packets = 0
-        self.skipped = 0
+        self.packets = 0  # binary messages received (one packet each at Dhan's framing)
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -195,16 +198,11 @@ class FeedConnection:
         assert ws is not None
         reason = "closed"
         try:
-            while True:
-                opcode, frame = ws.recv_data_frame(control_frame=True)
-                if opcode == websocket.ABNF.OPCODE_BINARY:
-                    self._on_frame(frame.data)
-                elif opcode == websocket.ABNF.OPCODE_CLOSE:
-                    code = struct.unpack("!H", frame.data[:2])[0] if len(frame.data) >= 2 else None
-                    reason = f"server closed (ws {code})" if code else "server closed"
-                    break
-        except websocket.WebSocketTimeoutException:
+            reason = self._read_until_closed(ws)
+        except TimeoutError:
             reason = f"no frame for {self._recv_timeout:.0f}s"
+        except ProtocolError as exc:
+            reason = f"protocol error: {exc}"
         except Exception as exc:  # noqa: BLE001 - every way a socket ends is an outcome
             reason = "closed by us" if self._closing else safe_error(exc, self.token.access_token)
         if self._closing:
@@ -215,22 +213,39 @@ class FeedConnection:
         ws.shutdown()  # the fd goes with the thread, whoever ended the socket
         self._mark_closed(reason)
 
-    def _on_frame(self, data: bytes) -> None:
-        trades, others, skipped = protocol.decode_trades(data)
-        self.skipped += skipped
-        if others:  # rare: a Disconnect ends the socket and is no data
-            data_packets: list = []
-            for packet in others:
-                if isinstance(packet, protocol.Disconnect):
-                    self.disconnect_code = packet.reason
-                else:
-                    data_packets.append(packet)
-            others = data_packets
-        if trades or others:
-            self.packets += len(trades) + len(others)
-            self.last_data = time.monotonic()
-            self.last_data_utc = time.time()
-            self._sink(self, trades, others, self.last_data_utc)
+    def _read_until_closed(self, ws: websocket.WebSocket) -> str:
+        """Read, split, answer pings, hand over; the reason the socket ended."""
+        sock = ws.sock
+        assert sock is not None
+        reader = FrameReader()
+        recv, feed, sink = sock.recv, reader.feed, self._sink
+        while True:
+            data = recv(READ_BYTES)
+            if not data:
+                return "server closed the connection"
+            messages, controls = feed(data)
+            if messages:
+                now_utc = time.time()
+                self.packets += len(messages)
+                if self.disconnect_code is None:
+                    self._note_disconnect(messages)
+                self.last_data = time.monotonic()
+                self.last_data_utc = now_utc
+                sink(self, messages, now_utc)
+            for opcode, payload in controls:
+                if opcode == PING:
+                    ws.pong(payload)
+                elif opcode == CLOSE:
+                    code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
+                    return f"server closed (ws {code})" if code else "server closed"
+
+    def _note_disconnect(self, messages: list[bytes]) -> None:
+        """Dhan's Disconnect packet (code 50) carries why the socket is about to end."""
+        for message in messages:
+            if message and message[0] == protocol.DISCONNECT:
+                packet = protocol.decode_frame(message).packets
+                if packet and isinstance(packet[0], protocol.Disconnect):
+                    self.disconnect_code = packet[0].reason
 
     def _mark_closed(self, reason: str) -> None:
         with self._lock:

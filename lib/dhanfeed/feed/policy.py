@@ -47,7 +47,9 @@ class Timing:
     swap_settle_s: float = 0.5
     connect_timeout_s: float = 10.0
     recv_timeout_s: float = 45.0  # no frame at all (pings included): the socket is dead
-    token_poll_s: float = 0.1  # one stat() per poll; the swap goal is a median notice of 100 ms
+    token_poll_s: float = 0.1
+    # A batch of messages that waited this long for the consumer: "collector falling behind".
+    behind_after_s: float = 5.0  # one stat() per poll; the swap goal is a median notice of 100 ms
     # Not a delay: Dhan's instruments-per-socket limit, used for sharding. Tests lower it to
     # spread a few instruments over all 4 sockets.
     max_per_socket: int = MAX_PER_SOCKET

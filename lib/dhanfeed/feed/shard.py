@@ -52,7 +52,6 @@ class FeedSocket(Protocol):
     disconnect_code: int | None
     close_reason: str
     packets: int
-    skipped: int
 
     @property
     def alive(self) -> bool: ...
@@ -125,7 +124,6 @@ class FeedCounters:
     reconnects: int = 0
     swaps: int = 0
     gaps: int = 0
-    skipped: int = 0  # undecodable packets on sockets already closed
     _lock: threading.Lock = dataclasses.field(
         default_factory=threading.Lock, repr=False, compare=False
     )
@@ -137,14 +135,12 @@ class FeedCounters:
         reconnects: int = 0,
         swaps: int = 0,
         gaps: int = 0,
-        skipped: int = 0,
     ) -> None:
         with self._lock:
             self.connects += connects
             self.reconnects += reconnects
             self.swaps += swaps
             self.gaps += gaps
-            self.skipped += skipped
 
 
 class AlertOnce:
@@ -407,7 +403,6 @@ class ShardWorker(threading.Thread):
         closed_utc = conn.closed_utc or ctx.clock.time()
         self._begin_gap(closed_utc, conn.close_reason)
         self.conn = None
-        ctx.counters.add(skipped=conn.skipped)
         code = conn.disconnect_code
         stable = bool(conn.last_data) and (
             (conn.closed_at or 0) - (conn.opened_at or 0) >= timing.stable_after_s
@@ -542,7 +537,6 @@ class ShardWorker(threading.Thread):
             self._end_gap(subscribed)
             old.close_reason = old.close_reason or "replaced by a new token"
             old.close(timing.close_timeout_s)
-            ctx.counters.add(skipped=old.skipped)
             record.overlap_s = 0.0 if old_closed_first else round(clock.time() - subscribed, 3)
             record.duplicates_dropped = max(0, ctx.duplicates() - dups_before)
             self.failed_swap_fp = None

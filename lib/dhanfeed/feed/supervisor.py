@@ -67,7 +67,6 @@ class FeedStatus:
     reconnects: int
     swaps: int
     gaps: int
-    skipped_packets: int
     swap_log: tuple[dict, ...]
     token_refused: dict | None  # {"fingerprint", "code", "at"}: Dhan's feed refused the token
 
@@ -223,8 +222,6 @@ class Supervisor:
             reconnects=c.reconnects,
             swaps=c.swaps,
             gaps=c.gaps,
-            skipped_packets=c.skipped
-            + sum(s.skipped for w in self.workers for s in w.connections()),
             swap_log=tuple(s.as_dict() for s in list(self.swap_log)[-10:]),
             token_refused=self.ctx.refusals.last,
         )

@@ -7,8 +7,14 @@
   the stored part, high max, low min, close from the new part, volume and ticks summed,
   `cum_volume_end` from the new part. The builder's carry (`carry()`) makes the second
   part's volume start where the first ended, so the merged bar equals an uninterrupted one.
-- `ticks` (when `store_ticks`): one row per packet the caller hands in; the caller hands in only
-  packets the builder did not call a duplicate.
+- raw ticks (when `store_ticks`): one row per packet the caller hands in (the caller hands in
+  only packets the builder did not call a duplicate), in one table per trading day,
+  `ticks_YYYYMMDD` (the IST date of the LTT), with no index: every insert appends at the end
+  of its table, so insert speed does not fall as a busy day grows to hundreds of millions of
+  rows, and a day is dropped or archived as one table. The `ticks` view joins the days (the
+  newest `TICK_VIEW_DAYS`). A reader that needs an instrument's ticks fast indexes a closed
+  day itself (`CREATE INDEX ... ON ticks_20260105 (segment, security_id, ltt_utc)`).
+  A version-1 file's `ticks` table is kept as `ticks_v1` (with its index) inside the view.
 - `gaps`: one row per instrument and stretch without a live subscription (times are REAL epoch
   seconds UTC, since gaps during a swap are sub-second).
 
@@ -17,9 +23,11 @@ Errors: anything SQLite or the filesystem refuses becomes a `StoreError` naming 
 
 from __future__ import annotations
 
+import datetime as dt
+import operator
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +37,10 @@ from dhanfeed.store.base import CandleReads, Gap, Tick
 
 __all__ = ["SqliteStore"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+TICK_VIEW_DAYS = 400  # days the `ticks` view joins (SQLite allows 500 terms in a UNION)
+IST_OFFSET_S = 19800
+DAY_S = 86400
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS candles (
     segment TEXT NOT NULL,
@@ -45,16 +56,6 @@ CREATE TABLE IF NOT EXISTS candles (
     cum_volume_end INTEGER,
     PRIMARY KEY (segment, security_id, interval_s, start_utc)
 );
-CREATE TABLE IF NOT EXISTS ticks (
-    segment TEXT NOT NULL,
-    security_id INTEGER NOT NULL,
-    ltt_utc INTEGER NOT NULL,
-    ltp REAL NOT NULL,
-    ltq INTEGER,
-    cum_volume INTEGER,
-    received_utc REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS ticks_by_instrument ON ticks (segment, security_id, ltt_utc);
 CREATE TABLE IF NOT EXISTS gaps (
     segment TEXT NOT NULL,
     security_id INTEGER NOT NULL,
@@ -77,10 +78,39 @@ ON CONFLICT (segment, security_id, interval_s, start_utc) DO UPDATE SET
     ticks = candles.ticks + excluded.ticks,
     cum_volume_end = coalesce(excluded.cum_volume_end, candles.cum_volume_end)
 """
-_INSERT_TICK = """
-INSERT INTO ticks (segment, security_id, ltt_utc, ltp, ltq, cum_volume, received_utc)
-VALUES (?, ?, ?, ?, ?, ?, ?)
-"""
+TICK_TABLE_COLUMNS = """(
+    segment TEXT NOT NULL,
+    security_id INTEGER NOT NULL,
+    ltt_utc INTEGER NOT NULL,
+    ltp REAL NOT NULL,
+    ltq INTEGER,
+    cum_volume INTEGER,
+    received_utc REAL NOT NULL
+)"""
+_EMPTY_TICKS = (
+    "SELECT '' AS segment, 0 AS security_id, 0 AS ltt_utc, 0.0 AS ltp, NULL AS ltq,"
+    " NULL AS cum_volume, 0.0 AS received_utc WHERE 0"
+)
+_LTT = operator.itemgetter(2)
+
+
+def tick_table(ltt_utc: int) -> str:
+    """The table of the trading day (IST date) of an LTT: `ticks_YYYYMMDD`."""
+    day = dt.datetime.fromtimestamp(ltt_utc + IST_OFFSET_S, dt.UTC)
+    return f"ticks_{day:%Y%m%d}"
+
+
+def _by_day(rows: Sequence[tuple]) -> dict[str, Sequence[tuple]]:
+    """Rows per day table; nearly always one day, found without a Python loop over the rows."""
+    lo, hi = min(map(_LTT, rows)), max(map(_LTT, rows))
+    if (lo + IST_OFFSET_S) // DAY_S == (hi + IST_OFFSET_S) // DAY_S:
+        return {tick_table(lo): rows}
+    days: dict[str, list[tuple]] = {}
+    for row in rows:
+        days.setdefault(tick_table(row[2]), []).append(row)
+    return days
+
+
 _INSERT_GAP = (
     "INSERT INTO gaps (segment, security_id, start_utc, end_utc, reason) VALUES (?, ?, ?, ?, ?)"
 )
@@ -103,6 +133,7 @@ class SqliteStore(CandleReads):
         self.store_ticks = store_ticks
         self.readonly = readonly
         self._lock = threading.Lock()
+        self._tick_tables: set[str] = set()  # day tables that exist
         self._conn = self._open()
 
     @classmethod
@@ -129,13 +160,36 @@ class SqliteStore(CandleReads):
                 raise sqlite3.OperationalError(f"cannot switch to WAL mode (got {mode})")
             conn.execute("PRAGMA synchronous = NORMAL")
             # A write transaction proves the file is writable now, not at the first bar.
-            conn.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
+            conn.execute("BEGIN IMMEDIATE")
+            for statement in _SCHEMA.split(";"):  # not executescript: it would commit first
+                if statement.strip():
+                    conn.execute(statement)
+            self._tick_tables = self._migrate_ticks(conn)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
         except (sqlite3.Error, OSError) as exc:
             if conn is not None:
                 conn.close()
             raise StoreError(f"cannot write database {self.path}: {exc}", path=self.path) from None
         return conn
+
+    @staticmethod
+    def _migrate_ticks(conn: sqlite3.Connection) -> set[str]:
+        """Inside the opening transaction: the day tables, and the `ticks` view over them."""
+        kinds = dict(conn.execute("SELECT name, type FROM sqlite_master WHERE name LIKE 'ticks%'"))
+        if kinds.get("ticks") == "table":  # version 1: one indexed table
+            conn.execute("ALTER TABLE ticks RENAME TO ticks_v1")
+            kinds["ticks_v1"] = "table"
+        tables = {n for n, kind in kinds.items() if kind == "table" and n != "ticks"}
+        SqliteStore._create_tick_view(conn, tables)
+        return tables
+
+    @staticmethod
+    def _create_tick_view(conn: sqlite3.Connection, tables: set[str]) -> None:
+        newest = sorted(tables, key=lambda n: (n != "ticks_v1", n))[-TICK_VIEW_DAYS:]
+        body = " UNION ALL ".join(f"SELECT * FROM {n}" for n in newest) or _EMPTY_TICKS
+        conn.execute("DROP VIEW IF EXISTS ticks")
+        conn.execute(f"CREATE VIEW ticks AS {body}")
 
     @property
     def location(self) -> str:
@@ -163,24 +217,29 @@ class SqliteStore(CandleReads):
     ) -> None:
         """Write everything in one transaction (all or nothing); raise `StoreError`."""
         bar_rows = [_bar_row(b) for b in bars]
-        tick_rows = list(ticks) if self.store_ticks else []
+        tick_rows = ticks if isinstance(ticks, list) else list(ticks)
         gap_rows = list(gaps)
-        if not (bar_rows or tick_rows or gap_rows):
+        days = _by_day(tick_rows) if tick_rows and self.store_ticks else {}
+        if not (bar_rows or days or gap_rows):
             return
         with self._lock:
             conn = self._conn
+            new_tables = set(days) - self._tick_tables
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    # Only the tables written are touched: a broken `ticks` table must not
-                    # stop a transaction of bars.
-                    for sql, rows in (
-                        (_UPSERT_BAR, bar_rows),
-                        (_INSERT_TICK, tick_rows),
-                        (_INSERT_GAP, gap_rows),
-                    ):
-                        if rows:
-                            conn.executemany(sql, rows)
+                    # Only the tables written are touched: a broken tick table must not stop
+                    # a transaction of bars.
+                    if bar_rows:
+                        conn.executemany(_UPSERT_BAR, bar_rows)
+                    if new_tables:
+                        for table in new_tables:
+                            conn.execute(f"CREATE TABLE IF NOT EXISTS {table} {TICK_TABLE_COLUMNS}")
+                        self._create_tick_view(conn, self._tick_tables | new_tables)
+                    for table, rows in days.items():
+                        conn.executemany(f"INSERT INTO {table} VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+                    if gap_rows:
+                        conn.executemany(_INSERT_GAP, gap_rows)
                     conn.execute("COMMIT")
                 except BaseException:
                     if conn.in_transaction:
@@ -190,6 +249,7 @@ class SqliteStore(CandleReads):
                 raise StoreError(
                     f"cannot write database {self.path}: {exc}", path=self.path
                 ) from None
+            self._tick_tables |= new_tables
 
     # -- reading --------------------------------------------------------------------------
 

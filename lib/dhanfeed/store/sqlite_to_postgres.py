@@ -35,11 +35,11 @@ class Copied(NamedTuple):
     gaps: int  # gaps added
 
 
-def _chunks(conn: sqlite3.Connection, table: str) -> Iterator[list[tuple]]:
+def _chunks(conn: sqlite3.Connection, table: str, kind: str) -> Iterator[list[tuple]]:
     after = -1
     while True:
         rows = conn.execute(
-            f"SELECT rowid, {_COLUMNS[table]} FROM {table} WHERE rowid > ? ORDER BY rowid LIMIT ?",
+            f"SELECT rowid, {_COLUMNS[kind]} FROM {table} WHERE rowid > ? ORDER BY rowid LIMIT ?",
             (after, CHUNK),
         ).fetchall()
         if not rows:
@@ -57,19 +57,27 @@ def copy_sqlite_to_postgres(
     conn, tables = connect_readonly(source)
     bars = ticks = gaps = 0
     try:
-        for rows in _chunks(conn, "candles"):
+        for rows in _chunks(conn, "candles", "candles"):
             target.import_rows([Bar(*row) for row in rows], [], [])
             bars += len(rows)
             progress("candles", bars)
-        for table in ("ticks", "gaps"):
-            if table not in tables:
-                continue
-            for rows in _chunks(conn, table):
-                if table == "ticks":
-                    ticks += target.import_rows([], [Tick(*row) for row in rows], [])[0]
-                else:
-                    gaps += target.import_rows([], [], [Gap(*row) for row in rows])[1]
-                progress(table, ticks if table == "ticks" else gaps)
+        # Raw ticks: one table per day (schema 2; `ticks` is a view over them), or the one
+        # `ticks` table of a schema-1 file.
+        tick_tables = [
+            name
+            for (name,) in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'"
+                " AND (name = 'ticks' OR name LIKE 'ticks\\_%' ESCAPE '\\') ORDER BY name"
+            )
+        ]
+        for table in tick_tables:
+            for rows in _chunks(conn, table, "ticks"):
+                ticks += target.import_rows([], [Tick(*row) for row in rows], [])[0]
+                progress("ticks", ticks)
+        if "gaps" in tables:
+            for rows in _chunks(conn, "gaps", "gaps"):
+                gaps += target.import_rows([], [], [Gap(*row) for row in rows])[1]
+                progress("gaps", gaps)
     except sqlite3.Error as exc:
         raise StoreError(f"cannot read database {source}: {exc}", path=source) from None
     finally:

@@ -1,0 +1,71 @@
+"""Overload is visible, never silent: a collector that receives more than it can consume
+says so (status file, metrics, one warning alert) while its sockets stay alive.
+
+The real `bin/collector` against the real simulator, flooded: 3000 instruments at 60 ticks
+per second each, raw ticks stored, bars of twelve intervals. At one packet per message the
+simulator itself tops out below the rate a collector of one interval sustains, so here it
+packs 100 packets per message (`--batch`): sending gets cheap, while the collector's work
+per packet (decode, one candle per interval, a raw-tick row) stays what it is, and it falls
+behind. The simulator pings every 0.5 s and closes a client
+that has not answered for 2 s, so a receive thread that stopped answering pings while the
+consumer is swamped would lose its socket within seconds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from support.sim import Sim
+from test_collector_e2e import (  # noqa: F401 - collectors and workdir are fixtures
+    Collector,
+    collectors,
+    our_sockets,
+    start_collector,
+    workdir,
+)
+
+FLOOD = 3000
+KEYS = [f"NSE_EQ:{100_000 + i}" for i in range(FLOOD)]
+
+
+def test_a_flooded_collector_raises_one_falling_behind_warning_and_keeps_answering_pings(
+    start_sim: Callable[..., Sim],
+    workdir: Path,  # noqa: F811
+    collectors: list[Collector],  # noqa: F811
+) -> None:
+    sim = start_sim(
+        "--instruments", f"NSE_EQ:100000-{100_000 + FLOOD - 1}", "--ticks-per-second", "60", "--batch", "100",
+        "--ping-interval", "0.5", "--ping-timeout", "2",
+        "--issue-token", str(workdir / "state" / "token.json"),
+    )  # fmt: skip
+    intervals = [f"{m}m" for m in (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60)]
+    c = start_collector(
+        collectors, workdir, sim, {"behind_after_s": 0.5}, instruments=KEYS, intervals=intervals
+    )
+
+    behind = c.wait_for("the collector to fall behind", lambda s: s.get("behind"), timeout=90)
+    assert behind["backlog"] > 0 and behind["delay_s"] > 0.5
+    assert behind["lag_s"] is not None
+    time.sleep(6)  # swamped for 12 pings more: each must still be answered within 2 s
+    flooded = c.status()
+    assert c.terminate(timeout=30) == 0
+
+    sockets = our_sockets(sim)
+    assert len(sockets) == 1, sockets  # the first socket lived through it all ...
+    assert sockets[0]["close_reason"] == "client request 12"  # ... until we closed it
+    assert flooded["reconnects"] == 0 and flooded["sockets_live"] == 1
+    alerts = (workdir / "logs" / "token_alerts.log").read_text()
+    assert alerts.count("collector-falling-behind") == 1 and "falling behind" in alerts
+    prom = (workdir / "state" / "collector.prom").read_text()
+    assert "dhanfeed_collector_backlog" in prom and "dhanfeed_collector_lag_seconds" in prom
+    final = c.status()  # what the stop could not consume is counted, never silent
+    assert final["backlog"] == 0 and final["dropped"] >= flooded["dropped"]
+    # Swamped or not, every interval's bars hold the same volume: the volume is exact.
+    with c.db() as db:
+        sums = db.execute(
+            "SELECT interval_s, sum(volume) FROM candles WHERE security_id = ? GROUP BY 1",
+            (int(KEYS[0].split(":")[1]),),
+        ).fetchall()
+    assert len(sums) == 12 and len({total for _, total in sums}) == 1, sums
