@@ -81,7 +81,7 @@ def run(instruments: int, tps: float, seconds: float) -> dict:
         "rss_max_kib": max(s[2] for s in samples),
         "slope_kib_per_m": slope,
         "per_instrument_hour_rate": packets / 3600 / instruments,
-        "queue_end": status.get("queue"),
+        "queue_end": status.get("backlog"),
         "store_pending_end": status.get("store_pending"),
     }
 
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None, swap_rss: dict | None = None) -> list[Ro
             f" {r['per_instrument_hour_rate']:.3f} packets/s per instrument); RSS"
             f" {r['rss_start_kib'] / 1024:.1f} MiB at start, {r['rss_end_kib'] / 1024:.1f} MiB"
             f" at the end (max {r['rss_max_kib'] / 1024:.1f}); second-half slope"
-            f" {r['slope_kib_per_m']:+.0f} KiB per million packets; queue at end {r['queue_end']},"
+            f" {r['slope_kib_per_m']:+.0f} KiB per million packets; backlog at end {r['queue_end']},"
             f" rows waiting for SQLite {r['store_pending_end']}"
         )
         hour_m = instruments * 2 * 3600 / 1e6  # a full hour at 2 packets/s per instrument

@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     import bench_memory
     import bench_sdk
     import bench_swap
+    import bench_tick_layout
     import bench_ws_clients
 
     started = time.monotonic()
@@ -80,9 +81,13 @@ def main(argv: list[str] | None = None) -> int:
                                                  + (["--packets", "200000"] if q else [])))  # fmt: skip
     rows += timed("5", lambda: bench_cron.main(["--runs", "5" if q else "30"]))
     swap_rows, swap_results = timed("3", lambda: bench_swap.main(["--swaps", "10" if q else "100"]))
-    rows += timed("2", lambda: bench_e2e.main(["--rates", "1" if q else "1,2,3,3n"]
-                                              + (["--instruments", "5000"] if q else []))[0])  # fmt: skip
+    rows += timed("2", lambda: bench_e2e.main(
+        ["--rates", "20000", "--window", "15", "--prefill", "0", "--cpu-window", "5"] if q
+        else []))  # fmt: skip
     rows += swap_rows
+    rows += timed(
+        "layout", lambda: bench_tick_layout.main(["--rows", "400000" if q else "3000000"])
+    )
     rows += timed(
         "4",
         lambda: bench_memory.main(
