@@ -234,6 +234,25 @@ def test_a_ticker_repeat_on_the_same_socket_is_kept_and_the_other_sockets_copy_i
     assert (bar.ticks, b.duplicates) == (3, 2)
 
 
+def test_a_price_an_index_returns_to_during_a_swap_is_kept_when_only_the_new_socket_brings_it():
+    b = CandleBuilder([60])
+    t = ltt("09:15:01")
+
+    def index(price: float, source: int) -> str:
+        return b.add_trade("IDX_I", 13, price, t, None, at("09:15:01"), source)
+
+    # The index prints 100, 101, 100 in one second; the old socket (1) delivers the first
+    # print, then both sockets deliver the rest, the new one (2) first.
+    assert index(100.0, source=1) == "ok"
+    assert index(100.0, source=2) == "duplicate"  # the new socket's copy of the first print
+    assert index(101.0, source=2) == "ok"
+    assert index(101.0, source=1) == "duplicate"
+    assert index(100.0, source=2) == "ok"  # the third print: new, though socket 1 had 100
+    assert index(100.0, source=1) == "duplicate"  # and socket 1's copy of it
+    (bar,) = b.flush()
+    assert (bar.ticks, b.duplicates) == (3, 3)
+
+
 def test_instruments_are_independent():
     b = CandleBuilder([60])
     trade(b, "09:15:10", 100, 50)

@@ -46,18 +46,22 @@ def test_a_flooded_collector_raises_one_falling_behind_warning_and_keeps_answeri
     )
 
     behind = c.wait_for("the collector to fall behind", lambda s: s.get("behind"), timeout=90)
-    assert behind["backlog"] > 0 and behind["delay_s"] > 0.5
     assert behind["lag_s"] is not None
     time.sleep(6)  # swamped for 12 pings more: each must still be answered within 2 s
     flooded = c.status()
+    stopped_at = time.time()
     assert c.terminate(timeout=30) == 0
 
+    deadline = time.monotonic() + 60  # the swamped simulator notes the close when it can
+    while any(s["closed_at"] is None for s in our_sockets(sim)) and time.monotonic() < deadline:
+        time.sleep(0.2)
     sockets = our_sockets(sim)
-    assert len(sockets) == 1, sockets  # the first socket lived through it all ...
-    assert sockets[0]["close_reason"] == "client request 12"  # ... until we closed it
+    assert len(sockets) == 1, [s["close_reason"] for s in sockets]  # it lived through it all,
+    assert sockets[0]["closed_at"] >= stopped_at  # until we stopped the collector
     assert flooded["reconnects"] == 0 and flooded["sockets_live"] == 1
     alerts = (workdir / "logs" / "token_alerts.log").read_text()
-    assert alerts.count("collector-falling-behind") == 1 and "falling behind" in alerts
+    assert alerts.count("collector-falling-behind") == 1
+    assert "messages waiting, the oldest for" in alerts and "receive time minus LTT" in alerts
     prom = (workdir / "state" / "collector.prom").read_text()
     assert "dhanfeed_collector_backlog" in prom and "dhanfeed_collector_lag_seconds" in prom
     final = c.status()  # what the stop could not consume is counted, never silent

@@ -27,7 +27,8 @@ Choices the caller must know:
   LTT is older than the last accepted is stale, and one whose (LTT, LTP) was already seen in the
   same second is a duplicate when it comes from another `source` (the other socket of a token
   swap) or when the caller names no source; the same price again on the same socket is a real
-  repeat and is kept.
+  repeat and is kept: the n-th copy of a price from a socket is new unless another socket has
+  already brought it n times.
 - Late: a trade whose bar ends more than `grace_s` before `now_utc`, or whose bar was already
   closed, is counted and dropped for that interval (the outcome is "late" when any interval
   dropped it; other intervals still take it).
@@ -121,7 +122,8 @@ class _Instrument:
     day: int | None = None  # IST day of the highest cumulative volume seen
     cum: int | None = None  # highest cumulative volume seen that day
     ticker_ltt: int | None = None  # last accepted Ticker LTT; the prices seen in that second
-    ticker_prices: dict[float, int | None] = dataclasses.field(default_factory=dict)  # → source
+    # price → {source: how many times that socket brought it in this second}
+    ticker_prices: dict[float, dict[int | None, int]] = dataclasses.field(default_factory=dict)
 
 
 _ANCHOR_UTC_S = SESSION_ANCHOR_IST_S - IST_OFFSET_S  # 09:15 IST as seconds after 00:00 UTC
@@ -205,19 +207,23 @@ class CandleBuilder:
         inst = self._instruments.get(ikey) or self._instrument(ikey)
         new_day = False
         if cum_volume is None:
-            if inst.ticker_ltt is not None:
-                seen = inst.ticker_prices
-                if ltt_ist < inst.ticker_ltt or (
-                    ltt_ist == inst.ticker_ltt
-                    and ltp in seen
-                    and (source is None or seen[ltp] != source)
-                ):
-                    self.duplicates += 1
-                    return DUPLICATE
+            if inst.ticker_ltt is not None and ltt_ist < inst.ticker_ltt:
+                self.duplicates += 1
+                return DUPLICATE
             if ltt_ist != inst.ticker_ltt:
                 inst.ticker_ltt = ltt_ist
                 inst.ticker_prices = {}
-            inst.ticker_prices.setdefault(ltp, source)
+            # The n-th time a socket brings a price in this second is new only when no other
+            # socket has brought it n times (then it is that socket's copy).
+            counts = inst.ticker_prices.setdefault(ltp, {})
+            if source is None and counts:
+                self.duplicates += 1
+                return DUPLICATE
+            mine = counts.get(source, 0) + 1
+            counts[source] = mine
+            if any(n >= mine for other, n in counts.items() if other != source):
+                self.duplicates += 1
+                return DUPLICATE
         else:
             last = inst.cum
             if last is not None:
