@@ -20,8 +20,10 @@ Layout (one concern per module; tests/test_layout.py holds the import rules):
   token           a Dhan JWT read; token_store: the token file (lock, read, durable write)
   alerts hooks    alert channels, de-dup, escalation, recovery; user hooks;
   apprise_urls    Apprise, loaded and checked only where alert URLs are configured
-  collector       the collector's parts wired: feed -> queue -> candles -> store, status
-  feed/           protocol and policy (pure), connection, shard, supervisor, token_watch
+  collector       the collector's parts wired: feed -> pipeline -> candles -> store, status
+  pipeline        the consumer: message batches -> decode -> candles, raw-tick rows; lag
+  feed/           protocol and policy (pure), framing (pure), connection, shard, supervisor,
+                  token_watch
   candles         ticks -> bars (pure)
   store/          the Store interface, SQLite, PostgreSQL, the writer thread, SQLite -> PG copy
   status health   the collector's status file and metrics; what bin/status and the page show

@@ -3,8 +3,8 @@
 The receive threads hand over each socket read as one batch (`sink`: a lock and a deque
 append per read, never per message) and wake the consumer only when it sleeps. The consumer
 drains every batch waiting, decodes each message, feeds the candle builder (which drops the
-duplicates of a swap's overlap), builds the raw-tick rows as plain tuples in the stored
-column order, hands them to the writer in large batches, and closes bars on a timer.
+duplicates of a swap's overlap), builds the raw-tick rows (`Tick`s made with tuple.__new__,
+nothing in between), hands them to the writer in large batches, and closes bars on a timer.
 
 Overload is measured, never silent: `backlog` (messages handed in, not yet consumed),
 `delay_s` (how long the batch consumed last waited), `lag_s` (its receive time minus the
@@ -25,7 +25,7 @@ from dhanfeed.candles import DUPLICATE, LATE, CandleBuilder
 from dhanfeed.clock import Clock
 from dhanfeed.feed import protocol
 from dhanfeed.feed.connection import FeedConnection
-from dhanfeed.store import StoreWriter
+from dhanfeed.store import StoreWriter, Tick
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class Pipeline(threading.Thread):
     def run(self) -> None:
         next_close = self.clock.monotonic() + CLOSE_EVERY_S
         inbox = self._inbox
-        ticks: list[tuple] = []
+        ticks: list[Tick] = []
         while True:
             self._ready.clear()
             if not inbox and not self._stopping:
@@ -149,7 +149,7 @@ class Pipeline(threading.Thread):
         logger.error("stop budget spent: %d messages received and not consumed", left)
 
     def _consume(
-        self, source: int, received_utc: float, messages: list[bytes], ticks: list[tuple]
+        self, source: int, received_utc: float, messages: list[bytes], ticks: list[Tick]
     ) -> None:
         """Decode one batch; feed the builder; append the raw-tick rows of what it kept."""
         decode, names, add_trade = (
@@ -157,7 +157,7 @@ class Pipeline(threading.Thread):
             protocol.SEGMENT_NAMES,
             self.builder.add_trade,
         )
-        store_ticks, append = self.store_ticks, ticks.append
+        store_ticks, append, new_row = self.store_ticks, ticks.append, tuple.__new__
         packets = trades_n = newest = 0
         for message in messages:
             trades, others, skipped = decode(message)
@@ -174,10 +174,17 @@ class Pipeline(threading.Thread):
                 trades_n += 1
                 outcome = add_trade(segment, security_id, ltp, ltt, cum, received_utc, source)
                 if outcome != DUPLICATE:
-                    if store_ticks:  # the `ticks` columns, in order
-                        append(
-                            (segment, security_id, ltt - IST_OFFSET_S, ltp, ltq, cum, received_utc)
+                    if store_ticks:  # the stored row itself (tuple.__new__: no Python __new__)
+                        row = (
+                            segment,
+                            security_id,
+                            ltt - IST_OFFSET_S,
+                            ltp,
+                            ltq,
+                            cum,
+                            received_utc,
                         )
+                        append(new_row(Tick, row))
                     if outcome == LATE:
                         logger.debug("late tick %s:%s ltt %s", segment, security_id, ltt)
                 if ltt > newest:

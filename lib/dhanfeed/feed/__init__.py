@@ -2,6 +2,7 @@
 
 - `protocol`: packets and requests (pure).
 - `policy`: delays, sharding, backoff, when a feed is stale (pure).
+- `framing`: WebSocket frames cut out of raw socket reads in bulk (pure).
 - `connection`: one WebSocket: bounded handshake, subscribe, the receive thread.
 - `shard`: one shard's worker: reconnects, 805/807 handling, make-before-break swaps.
 - `supervisor`: one worker per shard, their sockets opened through `connection`, one status.
