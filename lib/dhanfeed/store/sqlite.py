@@ -27,7 +27,7 @@ import datetime as dt
 import operator
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +100,7 @@ def tick_table(ltt_utc: int) -> str:
     return f"ticks_{day:%Y%m%d}"
 
 
-def _by_day(rows: Sequence[tuple]) -> dict[str, Sequence[tuple]]:
+def _by_day(rows: Sequence[tuple]) -> Mapping[str, Sequence[tuple]]:
     """Rows per day table; nearly always one day, found without a Python loop over the rows."""
     lo, hi = min(map(_LTT, rows)), max(map(_LTT, rows))
     if (lo + IST_OFFSET_S) // DAY_S == (hi + IST_OFFSET_S) // DAY_S:
