@@ -3,6 +3,7 @@ of exit codes, the same in the code and in the README."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from pathlib import Path
 
@@ -10,6 +11,8 @@ import filelock
 import pytest
 
 from dhanfeed import errors
+from dhanfeed.cli.status import main as status_main
+from dhanfeed.clock import SystemClock
 from dhanfeed.errors import (
     DhanfeedError,
     ExitCode,
@@ -18,6 +21,7 @@ from dhanfeed.errors import (
     TokenFileMissing,
     TokenFileUnsafe,
 )
+from dhanfeed.sim.config_file import write_config
 from dhanfeed.store import StoreError, open_store
 from dhanfeed.token_store import TokenStore
 
@@ -107,3 +111,21 @@ def test_a_store_error_names_the_database_file(tmp_path):
     with pytest.raises(StoreError, match="no database at") as caught:
         open_store(missing, readonly=True)
     assert caught.value.path == missing
+
+
+class BrokenClock(SystemClock):
+    def now(self) -> dt.datetime:
+        raise RuntimeError("a bug")
+
+
+def test_an_unexpected_error_is_exit_70_with_the_traceback(tmp_path, capsys):
+    config = write_config(tmp_path, collector={"instruments": ["NSE_EQ:1333"]})
+    assert status_main(["--config", str(config)], clock=BrokenClock()) == ExitCode.INTERNAL == 70
+    err = capsys.readouterr().err
+    assert "status: unexpected error: RuntimeError" in err and "Traceback" in err
+
+
+def test_an_expected_error_is_one_line_with_its_exit_code(tmp_path, capsys):
+    assert status_main(["--config", str(tmp_path / "missing.toml")]) == ExitCode.USAGE
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err

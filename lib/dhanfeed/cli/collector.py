@@ -24,14 +24,13 @@ from filelock import FileLock, Timeout
 
 from dhanfeed import console
 from dhanfeed.alerts import Alerter
-from dhanfeed.cli.args import ArgumentParser, start_logging
+from dhanfeed.cli.args import ArgumentParser, exit_on_error, start_logging
 from dhanfeed.clock import SystemClock
 from dhanfeed.collector import Collector, open_store_waiting
 from dhanfeed.config import load_config
-from dhanfeed.errors import DhanfeedError, ExitCode, LockBusy, UsageError
+from dhanfeed.errors import ExitCode, LockBusy, UsageError
 from dhanfeed.feed.policy import Timing
 from dhanfeed.feed.supervisor import log_alert
-from dhanfeed.logs import print_traceback
 
 logger = logging.getLogger("dhanfeed.collector")
 
@@ -67,15 +66,8 @@ def main(argv: Sequence[str] | None = None, *, timing: Timing | None = None) -> 
         return int(exc.exit_code)
     try:
         return run(args, timing or Timing())
-    except DhanfeedError as exc:
-        print(f"collector: {exc}", file=sys.stderr)
-        if args.debug:
-            print_traceback()
-        return int(exc.exit_code)
-    except Exception:  # noqa: BLE001 - the last resort: say so, with the traceback
-        print("collector: unexpected error", file=sys.stderr)
-        print_traceback()
-        return int(ExitCode.INTERNAL)
+    except Exception as exc:  # noqa: BLE001 - expected: one line; the rest with the traceback
+        return exit_on_error("collector", exc, debug=args.debug)
 
 
 def run(args: argparse.Namespace, timing: Timing) -> int:

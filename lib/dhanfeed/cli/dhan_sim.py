@@ -22,10 +22,10 @@ import sys
 
 import pyotp
 
-from dhanfeed.cli.args import ArgumentParser
+from dhanfeed.cli.args import ArgumentParser, exit_on_error
 from dhanfeed.config import parse_duration
 from dhanfeed.errors import ExitCode, UsageError
-from dhanfeed.logs import print_traceback, setup_logging
+from dhanfeed.logs import setup_logging
 
 try:
     from dhanfeed.sim import tokens
@@ -218,15 +218,10 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("websockets").setLevel(logging.WARNING)
         asyncio.run(serve(options, args.issue_token))
         return ExitCode.OK
-    except UsageError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return ExitCode.USAGE
     except KeyboardInterrupt:
         return ExitCode.OK
-    except Exception:
-        print(f"{PROG}: unexpected error", file=sys.stderr)
-        print_traceback()
-        return ExitCode.INTERNAL
+    except Exception as exc:  # noqa: BLE001 - expected: one line; the rest with the traceback
+        return exit_on_error(PROG, exc, debug=False)
 
 
 if __name__ == "__main__":

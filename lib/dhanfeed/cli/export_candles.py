@@ -26,12 +26,11 @@ from typing import IO
 
 from dhanfeed.candle_reader import epoch_of, open_reader
 from dhanfeed.candles import Bar
-from dhanfeed.cli.args import ArgumentParser
+from dhanfeed.cli.args import ArgumentParser, exit_on_error
 from dhanfeed.config import load_config, parse_duration
 from dhanfeed.database_url import PostgresUrl, is_postgres_url
-from dhanfeed.errors import ConfigError, DhanfeedError, ExitCode, NoData, UsageError
+from dhanfeed.errors import ConfigError, ExitCode, NoData, UsageError
 from dhanfeed.instruments import Instrument, parse_instrument
-from dhanfeed.logs import print_traceback
 from dhanfeed.parquet import write_parquet
 from dhanfeed.progress import MIN_ITEMS, progress
 from dhanfeed.progress import wanted as progress_wanted
@@ -111,21 +110,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return run(args)
-    except DhanfeedError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        if args is not None and args.debug:
-            print_traceback()
-        return int(exc.exit_code)
     except BrokenPipeError:  # `| head`: the reader has what it wanted
         sys.stderr.close()
         return int(ExitCode.OK)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return int(ExitCode.FAILED)
-    except Exception as exc:  # noqa: BLE001 - the last resort: say so, with the traceback
-        print(f"{PROG}: unexpected error: {exc.__class__.__name__}", file=sys.stderr)
-        print_traceback()
-        return int(ExitCode.INTERNAL)
+    except Exception as exc:  # noqa: BLE001 - expected: one line; the rest with the traceback
+        return exit_on_error(PROG, exc, debug=bool(args and args.debug))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -20,11 +20,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from dhanfeed.cli.args import ArgumentParser
+from dhanfeed.cli.args import ArgumentParser, exit_on_error
 from dhanfeed.config import load_config
 from dhanfeed.database_url import PostgresUrl
-from dhanfeed.errors import DhanfeedError, ExitCode, UsageError
-from dhanfeed.logs import print_traceback
+from dhanfeed.errors import ExitCode, UsageError
 from dhanfeed.store.postgresql import SCHEMA_VERSION, PostgresStore
 from dhanfeed.store.sqlite_to_postgres import copy_sqlite_to_postgres
 
@@ -59,15 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return run(args)
-    except DhanfeedError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        if args is not None and args.debug:
-            print_traceback()
-        return int(exc.exit_code)
-    except Exception as exc:  # noqa: BLE001 - the last resort: say so, with the traceback
-        print(f"{PROG}: unexpected error: {exc.__class__.__name__}", file=sys.stderr)
-        print_traceback()
-        return int(ExitCode.RENEWAL_FAILED)
+    except Exception as exc:  # noqa: BLE001 - expected: one line; the rest with the traceback
+        return exit_on_error(PROG, exc, debug=bool(args and args.debug))
 
 
 def target_and_client(args: argparse.Namespace) -> tuple[PostgresUrl, str]:

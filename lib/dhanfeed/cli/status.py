@@ -15,12 +15,10 @@ import time
 import zoneinfo
 from collections.abc import Callable, Sequence
 
-from dhanfeed.cli.args import ArgumentParser
+from dhanfeed.cli.args import ArgumentParser, exit_on_error
 from dhanfeed.clock import Clock, SystemClock
 from dhanfeed.config import Config, load_config
-from dhanfeed.errors import DhanfeedError, ExitCode
 from dhanfeed.health import Level, Report, gather, read_status_file
-from dhanfeed.logs import print_traceback
 from dhanfeed.status import STATUS_FILE
 from dhanfeed.token import format_remaining
 
@@ -63,15 +61,8 @@ def main(
         args = build_parser().parse_args(argv)
         config = load_config(args.config)
         report = observe(config, now)
-    except DhanfeedError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        if args is not None and args.debug:
-            print_traceback()
-        return int(exc.exit_code)
-    except Exception as exc:  # noqa: BLE001 - the last resort: say so, with the traceback
-        print(f"{PROG}: unexpected error: {exc.__class__.__name__}", file=sys.stderr)
-        print_traceback()
-        return int(ExitCode.INTERNAL)
+    except Exception as exc:  # noqa: BLE001 - expected: one line; the rest with the traceback
+        return exit_on_error(PROG, exc, debug=bool(args and args.debug))
     try:
         print(json.dumps(report.as_json(), indent=1) if args.json else render(report), flush=True)
     except BrokenPipeError:  # `| head`: the reader has what it wanted; the health still counts
