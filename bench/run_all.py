@@ -1,4 +1,4 @@
-"""`make bench`: run the benchmarks and print one table (about 14 minutes on 2 cores).
+"""`make bench`: run the benchmarks and print one table (about 22 minutes on 2 cores).
 
 Installs bench/requirements.txt (Dhan's official SDK, picows) into this interpreter's
 environment on demand: benchmark-only peers, never runtime or test dependencies.
@@ -59,8 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     import bench_cron
     import bench_decode
     import bench_e2e
+    import bench_e2e_stores
     import bench_memory
     import bench_sdk
+    import bench_store
     import bench_swap
     import bench_tick_layout
     import bench_ws_clients
@@ -96,6 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     rows += timed("sdk", lambda: bench_sdk.main(["--seconds", "10" if q else "30"]))
     rows += timed("ws", lambda: bench_ws_clients.main(["--seconds", "3" if q else "10"]))
+    rows += timed("6", lambda: bench_store.main(["--ticks", "100000" if q else "400000"]
+                                                + (["--runs", "1"] if q else [])))  # fmt: skip
+    rows += timed("7", lambda: bench_e2e_stores.main(
+        ["--instruments", "5000", "--rates", "1", "--window", "10"] if q
+        else ["--rates", "1,2,3", "--window", "30"]))  # fmt: skip
     rows.sort(key=lambda r: r.bench)
 
     width = [max(len(r.bench) for r in rows), max(len(r.metric) for r in rows),
