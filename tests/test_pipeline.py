@@ -65,5 +65,5 @@ def test_ticks_shed_or_left_unwritten_at_stop_are_dropped_in_the_final_status(tm
     assert status["state"] == "stopped"
     assert (status["dropped"], status["ticks_dropped"], status["store_pending"]) == (5000, 5000, 0)
     prom = (tmp_path / "state" / TEXTFILE).read_text()
-    assert "dhanfeed_collector_dropped_total 5000.0" in prom
-    assert "dhanfeed_collector_ticks_dropped_total 5000.0" in prom
+    assert 'dhanfeed_collector_dropped_total{client_id="1000000001"} 5000.0' in prom
+    assert 'dhanfeed_collector_ticks_dropped_total{client_id="1000000001"} 5000.0' in prom

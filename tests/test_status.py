@@ -64,14 +64,14 @@ def test_the_status_file_and_the_textfile_carry_the_same_figures(tmp_path: Path)
     assert status == {**SNAP, **ZERO, "sockets": [], "swap_log": []}
     prom = (tmp_path / TEXTFILE).read_text()
     for line in (
-        "dhanfeed_collector_up 1.0",
-        "dhanfeed_collector_sockets_live 2.0",
-        "dhanfeed_collector_packets_total 1234.0",
-        "dhanfeed_collector_swaps_total 3.0",
-        "dhanfeed_collector_reconnects_total 1.0",
-        "dhanfeed_collector_duplicates_total 17.0",
-        "dhanfeed_collector_late_ticks_total 2.0",
-        "dhanfeed_collector_last_data_timestamp_seconds 1.8000000005e+09",
+        'dhanfeed_collector_up{client_id="1000000001"} 1.0',
+        'dhanfeed_collector_sockets_live{client_id="1000000001"} 2.0',
+        'dhanfeed_collector_packets_total{client_id="1000000001"} 1234.0',
+        'dhanfeed_collector_swaps_total{client_id="1000000001"} 3.0',
+        'dhanfeed_collector_reconnects_total{client_id="1000000001"} 1.0',
+        'dhanfeed_collector_duplicates_total{client_id="1000000001"} 17.0',
+        'dhanfeed_collector_late_ticks_total{client_id="1000000001"} 2.0',
+        'dhanfeed_collector_last_data_timestamp_seconds{client_id="1000000001"} 1.8000000005e+09',
     ):
         assert line in prom
     assert not list(tmp_path.glob(".*.tmp"))  # the temp file was renamed, not left behind
@@ -85,7 +85,7 @@ def test_stop_writes_a_final_status_that_says_down(tmp_path: Path) -> None:
     reporter.stop()
     status = json.loads((tmp_path / STATUS_FILE).read_text())
     assert status["up"] == 0 and status["state"] == "stopped"
-    assert "dhanfeed_collector_up 0.0" in (tmp_path / TEXTFILE).read_text()
+    assert 'dhanfeed_collector_up{client_id="1000000001"} 0.0' in (tmp_path / TEXTFILE).read_text()
 
 
 def test_with_a_port_the_metrics_are_served_over_http_and_no_textfile_is_written(
@@ -106,7 +106,7 @@ def test_with_a_port_the_metrics_are_served_over_http_and_no_textfile_is_written
         body = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     finally:
         reporter.stop()
-    assert "dhanfeed_collector_packets_total 1234.0" in body
+    assert 'dhanfeed_collector_packets_total{client_id="1000000001"} 1234.0' in body
     assert not (tmp_path / TEXTFILE).exists()
 
 
@@ -130,5 +130,5 @@ def test_the_store_backlog_and_its_failed_commits_are_metrics(tmp_path: Path) ->
     )
     reporter.write_once()
     prom = (tmp_path / TEXTFILE).read_text()
-    assert "dhanfeed_collector_store_pending 5000.0" in prom
-    assert "dhanfeed_collector_store_errors_total 7.0" in prom
+    assert 'dhanfeed_collector_store_pending{client_id="1000000001"} 5000.0' in prom
+    assert 'dhanfeed_collector_store_errors_total{client_id="1000000001"} 7.0' in prom

@@ -119,12 +119,17 @@ class _SnapshotCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         snap = self.reporter.last
+        # Every series carries the account (as renew_token.prom does): several collectors,
+        # one per client id, may feed one Prometheus.
+        client_id = str(getattr(snap, "client_id", "") or "")
         for name, (kind, key, text) in METRICS.items():
             value = getattr(snap, key, None)
             if value is None:
                 value = 0
             family = GaugeMetricFamily if kind == "gauge" else CounterMetricFamily
-            yield family(name, text, value=float(value))
+            metric = family(name, text, labels=["client_id"])
+            metric.add_metric([client_id], float(value))
+            yield metric
 
 
 def last_data_of_previous_run(path: Path) -> float | None:
