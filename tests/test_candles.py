@@ -218,12 +218,16 @@ def test_ticker_trades_give_ohlc_with_zero_volume_and_are_deduplicated_by_ltt_an
     assert b.duplicates == 2
 
 
+def index_print(b: CandleBuilder, price: float, source: int) -> str:
+    """An index (Ticker) trade at 09:15:01 as socket `source` delivers it."""
+    return b.add_trade("IDX_I", 13, price, ltt("09:15:01"), None, at("09:15:01"), source)
+
+
 def test_a_ticker_repeat_on_the_same_socket_is_kept_and_the_other_sockets_copy_is_dropped():
     b = CandleBuilder([60])
-    t = ltt("09:15:01")
 
     def index(price: float, source: int) -> str:
-        return b.add_trade("IDX_I", 13, price, t, None, at("09:15:01"), source)
+        return index_print(b, price, source)
 
     assert index(24000.5, source=1) == "ok"
     assert index(24000.5, source=2) == "duplicate"  # the new socket of a swap: same packet
@@ -236,10 +240,9 @@ def test_a_ticker_repeat_on_the_same_socket_is_kept_and_the_other_sockets_copy_i
 
 def test_a_price_an_index_returns_to_during_a_swap_is_kept_when_only_the_new_socket_brings_it():
     b = CandleBuilder([60])
-    t = ltt("09:15:01")
 
     def index(price: float, source: int) -> str:
-        return b.add_trade("IDX_I", 13, price, t, None, at("09:15:01"), source)
+        return index_print(b, price, source)
 
     # The index prints 100, 101, 100 in one second; the old socket (1) delivers the first
     # print, then both sockets deliver the rest, the new one (2) first.
