@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-CONFIG_USERS = ["renew_token", "collector", "export_candles", "sqlite_to_postgres"]
+CONFIG_USERS = ["renew_token", "collector", "status", "export_candles", "sqlite_to_postgres"]
 BAD_CONFIGS = {
     "missing": None,
     "not TOML": "[dhan\nclient_id = 1\n",
@@ -50,3 +50,10 @@ def test_help_explains_the_program(program):
     proc = run(program, "--help")
     assert proc.returncode == 0
     assert proc.stdout.startswith("usage:") and "--help" in proc.stdout
+
+
+@pytest.mark.parametrize("program", CONFIG_USERS)
+def test_help_lists_the_exit_codes_the_program_uses(program):
+    proc = run(program, "--help")
+    assert "\nexit codes:\n" in proc.stdout
+    assert "2 usage or configuration error" in proc.stdout

@@ -1,4 +1,4 @@
-"""`bin/collector`: Dhan's live feed → OHLCV candles in SQLite, with token hot swap.
+"""`bin/collector`: Dhan's live feed → OHLCV candles in SQLite or PostgreSQL, with token hot swap.
 
     bin/collector [--config PATH] [--debug] [--log-stdout]
 
@@ -43,11 +43,27 @@ def lock_path(token_file: Path, client_id: str) -> Path:
     return token_file.parent / f"collector-{client_id}.lock"
 
 
+EPILOG = """\
+Runs until SIGTERM/SIGINT. Without a usable token file it waits for one (one alert,
+collector-token-missing) instead of exiting: install a token with bin/renew_token --set-token.
+
+exit codes:
+  0 stopped on SIGTERM/SIGINT with every open bar written; 1 the database cannot be written;
+  2 usage or configuration error (also: a log directory it cannot write, a metrics port in
+  use); 75 another collector for the same client id is running.
+"""
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = ArgumentParser(
-        prog="collector", description="Dhan live feed → OHLCV candles in SQLite."
+        prog="collector",
+        description="Dhan live feed → OHLCV candles in SQLite or PostgreSQL ([collector] database).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--config", help="config file (default $DHANFEED_CONFIG or ./config.toml)")
+    parser.add_argument(
+        "--config", metavar="PATH", help="config file (default: $DHANFEED_CONFIG or ./config.toml)"
+    )
     parser.add_argument("--debug", action="store_true", help="debug logging; tracebacks")
     parser.add_argument(
         "--log-stdout",

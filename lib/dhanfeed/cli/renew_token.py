@@ -44,8 +44,22 @@ PROG = "renew_token"
 _API_SHARE = 0.75  # of run_timeout for Dhan calls; the rest is for writing and alerting
 
 
+EPILOG = """\
+exit codes:
+  0 the token is valid and not due, renewal postponed (trading session), renewed or set;
+  1 an attempt failed but the current token is still valid (the next run retries);
+  2 usage or configuration error; 3 a person must log in (bin/renew_token --set-token);
+  75 another run holds the lock, nothing done. --json prints the same as its "status".
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog=PROG, description="Renew the Dhan access token when due (run hourly).")
+    p = ArgumentParser(
+        prog=PROG,
+        description="Renew the Dhan access token when due (run hourly).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument(
         "--config", metavar="PATH", help="config file (default: $DHANFEED_CONFIG or ./config.toml)"
     )

@@ -34,7 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap = ArgumentParser(
         prog=PROG,
         description="Copy an SQLite candle database into PostgreSQL (idempotent).",
-        epilog="The password, if any, comes from ~/.pgpass or $PGPASSFILE, never the URL.",
+        epilog="The password, if any, comes from ~/.pgpass or $PGPASSFILE, never the URL.\n\n"
+        "exit codes:\n  0 copied (or the schema created/upgraded); 1 a database cannot be read"
+        " or written;\n  2 usage or configuration error.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ap.add_argument(
         "source",
@@ -48,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--client-id", help="client id the rows are recorded under (default: the config's)"
     )
-    ap.add_argument("--config", help="config file (default $DHANFEED_CONFIG or ./config.toml)")
+    ap.add_argument(
+        "--config", metavar="PATH", help="config file (default: $DHANFEED_CONFIG or ./config.toml)"
+    )
     ap.add_argument("--debug", action="store_true", help="tracebacks for expected errors too")
     return ap
 
