@@ -90,6 +90,15 @@ def test_every_problem_is_reported_at_once_with_its_key(tmp_path):
     assert len(info.value.problems) == 6
 
 
+def test_a_misspelt_section_is_named_with_the_sections_there_are(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, '[dhan]\nclient_id = "1000000001"\n[colector]\n'), environ={})
+    assert info.value.problems == [
+        "at 'colector': unknown section (known: dhan, token, session, alerts, totp, hooks,"
+        " metrics, web, logging, collector)"
+    ]
+
+
 def test_a_missing_dhan_section_and_a_bad_client_id_are_errors(tmp_path):
     with pytest.raises(ConfigError, match="at 'dhan': required section is missing"):
         load_config(write(tmp_path, "[token]\n"), environ={})

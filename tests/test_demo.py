@@ -30,6 +30,12 @@ def test_the_demo_renews_swaps_and_loses_nothing(tmp_path):
     assert int(re.search(r"packets lost\s+(\d+)", out).group(1)) == 0
     assert "MISMATCH" not in out
     assert "eyJ" not in out + proc.stderr
+    # The commands it suggests for a look at the candles work as printed, with what was installed.
+    hints = [line.strip() for line in out.splitlines() if line.startswith("  /")]
+    assert len(hints) == 2, out
+    for hint in hints:
+        shown = subprocess.run(hint, shell=True, capture_output=True, text=True, timeout=60)
+        assert shown.returncode == 0 and "open" in shown.stdout, hint + shown.stderr
 
 
 def test_make_demo_says_what_is_missing_without_python_3_11(tmp_path):

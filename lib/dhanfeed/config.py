@@ -221,9 +221,10 @@ def parse_config(
     base = path.resolve().parent
     sections: dict[str, Any] = {}
     hints = typing.get_type_hints(Config)
+    known = [name for name in hints if name not in _NOT_SECTIONS]
     for key in raw:
-        if key not in hints or key in _NOT_SECTIONS:
-            problems.append(f"at '{key}': unknown section")
+        if key not in known:
+            problems.append(f"at '{key}': unknown section (known: {', '.join(known)})")
     for name, cls in hints.items():
         if name in _NOT_SECTIONS:
             continue

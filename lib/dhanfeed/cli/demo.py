@@ -265,9 +265,14 @@ class Demo:
         db = self.workdir / "data" / "candles.sqlite"
         print(f"\ncandles are in {db}")
         print(f'  sqlite3 {db} "SELECT * FROM candles ORDER BY start_utc DESC LIMIT 5"')
+        # The product's own reader, with the checkout's Python: a bare `python` may lack pandas.
         print(
-            f'  python -c "import pandas as pd, sqlite3; '
-            f"print(pd.read_sql('SELECT * FROM candles', sqlite3.connect('{db}')))\""
+            f"  {BIN / 'export_candles'} --config {self.workdir / 'config.toml'} --instrument NSE_EQ:1333 | head"
+        )
+        day = dt.datetime.now(IST).date().isoformat()
+        print(
+            f'  {sys.executable} -c "import dhanfeed; '
+            f"print(dhanfeed.read_candles('{db}', 'NSE_EQ:1333', '1m', '{day}', '{day}'))\""
         )
         ok &= self.renew_failures == 0
         print(
