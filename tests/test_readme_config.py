@@ -1,5 +1,6 @@
-"""The README's config documentation is the config's: every key it names exists, every key
-exists in it, and every default it states is the one the code applies."""
+"""The README's reference parts are the code's: every config key it names exists, every key
+exists in it, every default it states is the one the code applies, and it names every library
+pyproject.toml depends on."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ import pytest
 
 from dhanfeed.config import Config, load_config
 
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+PYPROJECT = ROOT / "pyproject.toml"
 # The part of the README that documents config.toml: step 2 of "Running it against your account".
 CONFIG_DOCS = README.split("**2. Write `config.toml`**", 1)[1].split("**3. ", 1)[0]
 EXAMPLE = re.search(r"```toml\n(.*?)```", CONFIG_DOCS, re.S).group(1)
@@ -78,3 +81,17 @@ def test_each_default_the_readme_states_is_the_one_the_code_applies(
     )
     as_stated = load_config(config)
     assert getattr(getattr(as_stated, section), key) == getattr(getattr(defaults, section), key)
+
+
+def requirement_names() -> set[str]:
+    """Every dependency in pyproject.toml, core and extras, as the README spells it."""
+    project = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))["project"]
+    requirements = list(project["dependencies"])
+    for extra in project["optional-dependencies"].values():
+        requirements += extra
+    return {re.match(r"[A-Za-z0-9_.-]+(\[\w+\])?", r).group(0) for r in requirements}
+
+
+def test_the_readme_names_every_library_it_depends_on_and_why():
+    libraries = README.split("## Libraries it uses, and why", 1)[1].split("\n## ", 1)[0]
+    assert {name for name in requirement_names() if f"`{name}`" not in libraries} == set()

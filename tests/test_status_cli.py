@@ -8,6 +8,7 @@ import dataclasses
 import datetime as dt
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import zoneinfo
@@ -151,7 +152,12 @@ def test_an_expired_token_without_pin_and_totp_needs_a_person(
     renewer_ran(tmp_path / "state", exit_code=3)
     code, out = run_status(config, capsys)
     assert code == 3, out
-    assert "ACTION NEEDED: token" in out and "expired at" in out
+    # In the screen's own time format, with the command to run as it is typed.
+    assert re.search(
+        r"ACTION NEEDED: token \w+ expired at \d{4}-\d\d-\d\d \d\d:\d\d IST; log in at Dhan"
+        r" and run bin/renew_token --set-token",
+        out,
+    ), out
 
 
 def test_an_expired_token_with_pin_and_totp_configured_is_only_degraded(

@@ -435,6 +435,9 @@ def assess(r: Report, config: Config) -> list[Finding]:
     def add(level: Level, message: str) -> None:
         out.append(Finding(level, message))
 
+    def when(iso: str | None) -> str:  # as the screen's other lines show a time
+        return local_time(dt.datetime.fromisoformat(iso), config.session.tz) if iso else "?"
+
     t, c = r.token, r.collector
     if not t.present or (t.remaining_s is not None and t.remaining_s <= 0) or t.refused:
         why = (
@@ -442,7 +445,7 @@ def assess(r: Report, config: Config) -> list[Finding]:
             if not t.present
             else f"token {t.fingerprint} was refused by Dhan ({t.refused_detail})"
             if t.refused
-            else f"token {t.fingerprint} expired at {t.expires_at}"
+            else f"token {t.fingerprint} expired at {when(t.expires_at)}"
         )
         if t.can_regenerate:
             add(
@@ -450,13 +453,13 @@ def assess(r: Report, config: Config) -> list[Finding]:
                 f"{why}; renew_token will regenerate it with PIN+TOTP on its next run",
             )
         else:
-            add(Level.ACT, f"{why}; log in at Dhan and run renew_token --set-token")
+            add(Level.ACT, f"{why}; log in at Dhan and run bin/renew_token --set-token")
     elif (
         t.remaining_s is not None and t.remaining_s < config.token.must_renew_before.total_seconds()
     ):
         add(
             Level.DEGRADED,
-            f"token {t.fingerprint} expires at {t.expires_at} and has not been renewed",
+            f"token {t.fingerprint} expires at {when(t.expires_at)} and has not been renewed",
         )
     if r.renewer.last_run is None:
         add(Level.DEGRADED, "renew_token has never run here (is its timer or cron entry set up?)")
@@ -467,7 +470,7 @@ def assess(r: Report, config: Config) -> list[Finding]:
         if (dt.datetime.fromisoformat(r.checked_at) - last).total_seconds() > RENEWER_LATE_S:
             add(
                 Level.DEGRADED,
-                f"renew_token has not run since {r.renewer.last_run} (is its timer on?)",
+                f"renew_token has not run since {when(r.renewer.last_run)} (is its timer on?)",
             )
     if not c.running:
         if r.in_session:
