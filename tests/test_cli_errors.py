@@ -57,3 +57,15 @@ def test_help_lists_the_exit_codes_the_program_uses(program):
     proc = run(program, "--help")
     assert "\nexit codes:\n" in proc.stdout
     assert "2 usage or configuration error" in proc.stdout
+
+
+def test_sqlite_to_postgres_without_a_target_says_the_config_names_an_sqlite_file(tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text('[dhan]\nclient_id = "1000000001"\n')
+    proc = run("sqlite_to_postgres", "--config", str(config))
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "sqlite_to_postgres: no --to URL, and the config's [collector] database is the SQLite"
+        f" file {tmp_path / 'data' / 'candles.sqlite'}, not a postgresql:// URL:"
+        " give --to postgresql://..."
+    )

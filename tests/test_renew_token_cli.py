@@ -116,7 +116,10 @@ def test_a_missing_token_file_without_totp_is_exit_3_with_a_runbook_alert(tmp_pa
     s = Setup(tmp_path)
     r = run(*s.args())
     assert r.code == 3
-    assert "no token file, and no PIN+TOTP is configured" in one_line(r.err)
+    assert one_line(r.err).endswith(
+        "no token file, and no PIN+TOTP is configured: a person must log in"
+        " (make a token on web.dhan.co, then: bin/renew_token --set-token)"
+    )
     assert not s.token_file.exists()
     (alert,) = s.alerts()
     assert alert["condition"] == "manual_login_needed" and alert["severity"] == "critical"

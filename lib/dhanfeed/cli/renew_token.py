@@ -303,10 +303,17 @@ def _report(args: argparse.Namespace, outcome: Outcome, clock: Clock) -> int:
         stream = sys.stdout if outcome.exit_code == 0 else sys.stderr
         for line in outcome.checks:
             print(f"  {line}", file=stream)
-        print(f"{PROG}: {outcome.reason}", file=stream)
+        print(f"{PROG}: {outcome.reason}{_what_to_do(outcome)}", file=stream)
     if args.debug and outcome.error is not None:
         print_traceback(outcome.error)
     return int(outcome.exit_code)
+
+
+def _what_to_do(outcome: Outcome) -> str:
+    """The one line of a run that needs a person says what that person does (the alert says more)."""
+    if outcome.status is Status.MANUAL and "--set-token" not in outcome.reason:
+        return " (make a token on web.dhan.co, then: bin/renew_token --set-token)"
+    return ""
 
 
 def _fail(args: argparse.Namespace | None, exc: BaseException, code: int, clock: Clock) -> int:

@@ -71,8 +71,13 @@ def target_and_client(args: argparse.Namespace) -> tuple[PostgresUrl, str]:
     url, client_id = args.to, args.client_id
     if url is None or client_id is None:
         config = load_config(args.config)
-        url = url or config.collector.database
         client_id = client_id or config.dhan.client_id
+        if url is None and not isinstance(config.collector.database, PostgresUrl):
+            raise UsageError(
+                f"no --to URL, and the config's [collector] database is the SQLite file"
+                f" {config.collector.database}, not a postgresql:// URL: give --to postgresql://..."
+            )
+        url = url or config.collector.database
     try:
         url = PostgresUrl(str(url))
     except ValueError as exc:
