@@ -8,7 +8,7 @@ import zoneinfo
 
 import pytest
 
-from dhanfeed.candles import Bar, CandleBuilder, Carry, bucket_start, ist_to_utc
+from dhanfeed.candles import Bar, CandleBuilder, Carry, bucket_start, ist_to_utc, round_price
 
 IST = zoneinfo.ZoneInfo("Asia/Kolkata")
 SEG, SID = "NSE_EQ", 1333
@@ -99,18 +99,19 @@ def test_volume_is_carried_from_the_end_of_the_previous_bar_not_its_first_tick()
     trade(b, "09:16:05", 102, 170)  # 20 traded between 09:15:50 and here belong to 09:16
     trade(b, "09:16:40", 103, 200)
     first, second = b.flush()
-    assert (first.volume, first.cum_volume_end) == (150, 150)  # no carry: cumulative from 0
+    assert (first.volume, first.cum_volume_end) == (50, 150)  # the first bar: only its own ticks
     assert (second.volume, second.cum_volume_end) == (50, 200)  # 200 - 150, not 200 - 170
-    assert first.volume + second.volume == 200
+    assert first.volume + second.volume == 200 - 100
 
 
 def test_an_empty_minute_gives_no_bar_and_its_volume_is_not_lost():
     b = CandleBuilder([60])
+    trade(b, "09:15:05", 100, 5)
     trade(b, "09:15:10", 100, 10)
     trade(b, "09:17:30", 100, 60)
     bars = b.flush()
     assert [bar.start_utc for bar in bars] == [at("09:15:00"), at("09:17:00")]
-    assert [bar.volume for bar in bars] == [10, 50]
+    assert [bar.volume for bar in bars] == [5, 50]
 
 
 def test_bars_are_closed_by_the_timer_at_bar_end_plus_grace_not_by_the_next_tick():
@@ -131,7 +132,7 @@ def test_a_tick_received_inside_the_grace_amends_its_bar():
     trade(b, "09:15:10", 100, 10)
     assert trade(b, "09:15:59", 107, 30, lag=2.5) == "ok"  # received 09:16:01.5
     (bar,) = b.close_due(at("09:16:02"))
-    assert (bar.close, bar.high, bar.volume, bar.ticks) == (107, 107, 30, 2)
+    assert (bar.close, bar.high, bar.volume, bar.ticks) == (107, 107, 20, 2)
     assert b.late == 0
 
 
@@ -141,7 +142,7 @@ def test_a_tick_received_after_the_grace_is_counted_dropped_and_its_volume_goes_
     assert trade(b, "09:15:59", 150, 30, lag=3.0) == "late"  # received 09:16:02
     assert b.late == 1
     (bar,) = b.close_due(at("09:16:02"))
-    assert (bar.close, bar.high, bar.volume, bar.ticks) == (100, 100, 10, 1)
+    assert (bar.close, bar.high, bar.volume, bar.ticks) == (100, 100, 0, 1)
     trade(b, "09:16:20", 101, 35)
     (nxt,) = b.flush()
     assert nxt.volume == 25  # 35 - 10: the late tick's 20 are not lost
@@ -163,8 +164,8 @@ def test_late_for_the_short_interval_still_counts_for_the_long_one():
     bars = b.flush()
     (one,) = only(bars, 60)
     (five,) = only(bars, 300)
-    assert (one.low, one.volume) == (100, 10)
-    assert (five.low, five.volume, five.ticks) == (90, 30, 2)
+    assert (one.low, one.volume) == (100, 0)
+    assert (five.low, five.volume, five.ticks) == (90, 20, 2)
 
 
 def test_a_packet_with_an_equal_or_lower_cumulative_volume_is_a_duplicate_and_changes_nothing():
@@ -176,7 +177,7 @@ def test_a_packet_with_an_equal_or_lower_cumulative_volume_is_a_duplicate_and_ch
     assert trade(b, "09:15:30", 90, 15) == "duplicate"  # lower volume, whatever its LTT says
     assert b.duplicates == 3
     (bar,) = b.flush()
-    assert (bar.close, bar.low, bar.volume, bar.ticks, bar.cum_volume_end) == (101, 100, 20, 2, 20)
+    assert (bar.close, bar.low, bar.volume, bar.ticks, bar.cum_volume_end) == (101, 100, 10, 2, 20)
 
 
 def interleave(a: list, b: list, rng: random.Random) -> list:
@@ -260,8 +261,10 @@ def test_instruments_are_independent():
     b = CandleBuilder([60])
     trade(b, "09:15:10", 100, 50)
     assert trade(b, "09:15:11", 200, 5, sid=2885) == "ok"  # lower volume, other instrument
+    trade(b, "09:15:20", 100, 70)
+    assert trade(b, "09:15:21", 200, 6, sid=2885) == "ok"
     bars = {bar.security_id: bar for bar in b.flush()}
-    assert (bars[SID].volume, bars[2885].volume) == (50, 5)
+    assert (bars[SID].volume, bars[2885].volume) == (20, 1)
 
 
 def test_the_daily_reset_of_cumulative_volume_starts_a_new_day_and_older_days_are_stale():
@@ -275,27 +278,29 @@ def test_the_daily_reset_of_cumulative_volume_starts_a_new_day_and_older_days_ar
     assert (bar.start_utc, bar.volume) == (at("09:15:00", nxt), 40)
 
 
-def test_a_carry_from_the_store_continues_the_volume_after_a_restart():
+def test_a_carry_from_the_store_only_marks_what_was_already_counted_as_duplicate():
     carry = {(SEG, SID, 60): Carry(int(at("09:15:00")), 150)}
     b = CandleBuilder([60], carry=carry)
     assert trade(b, "09:15:50", 100, 150) == "duplicate"  # already counted before the restart
     assert trade(b, "09:16:10", 101, 180) == "ok"
+    assert trade(b, "09:16:20", 101, 185) == "ok"
     (bar,) = b.flush()
-    assert bar.volume == 30
+    assert (bar.volume, bar.complete) == (5, False)  # nothing proves when 150..180 traded
 
 
-def test_a_carry_from_yesterday_does_not_swallow_todays_lower_volumes():
+def test_a_carry_from_yesterday_does_not_hide_todays_lower_volumes():
     carry = {(SEG, SID, 60): Carry(int(at("15:29:00", "2026-01-02")), 90000)}
     b = CandleBuilder([60], carry=carry)
     assert trade(b, "09:15:05", 100, 700) == "ok"
+    assert trade(b, "09:15:06", 100, 710) == "ok"
     (bar,) = b.flush()
-    assert bar.volume == 700
+    assert bar.volume == 10
 
 
 def test_a_bare_integer_carry_is_accepted_as_the_same_day():
     b = CandleBuilder([60], carry={(SEG, SID, 60): 150})
-    assert trade(b, "09:16:10", 101, 180) == "ok"
-    assert b.flush()[0].volume == 30
+    assert trade(b, "09:16:10", 101, 150) == "duplicate"
+    assert trade(b, "09:16:11", 101, 151) == "ok"
 
 
 def test_a_tick_after_flush_for_a_flushed_bar_is_late():
@@ -309,3 +314,137 @@ def test_a_tick_after_flush_for_a_flushed_bar_is_late():
 def test_intervals_must_be_whole_minutes(bad):
     with pytest.raises(ValueError):
         CandleBuilder(bad)
+
+
+# -- honest bars: volume only inside the bar's span; flags; prices ------------------------------
+
+
+def test_a_start_in_the_middle_of_the_day_counts_only_what_the_first_bar_proves_and_flags_it():
+    b = CandleBuilder([60])
+    trade(b, "11:00:10", 100, 250_000)  # the day's volume so far: when it traded is unknown
+    trade(b, "11:00:40", 101, 250_300)
+    trade(b, "11:01:20", 102, 250_500)
+    first, second = b.flush(at("11:02:00"))
+    assert (first.volume, first.complete) == (300, False)  # not 250_300: no day-so-far spike
+    assert (second.volume, second.complete) == (200, True)  # carried on a live subscription
+
+
+def test_after_a_gap_the_first_bar_counts_only_its_own_ticks_and_bars_touching_the_gap_are_flagged():
+    b = CandleBuilder([60])
+    trade(b, "09:15:10", 100, 100)
+    trade(b, "09:15:50", 100, 150)
+    trade(b, "09:16:05", 100, 170)
+    b.gap(SEG, SID, at("09:16:20"), at("09:17:30"))  # no live socket from 09:16:20 to 09:17:30
+    trade(b, "09:17:35", 100, 900)  # 170..900 traded somewhere in the gap: not in this bar
+    trade(b, "09:17:50", 100, 950)
+    trade(b, "09:18:10", 100, 1000)
+    bars = b.flush(at("09:19:00"))
+    got = [(bar.start_utc, bar.volume, bar.complete) for bar in bars]
+    assert got == [
+        (at("09:15:00"), 50, False),  # the first bar of the run
+        (at("09:16:00"), 20, False),  # open when the socket went away
+        (at("09:17:00"), 50, False),  # the first after the gap: 950 - 900 only
+        (at("09:18:00"), 50, True),
+    ]
+
+
+def test_a_gap_notice_that_comes_after_the_new_sockets_first_packet_still_flags_its_bar():
+    b = CandleBuilder([60])
+    trade(b, "09:15:10", 100, 100)
+    trade(b, "09:15:20", 100, 110)
+    b.close_due(at("09:16:05"))
+    trade(b, "09:16:40", 100, 900, lag=0.1)  # the new socket, before the notice arrived
+    b.gap(SEG, SID, at("09:16:10"), at("09:16:39"))
+    trade(b, "09:16:50", 100, 910)
+    (bar,) = b.flush(at("09:18:00"))
+    assert bar.complete is False  # its volume may hold the gap's: backfill replaces it
+
+
+def test_a_series_running_across_midnight_starts_the_new_day_at_zero_and_stays_complete():
+    b = CandleBuilder([60])
+    trade(b, "15:29:40", 100, 4000)
+    trade(b, "15:29:50", 100, 5000)
+    b.close_due(at("15:31:00"))
+    nxt = "2026-01-06"
+    b.add_trade(SEG, SID, 102, ltt("09:15:05", nxt), 40, at("09:15:05", nxt))
+    (bar,) = b.flush(at("09:17:00", nxt))
+    assert (bar.volume, bar.complete) == (40, True)
+
+
+def test_a_bar_flushed_before_its_end_is_incomplete_and_one_flushed_in_its_grace_is_not():
+    b = CandleBuilder([60], grace_s=2.0)
+    trade(b, "09:15:10", 100, 10)
+    trade(b, "09:15:20", 100, 12)
+    trade(b, "09:16:00", 100, 20)
+    bars = b.flush(at("09:16:01"))  # SIGTERM at 09:16:01: 09:15 had ended, 09:16 had not
+    assert [bar.complete for bar in bars] == [False, False]  # 09:15 is the run's first bar
+    b = CandleBuilder([60], grace_s=2.0)
+    trade(b, "09:15:10", 100, 10)
+    b.close_due(at("09:16:05"))
+    trade(b, "09:16:10", 100, 20)
+    trade(b, "09:16:59", 100, 30)
+    (bar,) = b.flush(at("09:17:01"))
+    assert (bar.volume, bar.complete) == (20, True)
+
+
+def test_every_bar_says_it_was_built_from_the_feed():
+    b = CandleBuilder([60, 300])
+    trade(b, "09:15:10", 100, 10)
+    assert {bar.source for bar in b.flush()} == {"feed"}
+
+
+@pytest.mark.parametrize(
+    ("segment", "sent", "stored"),
+    [("NSE_EQ", 2678.199951171875, 2678.2), ("NSE_FNO", 152.3000030517578, 152.3),
+     ("IDX_I", 24000.55078125, 24000.55), ("NSE_CURRENCY", 83.25250244140625, 83.2525),
+     ("BSE_CURRENCY", 83.0024995803833, 83.0025)],
+)  # fmt: skip
+def test_prices_are_rounded_to_the_segments_precision_when_a_bar_closes(segment, sent, stored):
+    b = CandleBuilder([60])
+    b.add_trade(segment, 7, sent, ltt("09:15:10"), 10, at("09:15:10"))
+    (bar,) = b.flush()
+    assert (bar.open, bar.high, bar.low, bar.close) == (stored,) * 4
+    assert round_price(segment, sent) == stored
+
+
+def test_resume_rebuilds_the_bar_open_at_a_crash_from_its_stored_ticks():
+    trades = [("09:15:10", 100, 100), ("09:15:50", 104, 150), ("09:16:05", 98, 170),
+              ("09:16:20", 101, 200), ("09:16:30", 99, 230)]  # fmt: skip
+    uninterrupted = CandleBuilder([60, 300])
+    for hms, ltp, cum in trades:
+        trade(uninterrupted, hms, ltp, cum)
+    want = {(b.interval_s, b.start_utc): b for b in uninterrupted.flush(at("09:16:31"))}
+    # The crashed run stored the 1-minute bar of 09:15 and every tick; 09:16 and the 5-minute
+    # bar were open. The restarted collector replays the ticks from the last stored bar on.
+    stored_ticks = [
+        (SEG, SID, ltp, ltt(hms) - 19800, cum, at(hms) + 0.3) for hms, ltp, cum in trades
+    ]
+    resumed = CandleBuilder([60, 300])
+    resumed.resume(stored_ticks, {(SEG, SID, 60): int(at("09:15:00"))}, at("09:16:31"))
+    bars = {(b.interval_s, b.start_utc): b for b in resumed.flush(at("09:16:31"))}
+    assert set(bars) == {(60, at("09:16:00")), (300, at("09:15:00"))}  # 09:15 is not repeated
+    one, five = bars[(60, at("09:16:00"))], bars[(300, at("09:15:00"))]
+    assert (one.open, one.high, one.low, one.volume) == (98, 101, 98, 80)  # 230 - 150: exact
+    assert one == want[(60, at("09:16:00"))]
+    assert (five.open, five.volume) == (100, 130)  # its first bar: what its ticks prove
+    assert (resumed.duplicates, resumed.late, resumed.accepted) == (0, 0, 0)
+
+
+def test_resume_marks_a_bar_that_had_not_ended_when_the_run_stopped_incomplete():
+    b = CandleBuilder([60])
+    ticks = [(SEG, SID, 100.0, int(at(t)), cum, at(t) + 0.2)
+             for t, cum in [("09:15:10", 10), ("09:15:40", 20), ("09:16:05", 30), ("09:16:10", 40)]]  # fmt: skip
+    b.resume(ticks, {(SEG, SID, 60): int(at("09:15:00"))}, live_until_utc=at("09:16:10.2"))
+    trade(b, "09:16:50", 100.0, 90)  # after the restart, in the same minute: 40..90 unproven
+    (bar,) = b.flush(at("09:17:30"))
+    assert (bar.volume, bar.ticks, bar.complete) == (20, 3, False)
+
+
+def test_resume_after_a_carry_still_takes_the_base_from_the_stored_bars_ticks():
+    carry = {(SEG, SID, 60): Carry(int(at("09:15:00")), 20)}  # what Store.carry() gives
+    b = CandleBuilder([60], carry=carry)
+    ticks = [(SEG, SID, 100.0, int(at(t)), cum, at(t) + 0.2)
+             for t, cum in [("09:15:10", 10), ("09:15:40", 20), ("09:16:05", 30)]]  # fmt: skip
+    assert b.resume(ticks, {(SEG, SID, 60): int(at("09:15:00"))}, at("09:17:00")) == 1
+    (bar,) = b.flush(at("09:17:00"))
+    assert (bar.start_utc, bar.volume, bar.complete) == (at("09:16:00"), 10, True)

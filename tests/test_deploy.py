@@ -29,8 +29,21 @@ from dhanfeed.errors import ExitCode
 REPO = Path(__file__).resolve().parent.parent
 INSTALL = "/opt/dhanfeed"  # the install path every example uses
 SYSTEMD = REPO / "systemd"
-UNITS = ("dhanfeed-renew.service", "dhanfeed-renew.timer", "dhanfeed-collector.service")
-SERVICES = ("dhanfeed-renew.service", "dhanfeed-collector.service")
+UNITS = (
+    "dhanfeed-renew.service",
+    "dhanfeed-renew.timer",
+    "dhanfeed-collector.service",
+    "dhanfeed-backfill.service",
+    "dhanfeed-backfill.timer",
+    "dhanfeed-reconcile.service",
+    "dhanfeed-reconcile.timer",
+)
+SERVICES = (
+    "dhanfeed-renew.service",
+    "dhanfeed-collector.service",
+    "dhanfeed-backfill.service",
+    "dhanfeed-reconcile.service",
+)
 CRONTAB = REPO / "crontab.example"
 LOGROTATE = REPO / "examples" / "logrotate.conf"
 ALERTS = REPO / "examples" / "prometheus-alerts.yml"
@@ -47,8 +60,9 @@ FLAGS = {
         "--debug",
     },
     "collector": {"--config", "--debug", "--log-stdout"},
+    "backfill": {"--config", "--date", "--reconcile", "--prefer", "--dry-run", "--json", "--debug"},
 }
-FLAGS_WITH_VALUE = {"--config", "--set-token"}
+FLAGS_WITH_VALUE = {"--config", "--set-token", "--date", "--prefer"}
 COLLECTOR_STOP_BUDGET_S = 10  # the collector exits within this after SIGTERM
 
 METRICS = {
@@ -209,6 +223,8 @@ def enabled_links(root: Path, name: str) -> tuple[subprocess.CompletedProcess[st
         ("dhanfeed-renew.timer", "timers.target.wants/dhanfeed-renew.timer"),
         # the service runs from the timer: enabling it enables the timer (Also=)
         ("dhanfeed-renew.service", "timers.target.wants/dhanfeed-renew.timer"),
+        ("dhanfeed-backfill.service", "timers.target.wants/dhanfeed-backfill.timer"),
+        ("dhanfeed-reconcile.timer", "timers.target.wants/dhanfeed-reconcile.timer"),
     ],
 )
 def test_systemctl_enable_links_every_unit_into_the_boot(
@@ -266,6 +282,31 @@ def test_timer_runs_hourly_catches_up_and_spreads_the_start_a_little() -> None:
     assert 0 < seconds(one(timer, "Timer.RandomizedDelaySec")) <= 15 * 60
     assert one(timer, "Timer.Unit") == "dhanfeed-renew.service"
     assert one(timer, "Install.WantedBy") == "timers.target"
+
+
+@pytest.mark.parametrize("name", ["dhanfeed-backfill.service", "dhanfeed-reconcile.service"])
+def test_backfill_runs_are_oneshots_that_count_a_busy_lock_as_success(name: str) -> None:
+    service = unit(name)
+    assert one(service, "Service.Type") == "oneshot"
+    assert one(service, "Service.SuccessExitStatus") == str(int(ExitCode.LOCKED))
+    assert 0 < seconds(one(service, "Service.TimeoutStartSec")) <= 3600
+    reconciles = "--reconcile" in one(service, "Service.ExecStart").split()
+    assert reconciles == (name == "dhanfeed-reconcile.service")
+
+
+def test_backfill_heals_every_15_minutes_in_the_session_and_reconciles_after_the_close() -> None:
+    heal = unit("dhanfeed-backfill.timer")
+    assert one(heal, "Timer.OnCalendar") == "Mon..Fri *-*-* 09..15:00/15:00 Asia/Kolkata"
+    assert one(heal, "Timer.Unit") == "dhanfeed-backfill.service"
+    reconcile = unit("dhanfeed-reconcile.timer")
+    assert one(reconcile, "Timer.OnCalendar") == "Mon..Fri *-*-* 16:00:00 Asia/Kolkata"
+    assert one(reconcile, "Timer.Unit") == "dhanfeed-reconcile.service"
+    tool = find_tool("systemd-analyze")
+    if tool is None:
+        pytest.skip("systemd-analyze not found: install Debian's 'systemd' package")
+    for timer in (heal, reconcile):  # systemd accepts the calendar, time zone included
+        result = run([tool, "calendar", one(timer, "Timer.OnCalendar")])
+        assert result.returncode == 0, result.stderr
 
 
 def test_collector_restarts_always_and_outlasts_its_own_stop_budget() -> None:
@@ -445,6 +486,10 @@ def test_crontab_jobs_run_existing_binaries_from_the_checkout_into_logs() -> Non
     ]
     assert len(hourly) == 1, jobs
     assert ("@reboot", "bin/collector") in programs
+    heals = [s for s, p in programs if p == "bin/backfill" and s.startswith("*/15 ")]
+    assert heals, "backfill heals every 15 minutes in the session"
+    reconcile = [c for _, c in jobs if "bin/backfill" in c and "--reconcile" in c.split()]
+    assert len(reconcile) == 1, "one reconciliation a day after the close"
     # @reboot is for the collector only (the renewal runs hourly and catches up by itself).
     assert {p for s, p in programs if s == "@reboot"} == {"bin/collector"}
 

@@ -2,20 +2,31 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import os
 import random
+import shutil
 import sqlite3
 import threading
 import time
 import zoneinfo
+from pathlib import Path
 
 import pytest
 
-from dhanfeed.candles import Bar, CandleBuilder, Carry
+from dhanfeed.candles import Bar, CandleBuilder, Carry, bucket_start
 from dhanfeed.errors import DhanfeedError
-from dhanfeed.store import Gap, SqliteStore, StoreError, StoreWriter, Tick
+from dhanfeed.store import (
+    BackfillChange,
+    Gap,
+    Reconciliation,
+    SqliteStore,
+    StoreError,
+    StoreWriter,
+    Tick,
+)
 from support import store_queries as q
 from support.polling import wait_until
 
@@ -73,7 +84,7 @@ def test_the_tables_have_the_columns_and_key_of_the_issue(db):
         conn.close()
     candles = [row[1] for row in info["candles"]]
     assert candles == ["segment", "security_id", "interval_s", "start_utc", "open", "high", "low",
-                       "close", "volume", "ticks", "cum_volume_end"]  # fmt: skip
+                       "close", "volume", "ticks", "cum_volume_end", "complete", "source"]  # fmt: skip
     key = [row[1] for row in sorted(info["candles"], key=lambda r: r[5]) if row[5]]
     assert key == ["segment", "security_id", "interval_s", "start_utc"]
     ticks = [row[1] for row in info["ticks"]]
@@ -92,6 +103,7 @@ def test_the_tables_have_the_columns_and_key_of_the_issue(db):
         "start_utc",
         "end_utc",
         "reason",
+        "healed_utc",
     ]
 
 
@@ -259,24 +271,41 @@ def feed(builder: CandleBuilder, trades) -> list[Bar]:
 
 
 @pytest.mark.parametrize("k", [1, 37, 80, 119])
-def test_a_restart_in_the_middle_of_a_bar_gives_the_bars_of_an_uninterrupted_run(tmp_path, k):
+def test_a_restart_in_the_middle_of_a_bar_merges_it_honestly_and_leaves_every_other_bar_alone(
+    tmp_path, k
+):
     trades = market(120)
     intervals = [60, 300]
     uninterrupted = CandleBuilder(intervals)
     expected = feed(uninterrupted, trades) + uninterrupted.flush()
+    stop_at = trades[k - 1][1] - 19800 + 0.5  # SIGTERM just after the k-th trade
 
     first = CandleBuilder(intervals)
     with SqliteStore(tmp_path / "c.sqlite") as store:  # the collector before the restart
-        store.write(feed(first, trades[:k]) + first.flush())
+        store.write(feed(first, trades[:k]) + first.flush(stop_at))
     with SqliteStore(tmp_path / "c.sqlite") as store:  # and after it
         second = CandleBuilder(intervals, carry=store.carry())
         store.write(feed(second, trades[k:]) + second.flush())
-        stored = store.candles()
+        stored = {(b.interval_s, b.start_utc): b for b in store.candles()}
         sums = q.volume_sums(store, 60), q.volume_sums(store, 300)
 
-    key = lambda b: (b.interval_s, b.start_utc)  # noqa: E731
-    assert sorted(stored, key=key) == sorted(expected, key=key)
-    assert sums == ({(SEG, SID): trades[-1][2]}, {(SEG, SID): trades[-1][2]})
+    want = {(b.interval_s, b.start_utc): b for b in expected}
+    assert set(stored) == set(want)  # no duplicate, no missing bar
+    # Per interval: the bar open at the stop, and the first bar after the restart.
+    touched = {
+        (iv, bucket_start(ltt - 19800, iv))
+        for iv in intervals
+        for _, ltt, _ in trades[k - 1 : k + 1]
+    }
+    for key, bar in stored.items():
+        ohlc = lambda b: (b.open, b.high, b.low, b.close)  # noqa: E731
+        assert ohlc(bar) == ohlc(want[key])  # open from the first part, high/low of both
+        if key in touched:  # only what its ticks prove
+            assert bar.complete is False and bar.volume <= want[key].volume
+        else:
+            assert bar == want[key]
+    for total in sums:  # nothing outside a bar's span: never more than really traded
+        assert total[(SEG, SID)] <= trades[-1][2]
 
 
 # -- the writer thread ------------------------------------------------------------------------
@@ -475,7 +504,8 @@ def test_close_with_a_tiny_budget_writes_the_bars_first_and_counts_the_unwritten
     assert writer.ticks_written + writer.ticks_dropped == len(backlog)
     assert writer.lost_rows == writer.ticks_dropped  # only ticks were given up
     with SqliteStore.open_readonly(db) as reader:
-        assert reader.candles() == [bar(), bar(T0 + 60)]
+        # the gap (T0+1 .. T0+1.5) overlaps the first bar: it is no longer complete
+        assert reader.candles() == [dataclasses.replace(bar(), complete=False), bar(T0 + 60)]
         assert len(q.gaps(reader)) == 1
         assert q.ticks(reader) == backlog[: writer.ticks_written]  # the oldest, in order
     (line,) = [r for r in caplog.records if "not written" in r.getMessage()]
@@ -520,3 +550,102 @@ def test_the_tick_backlog_bound_sheds_new_ticks_counts_them_and_warns_once_per_e
     with SqliteStore.open_readonly(db) as reader:  # the newest were shed: the oldest are kept
         assert q.ticks(reader) == sent[:5000] + sent[20_000:25_000]
         assert reader.candles() == [bar()]
+
+
+# -- schema 2: complete/source, healed gaps, reconciliation, migration ------------------------
+
+FIXTURE = Path(__file__).parent / "fixtures" / "candles_schema1.sqlite"  # made by main at 93ab7cb
+
+
+def test_a_database_written_by_the_previous_version_is_migrated_in_place_with_no_row_lost(tmp_path):
+    db = tmp_path / "old.sqlite"
+    shutil.copy(FIXTURE, db)
+    with SqliteStore.open_readonly(
+        db
+    ) as reader:  # a reader sees it as if migrated, changing nothing
+        before = reader.candles()
+        assert {b.complete for b in before} == {False}
+        assert [g.healed_utc for g in reader.gaps(unhealed=True)] == [None]
+    assert sqlite3.connect(db).execute("PRAGMA user_version").fetchone()[0] == 1
+
+    with SqliteStore(db) as store:
+        assert store.schema_version() == 2
+        after = store.candles()
+        assert [(b.segment, b.security_id, b.interval_s, b.start_utc, b.volume, b.ticks,
+                 b.cum_volume_end) for b in after] == [
+            (b.segment, b.security_id, b.interval_s, b.start_utc, b.volume, b.ticks,
+             b.cum_volume_end) for b in before]  # fmt: skip
+        # The old volume rule could hold volume from outside a bar: nothing vouches for them.
+        assert {(b.complete, b.source) for b in after} == {(False, "feed")}
+        prices = {(b.segment, b.interval_s, b.start_utc): b.open for b in after}
+        assert prices[("NSE_EQ", 60, 1767584700)] == 2678.2  # was 2678.19995117187
+        assert prices[("NSE_CURRENCY", 60, 1767584700)] == 83.2525  # 4 decimals kept
+        assert prices[("IDX_I", 60, 1767584700)] == 24000.55
+        assert store.gaps() == [
+            Gap("NSE_EQ", 1333, 1767584770.5, 1767584795.25, "reconnect after 807", None)
+        ]
+        assert len(store.ticks()) == 1
+        assert store.reconciliations() == []
+    with SqliteStore(db) as store:  # a second open changes nothing
+        assert store.candles() == after
+
+
+def test_a_database_from_a_newer_dhanfeed_is_refused_with_one_line(tmp_path):
+    db = tmp_path / "new.sqlite"
+    SqliteStore(db).close()
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA user_version = 9")
+    conn.close()
+    with pytest.raises(StoreError, match="schema 9, newer than this dhanfeed"):
+        SqliteStore(db)
+
+
+def test_a_merge_keeps_complete_only_when_both_parts_were_complete(db):
+    with SqliteStore(db) as store:
+        store.write([bar(v=5, cum=5)])
+        store.write([dataclasses.replace(bar(v=3, cum=8), complete=False)])
+        (merged,) = store.candles()
+        assert (merged.volume, merged.complete) == (8, False)
+
+
+def test_a_bar_replaced_from_dhan_is_never_merged_into_by_the_collector(db):
+    dhan = dataclasses.replace(bar(v=40, cum=None), source="dhan")
+    with SqliteStore(db) as store:
+        store.apply_backfill(BackfillChange([dhan], [], 0.0))
+        store.write([bar(v=5, cum=5)])
+        assert store.candles() == [dhan]
+
+
+def test_a_gap_marks_the_stored_feed_bars_it_overlaps_incomplete(db):
+    with SqliteStore(db) as store:
+        store.write([bar(T0), bar(T0 + 60), bar(T0 + 120), bar(T0, iv=300)])
+        store.write(gaps=[Gap(SEG, SID, T0 + 59.5, T0 + 61.0, "reconnect")])
+        flags = {(b.interval_s, b.start_utc): b.complete for b in store.candles()}
+    assert flags == {(60, T0): False, (60, T0 + 60): False, (60, T0 + 120): True,
+                     (300, T0): False}  # fmt: skip
+
+
+def test_backfill_changes_are_written_together_and_heal_only_the_gaps_named(db):
+    gaps = [Gap(SEG, SID, T0 + 10, T0 + 70, "reconnect"), Gap(SEG, SID, T0 + 300, T0 + 301, "x")]
+    rec = Reconciliation(SEG, SID, "2026-01-05", 10, 1, 2, T0, 0.1, 1.5)
+    with SqliteStore(db) as store:
+        store.write(gaps=gaps)
+        replaced = dataclasses.replace(bar(T0, v=9, cum=None), source="dhan")
+        store.apply_backfill(BackfillChange([replaced], [gaps[0]], 99.0, rec))
+        assert store.candles() == [replaced]
+        assert store.gaps(unhealed=True) == [gaps[1]]
+        assert store.gaps()[0].healed_utc == 99.0
+        assert store.reconciliations() == [rec]
+        with pytest.raises(StoreError):  # one bad row: nothing of the change is written
+            store.apply_backfill(
+                BackfillChange(
+                    [bar(T0 + 60), dataclasses.replace(bar(T0 + 120), open=None)], [gaps[1]], 100.0
+                )  # fmt: skip
+            )
+        assert store.candles() == [replaced] and store.gaps(unhealed=True) == [gaps[1]]
+
+
+def test_raw_tick_prices_are_stored_at_the_segments_precision(db):
+    with SqliteStore(db) as store:
+        store.write(ticks=[Tick(SEG, SID, T0, 2678.199951171875, 1, 1, T0 + 0.1)])
+        assert store.ticks()[0].ltp == 2678.2

@@ -102,8 +102,10 @@ def test_api_candles_returns_the_days_bars_and_gaps_of_one_instrument(page) -> N
 def test_api_candles_reads_source_and_complete_once_the_schema_has_them(page, tmp_path) -> None:
     _, base = page
     with sqlite3.connect(tmp_path / "data" / "candles.sqlite") as db:
-        db.execute("ALTER TABLE candles ADD COLUMN complete INTEGER NOT NULL DEFAULT 1")
-        db.execute("ALTER TABLE candles ADD COLUMN source TEXT NOT NULL DEFAULT 'feed'")
+        columns = {row[1] for row in db.execute("PRAGMA table_info(candles)")}
+        if "complete" not in columns:  # a database of schema 1 (schema 2 has both)
+            db.execute("ALTER TABLE candles ADD COLUMN complete INTEGER NOT NULL DEFAULT 1")
+            db.execute("ALTER TABLE candles ADD COLUMN source TEXT NOT NULL DEFAULT 'feed'")
         db.execute("UPDATE candles SET source = 'dhan' WHERE start_utc = ?", (OPEN_UTC + 60,))
         db.execute("UPDATE candles SET complete = 0 WHERE start_utc = ?", (OPEN_UTC + 120,))
     body = get(base, "/api/candles", instrument="NSE_EQ:1333", date=DAY.isoformat()).json()

@@ -4,20 +4,28 @@ Buckets: LTT is an IST-epoch (dhan-api.md §3), so `utc = ltt - 19800`. Bars are
 09:15 IST of the tick's IST day (a 60-minute bar is 09:15-10:15 IST = 03:45-04:45Z); any whole
 number of minutes works, including ones that do not divide a day (25 m).
 
-Volume: cumulative day volume at the bar's last tick minus the cumulative volume at the end of
-the previous bar of the same instrument and interval. It is kept as a running base per
-(segment, security_id, interval_s): each accepted tick adds `cum - base` to its bar and moves the
-base. Ticks in order give exactly `cum_last_in_bar - cum_end_of_previous_bar`; a tick dropped as
-late leaves the base alone, so its volume lands in the next bar and the day's sum stays exact.
+Volume: a bar holds volume traded inside its span, never outside it. It is the cumulative day
+volume at the bar's last tick minus the cumulative volume at the end of the previous bar of the
+same instrument and interval, kept as a running base per (segment, security_id, interval_s):
+each accepted tick adds `cum - base` to its bar and moves the base. Ticks in order give exactly
+`cum_last_in_bar - cum_end_of_previous_bar`; a tick dropped as late leaves the base alone, so its
+volume lands in the next bar and the day's sum stays exact.
 
 Choices the caller must know:
-- With no carry, the base starts at 0: the first bar's volume is the cumulative volume at its
-  last tick. That is exact for a collector that runs from the start of the day (and for the
-  simulator, whose cumulative volumes start at 0); started mid-day, the first bar holds the day's
-  volume so far. After a restart, `carry` (from `Store.carry()`) restores the base.
-- `carry` values are `Carry(start_utc, cum_volume)` (the store's last bar per key), not a bare
-  int: the bar's time tells a carry from yesterday apart from today's. A bare int is accepted and
-  treated as "same day as the first tick".
+- The base is carried only across a continuous subscription (dhan-api.md §3: after a gap the
+  previous cumulative figure says nothing about *when* the missing volume traded). At start (a
+  restart, or a start in the middle of the day) and after `gap()`, the base is unknown: the
+  first tick of a series only sets it, so the first bar counts only what its own ticks prove
+  (`cum_last - cum_first`) and is marked incomplete. `bin/backfill` replaces such bars with
+  Dhan's. A series that runs across midnight restarts its base at 0 on Dhan's daily reset.
+- `complete` is False for a bar opened on an unknown base, a bar overlapping a gap, and a bar
+  flushed before its end (shutdown). `source` is always "feed" here ("dhan" is backfill's).
+- Prices are rounded to the segment's precision when a bar closes (`round_price`): Dhan sends
+  float32, so `2678.19995117187` is stored as `2678.2`.
+- `carry` values (`Store.carry()`) are `Carry(start_utc, cum_volume)`: after a restart they only
+  tell which packets were already counted (duplicates); they never carry volume into a bar. A
+  bare int is accepted and treated as "same day as the first tick".
+- `resume()` rebuilds the bars that were open at a crash from the raw ticks stored before it.
 - Duplicates and stale packets: per instrument, a trade with a cumulative volume lower than or
   equal to the highest seen (on the same IST day) is dropped. Equal counts as a duplicate so that
   the packets two sockets deliver during a token swap are dropped. A new IST day with a lower
@@ -39,7 +47,7 @@ Choices the caller must know:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple
 
 IST_OFFSET_S = 19800  # +05:30
@@ -49,6 +57,24 @@ DAY_S = 86400
 OK, DUPLICATE, LATE = "ok", "duplicate", "late"
 
 Key = tuple[str, int, int]  # (segment, security_id, interval_s)
+FEED, DHAN = "feed", "dhan"  # a bar's source: built from our feed, or replaced from Dhan's bars
+
+# Prices at the exchange's precision: 4 decimals in currency segments, 2 everywhere else.
+_PRICE_DECIMALS = {"NSE_CURRENCY": 4, "BSE_CURRENCY": 4}
+
+
+def price_decimals(segment: str) -> int:
+    return _PRICE_DECIMALS.get(segment, 2)
+
+
+def round_price(segment: str, price: float) -> float:
+    """A float32 price from the feed at the segment's precision (2678.19995117187 → 2678.2)."""
+    return round(price, _PRICE_DECIMALS.get(segment, 2))
+
+
+def tick_size(segment: str) -> float:
+    """One price step: 0.05 for equity, F&O and indices; 0.0025 for currency segments."""
+    return 0.0025 if segment in _PRICE_DECIMALS else 0.05
 
 
 class Carry(NamedTuple):
@@ -71,6 +97,8 @@ class Bar:
     volume: int
     ticks: int
     cum_volume_end: int | None  # cumulative day volume at the last tick; None for Ticker trades
+    complete: bool = True  # the whole span was live and the volume is exact
+    source: str = FEED  # FEED, or DHAN when backfill replaced it with Dhan's bar
 
     @property
     def end_utc(self) -> int:
@@ -91,6 +119,11 @@ def ist_day(utc: float) -> int:
     return int((utc + IST_OFFSET_S) // DAY_S)
 
 
+def day_start_utc(utc: float) -> int:
+    """00:00 IST of the IST day holding `utc`, as epoch seconds UTC."""
+    return ist_day(utc) * DAY_S - IST_OFFSET_S
+
+
 def bucket_start(utc: int, interval_s: int) -> int:
     """Start (epoch s UTC) of the bar holding `utc`, anchored at 09:15 IST of its IST day."""
     anchor = ist_day(utc) * DAY_S + SESSION_ANCHOR_IST_S - IST_OFFSET_S
@@ -104,7 +137,7 @@ class _Series:
 
     def __init__(self, interval_s: int) -> None:
         self.interval_s = interval_s
-        self.base = 0  # cumulative volume already given to bars
+        self.base: int | None = None  # cumulative volume already given to bars (None: unknown)
         self.base_day: int | None = None  # IST day of that base (None: unknown)
         self.closed_upto = -1  # start of the newest bar already closed
         self.bar: Bar | None = None  # the open bar touched last (a shortcut into _open)
@@ -124,6 +157,7 @@ class _Instrument:
     ticker_ltt: int | None = None  # last accepted Ticker LTT; the prices seen in that second
     # price → {source: how many times that socket brought it in this second}
     ticker_prices: dict[float, dict[int | None, int]] = dataclasses.field(default_factory=dict)
+    last_rx: float | None = None  # receive time of the last accepted trade
 
 
 _ANCHOR_UTC_S = SESSION_ANCHOR_IST_S - IST_OFFSET_S  # 09:15 IST as seconds after 00:00 UTC
@@ -165,9 +199,6 @@ class CandleBuilder:
             else:
                 cum, day = int(value), None
             inst = self._instrument((seg, int(sid)))
-            if iv in self._slot:
-                series = inst.series[self._slot[iv]]
-                series.base, series.base_day = cum, day
             if inst.cum is None or (day or 0, cum) > (inst.day or 0, inst.cum):
                 inst.day, inst.cum = day, cum
 
@@ -238,6 +269,7 @@ class CandleBuilder:
                 new_day = cum_volume < last  # only a later day gets here with a lower count
             inst.day = day
             inst.cum = cum_volume
+        inst.last_rx = now_utc
 
         outcome = OK
         for series in inst.series:
@@ -254,7 +286,10 @@ class CandleBuilder:
             volume = 0
             if cum_volume is not None:
                 base = series.base
-                if cum_volume < base and (
+                if base is None:  # nothing proves when the volume so far traded
+                    bar.complete = False
+                    base = cum_volume
+                elif cum_volume < base and (
                     new_day or (series.base_day is not None and day > series.base_day)
                 ):
                     base = 0  # Dhan restarts the cumulative volume every day
@@ -313,13 +348,84 @@ class CandleBuilder:
         series.late_at = late_at
         return bar
 
+    def gap(self, segment: str, security_id: int, start_utc: float, end_utc: float) -> None:
+        """The instrument had no live subscription from `start_utc` to `end_utc` (receive times).
+
+        Its bases become unknown (the next tick of each series only sets it) and every open bar
+        that ends after the gap's start is marked incomplete: the ones overlapping the gap, and
+        any a tick after the gap already went into (a notice can come after the first packets of
+        the new socket; such a tick took a base from before the gap).
+        """
+        inst = self._instruments.get((segment, security_id))
+        if inst is None:
+            return
+        for series in inst.series:
+            if inst.last_rx is None or inst.last_rx <= end_utc:
+                series.base = None
+        for (iv, start), group in self._open.items():
+            if start + iv > start_utc:
+                bar = group.get((segment, security_id))
+                if bar is not None:
+                    bar.complete = False
+
+    def resume(
+        self,
+        ticks: Iterable[tuple[str, int, float, int, int | None, float]],
+        closed: Mapping[Key, int],
+        live_until_utc: float,
+        gaps: Iterable[tuple[str, int, float, float]] = (),
+    ) -> int:
+        """Rebuild the bars that were open when the previous run stopped from its raw ticks.
+
+        `ticks`: (segment, security_id, ltp, ltt_utc, cum_volume, received_utc) in the order
+        they were stored, from the start of the newest stored bar of each series on; `closed`:
+        that start per (segment, security_id, interval_s) (those bars are stored: their ticks
+        only set the base); `live_until_utc`: the previous run's last data (a bar that had not
+        ended by then is incomplete); `gaps`: the previous run's recorded gaps in that window.
+        Returns how many ticks went into open bars. Counters are left as they were.
+        """
+        counters = (self.duplicates, self.late, self.accepted)
+        for seg, sid, iv in closed:
+            if iv in self._slot:
+                series = self._instrument((seg, sid)).series[self._slot[iv]]
+                series.closed_upto = max(series.closed_upto, closed[(seg, sid, iv)])
+        pending = sorted(gaps, key=lambda g: g[2])
+        used = 0
+        for seg, sid, ltp, ltt_utc, cum, received in ticks:
+            while pending and pending[0][2] < received:
+                self.gap(*pending.pop(0))
+            outcome = self.add_trade(seg, sid, ltp, ltt_utc + IST_OFFSET_S, cum, received)
+            used += outcome == OK
+            if cum is None:
+                continue
+            for series in self._instruments[(seg, sid)].series:
+                if bucket_start(ltt_utc, series.interval_s) <= series.closed_upto:
+                    series.base, series.base_day = cum, ist_day(ltt_utc)  # counted when stored
+        for (iv, start), group in self._open.items():
+            if start + iv > live_until_utc:
+                for bar in group.values():
+                    bar.complete = False
+        for inst in self._instruments.values():  # the restart itself is a gap
+            for series in inst.series:
+                series.base = None
+        self.duplicates, self.late, self.accepted = counters
+        return used
+
     def close_due(self, now_utc: float) -> list[Bar]:
         """Close and return every bar whose end + grace ≤ `now_utc`, oldest first."""
         due = [g for g in self._open if g[1] + g[0] + self.grace_s <= now_utc]
         return self._close(sorted(due, key=lambda g: (g[1], g[0])))
 
-    def flush(self) -> list[Bar]:
-        """Close and return every open bar (shutdown). A later tick of one of them is late."""
+    def flush(self, now_utc: float | None = None) -> list[Bar]:
+        """Close and return every open bar (shutdown). A later tick of one of them is late.
+
+        A bar that has not ended by `now_utc` is incomplete (None: the caller does not know).
+        """
+        if now_utc is not None:
+            for (iv, start), group in self._open.items():
+                if start + iv > now_utc:
+                    for bar in group.values():
+                        bar.complete = False
         return self._close(sorted(self._open, key=lambda g: (g[1], g[0])))
 
     def _close(self, groups: list[tuple[int, int]]) -> list[Bar]:
@@ -333,5 +439,8 @@ class CandleBuilder:
                     series.closed_upto = bar.start_utc
                 if series.bar is bar:
                     series.bar = None  # a closed bar is the caller's now
+                digits = _PRICE_DECIMALS.get(bar.segment, 2)
+                bar.open, bar.high = round(bar.open, digits), round(bar.high, digits)
+                bar.low, bar.close = round(bar.low, digits), round(bar.close, digits)
                 out.append(bar)
         return out

@@ -14,7 +14,7 @@ import os
 import threading
 from collections.abc import Callable
 
-from dhanfeed.candles import CandleBuilder
+from dhanfeed.candles import CandleBuilder, day_start_utc
 from dhanfeed.clock import Clock
 from dhanfeed.config import Config
 from dhanfeed.errors import ConfigError
@@ -22,11 +22,12 @@ from dhanfeed.feed.policy import Timing
 from dhanfeed.feed.shard import Gap
 from dhanfeed.feed.supervisor import Supervisor, log_alert
 from dhanfeed.feed.token_watch import TokenWatcher
+from dhanfeed.instruments import Instrument
 from dhanfeed.pipeline import Pipeline
 from dhanfeed.session import SessionCalendar
 from dhanfeed.status import STATUS_FILE, CollectorStatus, StatusReporter, last_data_of_previous_run
 from dhanfeed.store import Gap as GapRow
-from dhanfeed.store import Store, StoreUnavailable, StoreWriter, open_store
+from dhanfeed.store import HealableStore, Store, StoreUnavailable, StoreWriter, Tick, open_store
 from dhanfeed.web.server import StatusPage
 
 logger = logging.getLogger(__name__)
@@ -68,6 +69,41 @@ def open_store_waiting(
         return store
 
 
+def resume_open_bars(
+    builder: CandleBuilder,
+    store: HealableStore,
+    instruments: list[Instrument],
+    down_since: float | None,
+) -> int:
+    """Rebuild the bars that were open when the previous run stopped from its raw ticks.
+
+    Per instrument, the ticks from the oldest of its series' newest stored bars on (the ticks of
+    stored bars only set the volume base), within the day the previous run stopped on. Returns
+    the ticks replayed into open bars. Without stored ticks there is nothing to replay: the
+    next bars start afresh, marked incomplete by the builder.
+    """
+    if down_since is None:
+        return 0
+    day0 = day_start_utc(down_since)  # only the day the previous run stopped on
+    closed = store.last_bar_starts()
+    ticks: list[Tick] = []
+    for inst in instruments:
+        starts = [closed.get((inst.segment, inst.security_id, iv)) for iv in builder.intervals_s]
+        since = min(day0 if start is None or start < day0 else start for start in starts)
+        ticks += store.ticks(inst.segment, inst.security_id, since_utc=since)
+    if not ticks:
+        return 0
+    first = min(t.received_utc for t in ticks)
+    gaps = [(g.segment, g.security_id, g.start_utc, g.end_utc) for g in store.gaps(start_utc=first)]
+    live_until = max(down_since or 0.0, max(t.received_utc for t in ticks))
+    rows = (
+        (t.segment, t.security_id, t.ltp, t.ltt_utc, t.cum_volume, t.received_utc) for t in ticks
+    )
+    used = builder.resume(rows, closed, live_until, gaps)
+    logger.info("resumed %d open bars from %d stored ticks", builder.open_bars, used)
+    return used
+
+
 class Collector:
     """Owns every part; `start()`, then `stop()` (bounded) from the signal handler's thread."""
 
@@ -92,6 +128,9 @@ class Collector:
             grace_s=c.grace.total_seconds(),
             carry=self.store.carry(),
         )
+        down_since = last_data_of_previous_run(config.state_dir / STATUS_FILE)
+        if c.store_ticks and isinstance(self.store, HealableStore):
+            resume_open_bars(self.builder, self.store, c.instruments, down_since)
         timing = timing or Timing()
         self.pipeline = Pipeline(
             self.builder,
@@ -115,7 +154,7 @@ class Collector:
             stale_after_s=c.stale_after.total_seconds(),
             timing=timing,
             on_gap=self._on_gap,
-            down_since=last_data_of_previous_run(config.state_dir / STATUS_FILE),
+            down_since=down_since,
             duplicates=lambda: self.builder.duplicates,
             alert=alert,
             clock=clock,
@@ -198,6 +237,7 @@ class Collector:
             self.page = None
 
     def _on_gap(self, gap: Gap) -> None:
+        self.pipeline.gap(gap)
         self.writer.put_gaps(
             GapRow(i.segment, i.security_id, gap.start_utc, gap.end_utc, gap.reason)
             for i in gap.instruments

@@ -151,6 +151,48 @@ class CollectorSection:
     status_every: Duration = Duration(seconds=2)
 
 
+# Dhan's chart API needs an instrument type; these segments say it on their own.
+INSTRUMENT_TYPES = ("EQUITY", "INDEX", "FUTIDX", "FUTSTK", "OPTIDX", "OPTSTK", "FUTCUR", "OPTCUR",
+                    "FUTCOM", "OPTFUT")  # fmt: skip
+SEGMENT_TYPES = {"NSE_EQ": "EQUITY", "BSE_EQ": "EQUITY", "IDX_I": "INDEX"}
+
+
+@dataclasses.dataclass(frozen=True)
+class InstrumentType:
+    """ "NSE_FNO:55796=FUTIDX": the type Dhan's chart API needs for one instrument."""
+
+    key: str  # "NSE_FNO:55796"
+    type: str  # "FUTIDX"
+
+
+def parse_instrument_type(text: str) -> InstrumentType:
+    if not isinstance(text, str) or "=" not in text:
+        raise ValueError(
+            f"expected 'SEGMENT:SECURITY_ID=TYPE' like 'NSE_FNO:55796=FUTIDX', got {text!r}"
+        )
+    left, _, kind = text.partition("=")
+    inst = parse_instrument(left)
+    kind = kind.strip().upper()
+    if kind not in INSTRUMENT_TYPES:
+        raise ValueError(f"unknown instrument type {kind!r} (known: {', '.join(INSTRUMENT_TYPES)})")
+    return InstrumentType(inst.key, kind)
+
+
+@dataclasses.dataclass(frozen=True)
+class BackfillSection:
+    alert_above: float = 5.0  # percent of compared minutes whose prices differ: warn above
+    requests_per_second: float = 5.0  # Dhan's Data API limit
+    # Types for instruments whose segment does not say it (NSE_FNO, MCX_COMM, currency).
+    instrument_types: list[InstrumentType] = dataclasses.field(default_factory=list)
+
+    def instrument_type(self, segment: str, security_id: int) -> str | None:
+        """EQUITY/INDEX from the segment, else the configured type, else None."""
+        if segment in SEGMENT_TYPES:
+            return SEGMENT_TYPES[segment]
+        key = f"{segment}:{security_id}"
+        return next((t.type for t in self.instrument_types if t.key == key), None)
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     dhan: DhanSection
@@ -164,6 +206,7 @@ class Config:
     web: WebSection = dataclasses.field(default_factory=WebSection)
     logging: LoggingSection = dataclasses.field(default_factory=LoggingSection)
     collector: CollectorSection = dataclasses.field(default_factory=CollectorSection)
+    backfill: BackfillSection = dataclasses.field(default_factory=BackfillSection)
     # Problems in sections the program does not use (`lenient=` of load_config), which it
     # reports as warnings instead of refusing to run.
     warnings: tuple[str, ...] = ()
@@ -330,6 +373,12 @@ def _convert(kind: Any, value: Any, base: Path) -> Any:
         return FilePath(p if p.is_absolute() else base / p)
     if kind is Instrument:
         return parse_instrument(value)
+    if kind is InstrumentType:
+        return parse_instrument_type(value)
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"expected a number, got {value!r}")
+        return float(value)
     if kind is dt.time:
         if isinstance(value, dt.time):
             return value
@@ -407,6 +456,11 @@ def _check_cross_fields(s: dict[str, Any], problems: list[str]) -> None:
             problems.append("at 'web.port': the same port as metrics.port")
     if collector := s.get("collector"):
         _check_collector(collector, problems)
+    if backfill := s.get("backfill"):
+        if not 0 <= backfill.alert_above <= 100:
+            problems.append("at 'backfill.alert_above': expected a percentage, 0..100")
+        if backfill.requests_per_second <= 0:
+            problems.append("at 'backfill.requests_per_second': must be more than 0")
     _check_paths(s, problems)
 
 

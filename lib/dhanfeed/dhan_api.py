@@ -1,4 +1,4 @@
-"""Dhan's REST API: RenewToken, generateAccessToken (PIN+TOTP) and profile.
+"""Dhan's REST API: RenewToken, generateAccessToken (PIN+TOTP), profile, intraday bars.
 
 The HTTP session is passed in. Every call has a named timeout and our User-Agent; retries are
 few and bounded (connection errors, timeouts and 5xx only; never 4xx) and stop at the run's
@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -30,6 +31,7 @@ READ_TIMEOUT = 15.0  # seconds to wait for an answer (default; [dhan] timeout ov
 TRIES = 3
 BACKOFF = 1.0  # seconds before the 2nd try; doubled for the 3rd
 _TOKEN_FIELDS = ("token", "accessToken")
+RATE_LIMITED = "DH-904"  # Dhan's rate-limit code (HTTP 429 likely)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +90,38 @@ class DhanApi:
         )
         return _issued(body, "generateAccessToken")
 
+    def intraday_minute_bars(
+        self,
+        access_token: str,
+        *,
+        segment: str,
+        security_id: int,
+        instrument: str,
+        day: dt.date,
+    ) -> list[tuple[int, float, float, float, float, int]]:
+        """POST /v2/charts/intraday: one IST day of 1-minute bars, oldest first.
+
+        Each bar is (start as UTC epoch seconds, open, high, low, close, volume). A rate-limit
+        answer (HTTP 429 or DH-904) is a `DhanApiError` with `code` "DH-904": the caller
+        decides how long to back off.
+        """
+        body = self._call(
+            "intraday",
+            "POST",
+            f"{self.api_base}/v2/charts/intraday",
+            headers={"access-token": access_token, "client-id": self.client_id},
+            json_body={
+                "securityId": str(security_id),
+                "exchangeSegment": segment,
+                "instrument": instrument,
+                "interval": 1,
+                "oi": False,
+                "fromDate": day.isoformat(),
+                "toDate": day.isoformat(),
+            },
+        )
+        return _intraday_bars(body)
+
     def profile(self, access_token: str) -> dict[str, Any]:
         """GET /v2/profile: the cheap check that a token works."""
         return self._call(
@@ -107,6 +141,7 @@ class DhanApi:
         *,
         headers: dict[str, str] | None = None,
         params: Callable[[], dict[str, str]] | None = None,
+        json_body: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         where = _origin(url)
         last: DhanApiError | None = None
@@ -124,6 +159,7 @@ class DhanApi:
                         **(headers or {}),
                     },
                     params=params() if params else None,
+                    json=json_body,
                     timeout=timeout,
                 )
             except requests.Timeout:
@@ -182,6 +218,8 @@ def _parse(name: str, resp: requests.Response) -> dict[str, Any]:
         raise error(f"{name}: answer is not JSON ({kind}, HTTP {status})", status=status) from None
     if status >= 400:
         code, text = _error_of(body)
+        if status == 429:
+            code = code or RATE_LIMITED
         detail = f" {code}" if code else ""
         detail += f": {text}" if text else ""
         raise DhanApiError(
@@ -199,6 +237,29 @@ def _parse(name: str, resp: requests.Response) -> dict[str, Any]:
             code=code,
         )
     return body
+
+
+_BAR_FIELDS = ("timestamp", "open", "high", "low", "close", "volume")
+
+
+def _intraday_bars(body: dict[str, Any]) -> list[tuple[int, float, float, float, float, int]]:
+    """Dhan's parallel arrays → bars; anything else is one clear `DhanApiError`."""
+    columns = [body.get(name) for name in _BAR_FIELDS]
+    if not all(isinstance(c, list) for c in columns):
+        missing = [n for n, c in zip(_BAR_FIELDS, columns, strict=True) if not isinstance(c, list)]
+        raise DhanApiError(f"intraday: answer has no {', '.join(missing)} array")
+    if len({len(c) for c in columns}) != 1:  # type: ignore[arg-type]
+        raise DhanApiError("intraday: answer's arrays differ in length")
+    bars = []
+    try:
+        for ts, o, h, low, c, v in zip(*columns, strict=True):
+            values = (float(o), float(h), float(low), float(c))
+            if isinstance(ts, bool) or not all(map(math.isfinite, values)) or float(v) < 0:
+                raise ValueError
+            bars.append((int(ts), *values, int(v)))
+    except (TypeError, ValueError):
+        raise DhanApiError("intraday: answer holds a value that is not a number") from None
+    return sorted(bars)
 
 
 def _issued(body: dict[str, Any], name: str) -> IssuedToken:

@@ -25,6 +25,7 @@ from dhanfeed.candles import DUPLICATE, LATE, CandleBuilder
 from dhanfeed.clock import Clock
 from dhanfeed.feed import protocol
 from dhanfeed.feed.connection import FeedConnection
+from dhanfeed.feed.shard import Gap
 from dhanfeed.store import StoreWriter, Tick
 
 logger = logging.getLogger(__name__)
@@ -61,7 +62,9 @@ class Pipeline(threading.Thread):
         self.behind_after_s = behind_after_s
         self.max_backlog = max_backlog
         self.clock = clock
-        self._inbox: deque[tuple[int, float, list[bytes]]] = deque()
+        # (connection id, received at, messages) per batch, or a gap notice: in order with the
+        # batches, so the builder stops carrying volume across the gap where it happened
+        self._inbox: deque[tuple[int, float, list[bytes]] | Gap] = deque()
         self._lock = threading.Lock()  # backlog and dropped, per batch
         self._ready = threading.Event()  # set by a receive thread when the consumer may sleep
         self._stopping = False
@@ -91,6 +94,13 @@ class Pipeline(threading.Thread):
         if not self._ready.is_set():
             self._ready.set()
 
+    def gap(self, gap: Gap) -> None:
+        """Called from a shard worker: the builder must not carry volume across `gap`."""
+        with self._lock:
+            self._inbox.append(gap)
+        if not self._ready.is_set():
+            self._ready.set()
+
     @property
     def duplicates(self) -> int:
         return self.builder.duplicates
@@ -107,7 +117,14 @@ class Pipeline(threading.Thread):
                 if self._drain_until is not None and self.clock.monotonic() >= self._drain_until:
                     self._drop_backlog()
                     break
-                source, received_utc, messages = inbox.popleft()
+                item = inbox.popleft()
+                if isinstance(item, Gap):
+                    for inst in item.instruments:
+                        self.builder.gap(
+                            inst.segment, inst.security_id, item.start_utc, item.end_utc
+                        )
+                    continue
+                source, received_utc, messages = item
                 self.delay_s = self.clock.time() - received_utc
                 self._consume(source, received_utc, messages, ticks)
                 with self._lock:
@@ -126,7 +143,7 @@ class Pipeline(threading.Thread):
                 self._watch_load(backlog=bool(inbox))
             if self._stopping and not inbox:
                 break
-        bars = self.builder.flush()  # shutdown: every open bar is written
+        bars = self.builder.flush(self.clock.time())  # shutdown: every open bar is written
         self.bars_closed += len(bars)
         self.writer.put_bars(bars)
 

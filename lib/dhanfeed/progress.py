@@ -18,18 +18,28 @@ T = TypeVar("T")
 MIN_ITEMS = 10_000  # fewer than this finish before a bar would help
 
 
-def wanted(total: int, stream: IO[str] | None = None) -> bool:
+def wanted(total: int, stream: IO[str] | None = None, min_items: int = MIN_ITEMS) -> bool:
     """Whether a run of `total` items should show a bar on `stream` (default: stderr)."""
     stream = stream or sys.stderr
-    return total >= MIN_ITEMS and stream.isatty() and os.environ.get("TERM", "") != "dumb"
+    return total >= min_items and stream.isatty() and os.environ.get("TERM", "") != "dumb"
 
 
 def progress(
-    items: Iterable[T], *, total: int, unit: str, desc: str, stream: IO[str] | None = None
+    items: Iterable[T],
+    *,
+    total: int,
+    unit: str,
+    desc: str,
+    stream: IO[str] | None = None,
+    min_items: int = MIN_ITEMS,
 ) -> Iterator[T] | Iterable[T]:
-    """`items`, with a bar on `stream` (default: stderr) when `wanted(total, stream)`."""
+    """`items`, with a bar on `stream` (default: stderr) when `wanted(total, stream)`.
+
+    `min_items`: fewer items than this get no bar (slow items, like one request to Dhan
+    each, want a lower figure than the default).
+    """
     stream = stream or sys.stderr
-    if not wanted(total, stream):
+    if not wanted(total, stream, min_items):
         return items
     try:  # a terminal that reports no size (a serial console, `script`) gets a fixed one;
         # tqdm would draw nothing at 0 rows

@@ -1,6 +1,7 @@
 """Where candles, raw ticks and gaps are kept.
 
-- `base`: the row types (`Tick`, `Gap`) and the `Store` interface every backend implements.
+- `base`: the row types (`Tick`, `Gap`, `Reconciliation`, `BackfillChange`) and the `Store`
+  interface every backend implements.
 - `sqlite`: `SqliteStore`, the default backend (one WAL-mode file).
 - `writer`: `StoreWriter`, the thread that batches, sheds and retries writes for the collector.
 - `postgresql`: `PostgresStore`, for several collectors, remote readers, more raw ticks.
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from dhanfeed.database_url import is_postgres_url
 from dhanfeed.errors import StoreError, StoreUnavailable
-from dhanfeed.store.base import Gap, Store, Tick
+from dhanfeed.store.base import BackfillChange, Gap, HealableStore, Reconciliation, Store, Tick
 from dhanfeed.store.sqlite import SqliteStore
 from dhanfeed.store.writer import StoreWriter
 
@@ -24,8 +25,8 @@ try:
 except ImportError:  # psycopg is the optional 'postgresql' extra; SQLite needs nothing
     PostgresStore = None  # type: ignore[assignment,misc]
 
-__all__ = ["Gap", "SqliteStore", "Store", "StoreError", "StoreUnavailable", "StoreWriter",
-           "Tick", "open_store"]  # fmt: skip
+__all__ = ["BackfillChange", "Gap", "HealableStore", "Reconciliation", "SqliteStore", "Store",
+           "StoreError", "StoreUnavailable", "StoreWriter", "Tick", "open_store"]  # fmt: skip
 
 
 def open_store(

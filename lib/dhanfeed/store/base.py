@@ -1,18 +1,31 @@
 """What every store offers the collector and the readers: the row types and the interface.
 
-A store keeps three kinds of row: candles (upserted on their key, so a restart never
-duplicates a bar), raw ticks (when `store_ticks`) and gaps. `SqliteStore` implements it;
-a PostgreSQL store implements the same interface and passes the same tests.
+A store keeps candles (upserted on their key, so a restart never duplicates a bar), raw ticks
+(when `store_ticks`), gaps (and when `bin/backfill` healed them) and the daily reconciliation
+with Dhan's bars. `SqliteStore` implements it; a PostgreSQL store implements the same
+interface and passes the same tests. The rules every backend keeps (see `SqliteStore`): a
+merge keeps `complete` only when both parts were complete and never merges into a bar whose
+`source` is 'dhan'; writing a gap marks the stored feed bars it overlaps incomplete; a
+database of an older schema is migrated in place on the first writable open.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from dhanfeed.candles import Bar, Carry, Key
 
-__all__ = ["BAR_COLUMNS", "CandleReads", "Gap", "Store", "Tick"]
+__all__ = [
+    "BAR_COLUMNS",
+    "BackfillChange",
+    "CandleReads",
+    "Gap",
+    "HealableStore",
+    "Reconciliation",
+    "Store",
+    "Tick",
+]
 
 
 class Tick(NamedTuple):
@@ -35,6 +48,30 @@ class Gap(NamedTuple):
     start_utc: float
     end_utc: float
     reason: str  # e.g. "reconnect after 807", "swap: old socket killed"
+    healed_utc: float | None = None  # when bin/backfill replaced its bars with Dhan's
+
+
+class Reconciliation(NamedTuple):
+    """How one instrument's complete feed bars of one IST day compared with Dhan's bars."""
+
+    segment: str
+    security_id: int
+    day: str  # IST date, "YYYY-MM-DD"
+    minutes_compared: int
+    minutes_differing: int  # open/high/low/close more than one tick apart
+    volume_differing: int
+    worst_start_utc: int | None  # the minute with the largest price difference
+    worst_diff: float | None  # that difference (price units)
+    checked_utc: float
+
+
+class BackfillChange(NamedTuple):
+    """One instrument and day of `bin/backfill`: written in one transaction."""
+
+    bars: list[Bar]  # rows to become exactly these bars (any interval)
+    healed: list[Gap]  # gaps to mark healed (matched on instrument, start and end)
+    healed_utc: float
+    reconciliation: Reconciliation | None = None
 
 
 class Store(Protocol):
@@ -95,6 +132,50 @@ class Store(Protocol):
     def __exit__(self, *exc: object) -> None: ...
 
 
+@runtime_checkable
+class HealableStore(Store, Protocol):
+    """A store that can resume open bars after a crash and take `bin/backfill`'s changes
+    (schema 2). `SqliteStore` is one; the PostgreSQL store does not have these yet, so the
+    collector skips the resume on it and `bin/backfill` refuses it with one line."""
+
+    def schema_version(self) -> int:
+        """The schema the stored data is in (2: complete/source, healed gaps, reconciliation)."""
+        ...
+
+    def ticks(
+        self,
+        segment: str | None = None,
+        security_id: int | None = None,
+        since_utc: int | None = None,
+    ) -> list[Tick]:
+        """Raw ticks in the order stored; `since_utc` ≤ LTT (UTC) when given (a restart
+        rebuilds the bars open at a crash from them)."""
+        ...
+
+    def gaps(
+        self,
+        *,
+        unhealed: bool = False,
+        start_utc: float | None = None,
+        end_utc: float | None = None,
+    ) -> list[Gap]:
+        """Gaps in the order recorded; only those overlapping [start_utc, end_utc) when given."""
+        ...
+
+    def last_bar_starts(self) -> dict[Key, int]:
+        """Per (segment, security_id, interval_s): the start of its newest stored bar."""
+        ...
+
+    def reconciliations(self) -> list[Reconciliation]:
+        """Every stored reconciliation, by day, segment and security id."""
+        ...
+
+    def apply_backfill(self, change: BackfillChange) -> None:
+        """Make the rows exactly `change.bars`, mark `change.healed` healed at
+        `change.healed_utc` and save the reconciliation: one transaction, all or nothing."""
+        ...
+
+
 BAR_COLUMNS = (
     "segment, security_id, interval_s, start_utc, open, high, low, close, volume, ticks, "
     "cum_volume_end"
@@ -107,6 +188,7 @@ class CandleReads:
     PostgreSQL store's client id)."""
 
     placeholder = "?"
+    bar_columns = BAR_COLUMNS  # a store with `complete, source` appends them (schema 2)
 
     def _query(self, sql: str, params: Iterable = ()) -> list[tuple]:
         raise NotImplementedError
@@ -154,12 +236,20 @@ class CandleReads:
             page = list(where)
             if after:
                 page.append(f"(segment, security_id, interval_s, start_utc) > ({p}, {p}, {p}, {p})")
-            sql = f"SELECT {BAR_COLUMNS} FROM candles"
+            sql = f"SELECT {self.bar_columns} FROM candles"
             if page:
                 sql += " WHERE " + " AND ".join(page)
             sql += f" ORDER BY segment, security_id, interval_s, start_utc LIMIT {p}"
             rows = self._query(sql, [*params, *after, chunk])
-            yield from (Bar(*row) for row in rows)
+            yield from (_bar(row) for row in rows)
             if len(rows) < chunk:
                 return
             after = tuple(rows[-1][:4])
+
+
+def _bar(row: tuple) -> Bar:
+    """A candles row: 11 columns, or 13 with `complete` and `source`."""
+    seg, sid, iv, start, o, h, lo, c, v, n, cum = row[:11]
+    if len(row) > 11:
+        return Bar(seg, sid, iv, start, o, h, lo, c, v, n, cum, bool(row[11]), row[12])
+    return Bar(seg, sid, iv, start, o, h, lo, c, v, n, cum)

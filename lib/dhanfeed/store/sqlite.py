@@ -16,7 +16,17 @@
   day itself (`CREATE INDEX ... ON ticks_20260105 (segment, security_id, ltt_utc)`).
   A version-1 file's `ticks` table is kept as `ticks_v1` (with its index) inside the view.
 - `gaps`: one row per instrument and stretch without a live subscription (times are REAL epoch
-  seconds UTC, since gaps during a swap are sub-second).
+  seconds UTC, since gaps during a swap are sub-second); `healed_utc` is set by `bin/backfill`.
+  Writing a gap marks every stored feed bar it overlaps incomplete (a bar can close by its
+  timer while the socket is still down).
+- `complete` / `source` on every bar (see `candles.Bar`); a merge keeps `complete` only if both
+  parts were complete, and a bar that backfill replaced (`source = 'dhan'`) is never merged into.
+- `reconciliation`: per instrument and IST day, how the feed's bars compared with Dhan's.
+- Schema version in `PRAGMA user_version` (3: honest bars). From 2 or 1, A database written by an older dhanfeed is
+  migrated in place when opened for writing, in one transaction, no row lost: its bars get
+  `complete = 0` (the old volume rule could put volume from outside a bar into it), `source =
+  'feed'`, and prices rounded to the segment's precision. Read-only opens do not migrate; they
+  read an old database as if migrated.
 
 Errors: anything SQLite or the filesystem refuses becomes a `StoreError` naming the path.
 """
@@ -24,6 +34,7 @@ Errors: anything SQLite or the filesystem refuses becomes a `StoreError` naming 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import operator
 import sqlite3
 import threading
@@ -31,13 +42,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from dhanfeed.candles import Bar, Carry, Key
+from dhanfeed.candles import Bar, Carry, Key, round_price
 from dhanfeed.errors import StoreError
-from dhanfeed.store.base import CandleReads, Gap, Tick
+from dhanfeed.store.base import BAR_COLUMNS, BackfillChange, CandleReads, Gap, Reconciliation, Tick
 
 __all__ = ["SqliteStore"]
 
-SCHEMA_VERSION = 2
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 3
 TICK_VIEW_DAYS = 400  # days the `ticks` view joins (SQLite allows 500 terms in a UNION)
 IST_OFFSET_S = 19800
 DAY_S = 86400
@@ -54,6 +67,8 @@ CREATE TABLE IF NOT EXISTS candles (
     volume INTEGER NOT NULL,
     ticks INTEGER NOT NULL,
     cum_volume_end INTEGER,
+    complete INTEGER NOT NULL DEFAULT 1,
+    source TEXT NOT NULL DEFAULT 'feed',
     PRIMARY KEY (segment, security_id, interval_s, start_utc)
 );
 CREATE TABLE IF NOT EXISTS gaps (
@@ -61,22 +76,72 @@ CREATE TABLE IF NOT EXISTS gaps (
     security_id INTEGER NOT NULL,
     start_utc REAL NOT NULL,
     end_utc REAL NOT NULL,
-    reason TEXT NOT NULL
+    reason TEXT NOT NULL,
+    healed_utc REAL
 );
 CREATE INDEX IF NOT EXISTS gaps_by_instrument ON gaps (segment, security_id, start_utc);
+CREATE TABLE IF NOT EXISTS reconciliation (
+    segment TEXT NOT NULL,
+    security_id INTEGER NOT NULL,
+    day TEXT NOT NULL,
+    minutes_compared INTEGER NOT NULL,
+    minutes_differing INTEGER NOT NULL,
+    volume_differing INTEGER NOT NULL,
+    worst_start_utc INTEGER,
+    worst_diff REAL,
+    checked_utc REAL NOT NULL,
+    PRIMARY KEY (segment, security_id, day)
+);
+"""
+
+_DECIMALS_SQL = "CASE WHEN segment IN ('NSE_CURRENCY', 'BSE_CURRENCY') THEN 4 ELSE 2 END"
+# Honest bars (schema 3) on a database of schema 1 or 2. The new table comes from _SCHEMA.
+_MIGRATE_1_TO_2 = f"""
+ALTER TABLE candles ADD COLUMN complete INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE candles ADD COLUMN source TEXT NOT NULL DEFAULT 'feed';
+UPDATE candles SET open = round(open, {_DECIMALS_SQL}), high = round(high, {_DECIMALS_SQL}),
+    low = round(low, {_DECIMALS_SQL}), close = round(close, {_DECIMALS_SQL});
+ALTER TABLE gaps ADD COLUMN healed_utc REAL;
 """
 
 _UPSERT_BAR = """
 INSERT INTO candles (segment, security_id, interval_s, start_utc, open, high, low, close,
-                     volume, ticks, cum_volume_end)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                     volume, ticks, cum_volume_end, complete, source)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (segment, security_id, interval_s, start_utc) DO UPDATE SET
     high = max(candles.high, excluded.high),
     low = min(candles.low, excluded.low),
     close = excluded.close,
     volume = candles.volume + excluded.volume,
     ticks = candles.ticks + excluded.ticks,
-    cum_volume_end = coalesce(excluded.cum_volume_end, candles.cum_volume_end)
+    cum_volume_end = coalesce(excluded.cum_volume_end, candles.cum_volume_end),
+    complete = min(candles.complete, excluded.complete)
+WHERE candles.source = 'feed'
+"""
+# Backfill's writes: the row becomes exactly the bar given.
+_REPLACE_BAR = """
+INSERT INTO candles (segment, security_id, interval_s, start_utc, open, high, low, close,
+                     volume, ticks, cum_volume_end, complete, source)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (segment, security_id, interval_s, start_utc) DO UPDATE SET
+    open = excluded.open, high = excluded.high, low = excluded.low, close = excluded.close,
+    volume = excluded.volume, ticks = excluded.ticks, cum_volume_end = excluded.cum_volume_end,
+    complete = excluded.complete, source = excluded.source
+"""
+# A gap makes every feed bar it overlaps incomplete.
+_GAP_MARKS_BARS = """
+UPDATE candles SET complete = 0
+WHERE segment = ? AND security_id = ? AND start_utc < ? AND start_utc + interval_s > ?
+    AND complete = 1 AND source = 'feed'
+"""
+_HEAL_GAP = """
+UPDATE gaps SET healed_utc = ?
+WHERE segment = ? AND security_id = ? AND start_utc = ? AND end_utc = ? AND healed_utc IS NULL
+"""
+_SAVE_RECONCILIATION = """
+INSERT OR REPLACE INTO reconciliation (segment, security_id, day, minutes_compared,
+    minutes_differing, volume_differing, worst_start_utc, worst_diff, checked_utc)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 TICK_TABLE_COLUMNS = """(
     segment TEXT NOT NULL,
@@ -114,13 +179,28 @@ def _by_day(rows: Sequence[tuple]) -> Mapping[str, Sequence[tuple]]:
 _INSERT_GAP = (
     "INSERT INTO gaps (segment, security_id, start_utc, end_utc, reason) VALUES (?, ?, ?, ?, ?)"
 )
+_NEW_COLUMNS = ", complete, source"  # schema 3
+_OLD_COLUMNS = ", 0, 'feed'"  # an older file, read-only: read as if migrated
 
 
 def _bar_row(bar: Bar) -> tuple:
     return (
         bar.segment, bar.security_id, bar.interval_s, bar.start_utc, bar.open, bar.high,
-        bar.low, bar.close, bar.volume, bar.ticks, bar.cum_volume_end,
+        bar.low, bar.close, bar.volume, bar.ticks, bar.cum_volume_end, int(bar.complete),
+        bar.source,
     )  # fmt: skip
+
+
+def _tick_row(tick: Tick) -> tuple:
+    if not isinstance(tick.ltp, float):  # SQLite judges anything else
+        return tick
+    return tick._replace(ltp=round_price(tick.segment, tick.ltp))
+
+
+def _conditions(*conditions: tuple[str, str, object]) -> tuple[list[str], list[object]]:
+    """(column, operator, value) → SQL conditions and parameters, skipping None values."""
+    given = [(column, op, value) for column, op, value in conditions if value is not None]
+    return [f"{column} {op} ?" for column, op, _ in given], [value for *_, value in given]
 
 
 class SqliteStore(CandleReads):
@@ -129,6 +209,7 @@ class SqliteStore(CandleReads):
     def __init__(
         self, path: str | Path, store_ticks: bool = True, *, readonly: bool = False
     ) -> None:
+        self.bar_columns = BAR_COLUMNS + _NEW_COLUMNS
         self.path = Path(path)
         self.store_ticks = store_ticks
         self.readonly = readonly
@@ -143,7 +224,11 @@ class SqliteStore(CandleReads):
 
     def _open(self) -> sqlite3.Connection:
         if self.readonly:
-            return connect_readonly(self.path, check_same_thread=False)[0]
+            reader = connect_readonly(self.path, check_same_thread=False)[0]
+            columns = {row[1] for row in reader.execute("PRAGMA table_info(candles)")}
+            if "complete" not in columns:
+                self.bar_columns = BAR_COLUMNS + _OLD_COLUMNS
+            return reader
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -161,6 +246,7 @@ class SqliteStore(CandleReads):
             conn.execute("PRAGMA synchronous = NORMAL")
             # A write transaction proves the file is writable now, not at the first bar.
             conn.execute("BEGIN IMMEDIATE")
+            self._migrate_honest(conn)
             for statement in _SCHEMA.split(";"):  # not executescript: it would commit first
                 if statement.strip():
                     conn.execute(statement)
@@ -171,7 +257,33 @@ class SqliteStore(CandleReads):
             if conn is not None:
                 conn.close()
             raise StoreError(f"cannot write database {self.path}: {exc}", path=self.path) from None
+        except StoreError:  # a newer schema: refused
+            if conn is not None:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                conn.close()
+            raise
         return conn
+
+    def _migrate_honest(self, conn: sqlite3.Connection) -> None:
+        """Inside the opening transaction: complete/source, healed_utc (schema 3) on an older
+        file; refuse a newer one."""
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"database {self.path} has schema {version}, newer than this dhanfeed"
+                f" ({SCHEMA_VERSION}); upgrade dhanfeed",
+                path=self.path,
+            )
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(candles)")}
+        if columns and "complete" not in columns:
+            for statement in _MIGRATE_1_TO_2.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            logger.info("database %s migrated to schema %d", self.path, SCHEMA_VERSION)
+
+    def schema_version(self) -> int:
+        return int(self._query("PRAGMA user_version")[0][0])
 
     @staticmethod
     def _migrate_ticks(conn: sqlite3.Connection) -> set[str]:
@@ -217,8 +329,8 @@ class SqliteStore(CandleReads):
     ) -> None:
         """Write everything in one transaction (all or nothing); raise `StoreError`."""
         bar_rows = [_bar_row(b) for b in bars]
-        tick_rows = ticks if isinstance(ticks, list) else list(ticks)
-        gap_rows = list(gaps)
+        tick_rows = [_tick_row(t) for t in ticks] if self.store_ticks else []
+        gap_rows = [tuple(g[:5]) for g in gaps]
         days = _by_day(tick_rows) if tick_rows and self.store_ticks else {}
         if not (bar_rows or days or gap_rows):
             return
@@ -240,6 +352,9 @@ class SqliteStore(CandleReads):
                         conn.executemany(f"INSERT INTO {table} VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
                     if gap_rows:
                         conn.executemany(_INSERT_GAP, gap_rows)
+                        conn.executemany(
+                            _GAP_MARKS_BARS, [(g[0], g[1], g[3], g[2]) for g in gap_rows]
+                        )
                     conn.execute("COMMIT")
                 except BaseException:
                     if conn.in_transaction:
@@ -285,6 +400,82 @@ class SqliteStore(CandleReads):
 
     def intervals(self) -> list[int]:
         return [iv for (iv,) in self._query("SELECT DISTINCT interval_s FROM candles ORDER BY 1")]
+
+    def ticks(
+        self,
+        segment: str | None = None,
+        security_id: int | None = None,
+        since_utc: int | None = None,
+    ) -> list[Tick]:
+        """Raw ticks in the order stored; `since_utc` ≤ LTT (UTC) when given."""
+        where, params = _conditions(
+            ("segment", "=", segment),
+            ("security_id", "=", security_id),
+            ("ltt_utc", ">=", since_utc),
+        )
+        sql = "SELECT segment, security_id, ltt_utc, ltp, ltq, cum_volume, received_utc FROM ticks"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        return [Tick(*row) for row in self._query(sql + " ORDER BY received_utc, ltt_utc", params)]
+
+    def gaps(
+        self,
+        *,
+        unhealed: bool = False,
+        start_utc: float | None = None,
+        end_utc: float | None = None,
+    ) -> list[Gap]:
+        """Gaps in the order recorded; only those overlapping [start_utc, end_utc) when given."""
+        migrated = not self.bar_columns.endswith(
+            _OLD_COLUMNS
+        )  # schema 1 (read-only): no healed_utc
+        healed = "healed_utc" if migrated else "NULL"
+        sql = f"SELECT segment, security_id, start_utc, end_utc, reason, {healed} FROM gaps"
+        where, params = _conditions(("end_utc", ">", start_utc), ("start_utc", "<", end_utc))
+        if unhealed and migrated:
+            where.append("healed_utc IS NULL")
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        return [Gap(*row) for row in self._query(sql + " ORDER BY rowid", params)]
+
+    def last_bar_starts(self) -> dict[Key, int]:
+        """Per (segment, security_id, interval_s): the start of its newest stored bar."""
+        rows = self._query(
+            "SELECT segment, security_id, interval_s, MAX(start_utc) FROM candles"
+            " GROUP BY segment, security_id, interval_s"
+        )
+        return {(seg, sid, iv): start for seg, sid, iv, start in rows}
+
+    def reconciliations(self) -> list[Reconciliation]:
+        rows = self._query(
+            "SELECT segment, security_id, day, minutes_compared, minutes_differing,"
+            " volume_differing, worst_start_utc, worst_diff, checked_utc FROM reconciliation"
+            " ORDER BY day, segment, security_id"
+        )
+        return [Reconciliation(*row) for row in rows]
+
+    def apply_backfill(self, change: BackfillChange) -> None:
+        """Replace bars, mark gaps healed and save the reconciliation: all or nothing."""
+        with self._lock:
+            conn = self._conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    conn.executemany(_REPLACE_BAR, [_bar_row(b) for b in change.bars])
+                    conn.executemany(
+                        _HEAL_GAP, [(change.healed_utc, *g[:4]) for g in change.healed]
+                    )
+                    if change.reconciliation is not None:
+                        conn.execute(_SAVE_RECONCILIATION, tuple(change.reconciliation))
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise StoreError(
+                    f"cannot write database {self.path}: {exc}", path=self.path
+                ) from None
 
 
 def connect_readonly(path: Path, **options: Any) -> tuple[sqlite3.Connection, set[str]]:

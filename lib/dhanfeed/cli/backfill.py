@@ -1,0 +1,265 @@
+"""bin/backfill: heal the day's gaps from Dhan's 1-minute bars; with --reconcile, compare.
+
+Run every 15 minutes in the session (heal) and once after the close (--reconcile): see
+crontab.example and systemd/dhanfeed-backfill.{service,timer}. Reads the token the way the
+collector does and never renews it.
+
+Exit codes: 0 done (also when nothing needed healing), 1 Dhan failed for some instrument (the
+next run retries), 2 usage or configuration error, 3 token missing, expired or refused, 75
+another run holds the lock, 70 an unexpected error (a bug).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import sqlite3
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import requests
+from filelock import FileLock, Timeout
+
+from dhanfeed.alerts import Alerter
+from dhanfeed.backfill_metrics import write_backfill_metrics
+from dhanfeed.backfill_run import RunResult, run_backfill
+from dhanfeed.cli.args import ArgumentParser
+from dhanfeed.config import Config, Instrument, load_config
+from dhanfeed.database_url import PostgresUrl
+from dhanfeed.dhan_api import DhanApi
+from dhanfeed.errors import DhanfeedError, ExitCode, LockBusy, TokenFileError, UsageError
+from dhanfeed.feed.token_watch import TokenRejected, read_token_file
+from dhanfeed.logs import close_logging, print_traceback, setup_logging
+from dhanfeed.progress import progress
+from dhanfeed.store import SqliteStore
+from dhanfeed.token import IST
+
+logger = logging.getLogger("dhanfeed.cli.backfill")
+PROG = "backfill"
+PROGRESS_FROM = 20  # instruments: fewer finish in a few seconds
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = ArgumentParser(
+        prog=PROG,
+        description="Heal gaps in the candles from Dhan's 1-minute intraday bars; with"
+        " --reconcile, compare every complete feed bar with Dhan's (run once after the close).",
+    )
+    p.add_argument(
+        "--config", metavar="PATH", help="config file (default: $DHANFEED_CONFIG or ./config.toml)"
+    )
+    p.add_argument("--date", metavar="YYYY-MM-DD", help="the IST trading day (default: today, IST)")
+    p.add_argument(
+        "--reconcile",
+        action="store_true",
+        help="also compare complete feed bars with Dhan's and store the figures",
+    )
+    p.add_argument(
+        "--prefer",
+        choices=["dhan"],
+        help="'dhan': with --reconcile, also replace feed bars that differ from Dhan's",
+    )
+    p.add_argument("--dry-run", action="store_true", help="fetch and compare, write nothing")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.add_argument("--debug", action="store_true", help="debug logging and tracebacks")
+    return p
+
+
+def main(argv: Sequence[str] | None = None, *, now: dt.datetime | None = None) -> int:
+    args = None
+    try:
+        args = build_parser().parse_args(argv)
+        if args.prefer and not args.reconcile:
+            raise UsageError("--prefer dhan needs --reconcile")
+        return _run(args, now or dt.datetime.now(dt.UTC))
+    except DhanfeedError as exc:
+        return _fail(args, exc, exc.exit_code)
+    except KeyboardInterrupt:
+        return _fail(args, DhanfeedError("interrupted"), ExitCode.FAILED)
+    except Exception as exc:  # noqa: BLE001 - the last resort: say so, with the traceback
+        print(f"{PROG}: unexpected error: {exc.__class__.__name__}", file=sys.stderr)
+        print_traceback()
+        return int(ExitCode.INTERNAL)
+
+
+def _run(args: argparse.Namespace, now: dt.datetime) -> int:
+    day = _day(args.date, now)
+    config = load_config(args.config)
+    setup_logging(PROG, config.logging.dir, level=config.logging.level, debug=args.debug)
+    try:
+        return _locked(config, args, day, now)
+    except DhanfeedError as exc:
+        _metrics(config, now, int(exc.exit_code), None)
+        raise
+    finally:
+        close_logging()
+
+
+def _day(text: str | None, now: dt.datetime) -> dt.date:
+    today = now.astimezone(IST).date()
+    if text is None:
+        return today
+    try:
+        day = dt.date.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"--date: expected YYYY-MM-DD, got {text!r}") from None
+    if day > today:
+        raise UsageError(f"--date {day} is in the future (today is {today} in IST)")
+    return day
+
+
+def _locked(config: Config, args: argparse.Namespace, day: dt.date, now: dt.datetime) -> int:
+    if isinstance(config.collector.database, PostgresUrl):
+        raise UsageError("bin/backfill heals an SQLite database only, for now (collector.database)")
+    database = Path(config.collector.database)
+    _check_database(database)
+    lock_file = database.with_name(database.name + ".backfill.lock")
+    lock = FileLock(lock_file, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise LockBusy(
+            f"another backfill of {database} is running (lock {lock_file} is held)"
+        ) from None
+    try:
+        return _heal(config, args, day, now, database)
+    finally:
+        lock.release()
+
+
+def _check_database(path: Path) -> None:
+    """The collector's database must exist and be one (a typo must not create a new one)."""
+    if not path.is_file():
+        raise UsageError(f"no database at {path} (collector.database; has the collector run?)")
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise UsageError(f"{path} is not a collector database: {exc}") from None
+    if "candles" not in tables:
+        raise UsageError(f"{path} is not a collector database (no candles table)")
+
+
+def _heal(
+    config: Config, args: argparse.Namespace, day: dt.date, now: dt.datetime, database: Path
+) -> int:
+    try:
+        token = read_token_file(config.token.file, config.dhan.client_id, now)
+    except TokenRejected as exc:
+        raise TokenFileError(f"no usable token: {exc}") from None
+    logger.info(
+        "backfill %s with token %s%s", day, token.fingerprint, " (dry run)" if args.dry_run else ""
+    )
+    store = SqliteStore.open_readonly(database) if args.dry_run else SqliteStore(database, False)
+    api = DhanApi(
+        requests.Session(),
+        api_base=config.dhan.api_base,
+        auth_base=config.dhan.auth_base,
+        client_id=config.dhan.client_id,
+        read_timeout=config.dhan.timeout.total_seconds(),
+    )
+    try:
+        result = run_backfill(
+            config, store, api, token.access_token,
+            day=day, now_utc=now.timestamp(), reconcile=args.reconcile,
+            prefer_dhan=args.prefer == "dhan", dry_run=args.dry_run,
+            progress=_no_progress if args.json else _progress,
+            alert=_alerter(config) if not args.dry_run else _log_alert,
+        )  # fmt: skip
+    finally:
+        store.close()
+    if not args.dry_run:
+        _metrics(config, now, int(result.exit_code), result)
+    _report(args, result)
+    return int(result.exit_code)
+
+
+def _progress(instruments: list[Instrument]) -> Iterable[Instrument]:
+    """A bar on a terminal for a run long enough to want one (about 4 s at Dhan's 5/s)."""
+    return progress(
+        instruments, total=len(instruments), unit="instrument", desc=PROG, min_items=PROGRESS_FROM
+    )
+
+
+def _no_progress(instruments: list[Instrument]) -> Iterable[Instrument]:
+    return instruments
+
+
+def _log_alert(condition: str, severity: str, message: str) -> None:
+    logger.warning("%s (alert %s not sent: dry run)", message, condition)
+
+
+def _alerter(config: Config):  # noqa: ANN202
+    alerter = Alerter(
+        config.alerts,
+        client_id=config.dhan.client_id,
+        state_path=config.state_dir / "backfill_alerts.json",
+        token_file=config.token.file,
+        hooks=config.hooks,
+    )
+
+    def alert(condition: str, severity: str, message: str) -> None:
+        logger.warning("%s", message)
+        try:
+            alerter.alert(condition, severity, message, source=PROG)
+        except Exception:  # noqa: BLE001 - a failing channel never hides the run's own result
+            logger.exception("alert %s could not be sent", condition)
+
+    return alert
+
+
+def _metrics(config: Config, now: dt.datetime, exit_code: int, result: RunResult | None) -> None:
+    write_backfill_metrics(config.metrics_dir, client_id=config.dhan.client_id, now=now,
+                           exit_code=exit_code, result=result)  # fmt: skip
+
+
+def _report(args: argparse.Namespace, result: RunResult) -> None:
+    if args.json:
+        print(json.dumps(result.as_json()))
+        return
+    stream = sys.stdout if result.exit_code == 0 else sys.stderr
+    for r in result.results:
+        if r.error:
+            print(f"  {r.key}: failed: {r.error}", file=stream)
+        elif r.skipped:
+            print(f"  {r.key}: skipped: {r.skipped}", file=stream)
+        if r.figures is not None:
+            f = r.figures
+            worst = ""
+            if f.worst_start_utc is not None:
+                at = dt.datetime.fromtimestamp(f.worst_start_utc, IST).strftime("%H:%M")
+                worst = f", worst {at} IST" + (f" ({f.worst_diff:g})" if f.worst_diff else "")
+            print(
+                f"  {r.key}: {f.minutes_compared} minutes compared, {f.minutes_differing} differ"
+                f" in price, {f.volume_differing} in volume{worst}",
+                file=stream,
+            )
+    verb = "would replace" if result.dry_run else "replaced"
+    print(
+        f"{PROG}: {result.day}: {verb} {result.total('bars_replaced')} bars, inserted"
+        f" {result.total('bars_inserted')}, healed {result.total('healed_gaps')} gaps"
+        f" ({result.requests} requests to Dhan)",
+        file=stream,
+    )
+
+
+def _fail(args: argparse.Namespace | None, exc: BaseException, code: int) -> int:
+    debug = bool(args and args.debug)
+    if logging.getLogger().handlers:
+        logger.error("%s", exc, exc_info=debug, extra={"exit_code": int(code)})
+    if args is not None and args.json:
+        print(json.dumps({"status": "error", "reason": str(exc), "exit_code": int(code)}))
+    print(f"{PROG}: {exc}", file=sys.stderr)
+    if debug:
+        print_traceback(exc)
+    return int(code)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

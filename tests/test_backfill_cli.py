@@ -1,0 +1,323 @@
+"""bin/backfill against the simulator's intraday endpoint: heal, exit codes, bad input.
+
+`main(argv, now=...)` is called in-process with the clock passed in: "now" is set a few
+minutes ahead so that the minutes the simulator has traded so far count as settled.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from conftest import BIN, Sim, launch_sim
+from dhanfeed.candles import Bar
+from dhanfeed.cli.backfill import main
+from dhanfeed.store import Gap, SqliteStore
+
+EQ = ["NSE_EQ:1333", "NSE_EQ:11536"]
+FNO = "NSE_FNO:55796"
+SIM_ARGS = ("--instruments", ",".join([*EQ, FNO]), "--ticks-per-second", "10")
+
+
+def write_config(workdir: Path, sim: Sim, instruments=EQ, backfill: str = "") -> Path:
+    config = workdir / "config.toml"
+    config.write_text(
+        f"""
+{sim.dhan_toml()}
+[token]
+file = "state/token.json"
+[logging]
+dir = "logs"
+[metrics]
+textfile_dir = "metrics"
+[collector]
+instruments = {json.dumps(instruments)}
+intervals = ["1m", "5m"]
+database = "data/candles.sqlite"
+[backfill]
+{backfill}
+""",
+        encoding="utf-8",
+    )
+    return config
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    (tmp_path / "state").mkdir()
+    return tmp_path
+
+
+@pytest.fixture(scope="module")
+def shared_sim() -> Iterator[Sim]:
+    """One simulator for the module, once a whole minute of its trading has ended."""
+    sim = launch_sim(*SIM_ARGS)
+    sim.started_utc = time.time()
+    try:
+        while time.time() < (sim.started_utc // 60 + 1) * 60 + 1:
+            time.sleep(0.2)
+        yield sim
+    finally:
+        sim.stop()
+
+
+@pytest.fixture
+def sim(shared_sim: Sim, workdir: Path) -> Iterator[Sim]:
+    """The shared simulator, with a fresh token in this test's token file."""
+    shared_sim.admin("issue-token", {"path": str(workdir / "state" / "token.json")})
+    yield shared_sim
+    shared_sim.admin("clear-faults", {})
+
+
+def database(workdir: Path) -> Path:
+    return workdir / "data" / "candles.sqlite"
+
+
+def with_gaps(workdir: Path, sim: Sim, keys=EQ) -> list[Gap]:
+    """A collector database in which every instrument was down since the simulator started."""
+    gaps = []
+    for key in keys:
+        seg, sid = key.split(":")
+        gaps.append(
+            Gap(seg, int(sid), sim.started_utc - 1, time.time() + 1, "collector not running")
+        )
+    with SqliteStore(database(workdir)) as store:
+        store.write(gaps=gaps)
+    return gaps
+
+
+def later() -> dt.datetime:
+    """A clock far enough ahead that every minute traded so far has settled."""
+    return dt.datetime.now(dt.UTC) + dt.timedelta(minutes=3)
+
+
+def rest_bars(sim: Sim, workdir: Path, key: str) -> list[tuple]:
+    """Dhan's (the simulator's) 1-minute bars, asked for by the test itself."""
+    token = json.loads((workdir / "state" / "token.json").read_text())["access_token"]
+    seg, sid = key.split(":")
+    day = dt.datetime.now(dt.timezone(dt.timedelta(hours=5, minutes=30))).date().isoformat()
+    for _ in range(20):
+        resp = requests.post(
+            f"{sim.api_base}/v2/charts/intraday",
+            json={
+                "securityId": sid,
+                "exchangeSegment": seg,
+                "instrument": "EQUITY",
+                "interval": 1,
+                "oi": False,
+                "fromDate": day,
+                "toDate": day,
+            },  # fmt: skip
+            headers={"access-token": token},
+            timeout=10,
+        )
+        if resp.status_code != 429:
+            break
+        time.sleep(0.3)
+    body = resp.json()
+    return list(zip(body["timestamp"], body["open"], body["high"], body["low"], body["close"],
+                    body["volume"], strict=True))  # fmt: skip
+
+
+def one_minute_bars(workdir: Path, key: str) -> list[Bar]:
+    seg, sid = key.split(":")
+    with SqliteStore.open_readonly(database(workdir)) as store:
+        return store.candles(seg, int(sid), 60)
+
+
+def run(workdir: Path, *args: str, now: dt.datetime | None = None) -> int:
+    return main(["--config", str(workdir / "config.toml"), *args], now=now or later())
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_gap_is_healed_with_dhans_bars_and_a_second_run_changes_nothing(sim, workdir, capsys):
+    write_config(workdir, sim)
+    with_gaps(workdir, sim)
+    now = later()
+    ran_at = time.time()  # the simulator's minute at the run was still trading: not compared
+    assert run(workdir, "--json", now=now) == 0
+    report = json.loads(capsys.readouterr().out)
+    for key in EQ:
+        got = [
+            (b.start_utc, b.open, b.high, b.low, b.close, b.volume)
+            for b in one_minute_bars(workdir, key)
+            if b.start_utc + 60 <= ran_at
+        ]
+        want = [bar for bar in rest_bars(sim, workdir, key) if bar[0] + 60 <= ran_at]
+        assert got == want and got
+        assert {(b.source, b.complete) for b in one_minute_bars(workdir, key)} == {("dhan", True)}
+    assert report["healed_gaps"] == 2 and report["bars_inserted"] >= 2
+    assert report["bars_replaced"] == 0 and report["exit_code"] == 0
+    with SqliteStore.open_readonly(database(workdir)) as store:
+        assert all(g.healed_utc == now.timestamp() for g in store.gaps())
+        before = store.candles()
+    assert run(workdir, "--json", now=now) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert (again["healed_gaps"], again["bars_inserted"], again["requests"]) == (0, 0, 0)
+    with SqliteStore.open_readonly(database(workdir)) as store:
+        assert store.candles() == before
+    prom = (workdir / "metrics" / "backfill.prom").read_text()
+    assert "dhanfeed_backfill_last_exit_code" in prom and "dhanfeed_backfill_healed_gaps" in prom
+
+
+def test_dry_run_fetches_and_reports_but_writes_nothing(sim, workdir, capsys):
+    write_config(workdir, sim)
+    with_gaps(workdir, sim)
+    assert run(workdir, "--dry-run") == 0
+    out = capsys.readouterr().out
+    assert "would replace" in out
+    with SqliteStore.open_readonly(database(workdir)) as store:
+        assert store.candles() == [] and store.gaps(unhealed=True) != []
+    assert not (workdir / "metrics" / "backfill.prom").exists()
+
+
+def test_reconcile_stores_and_reports_the_figures_per_instrument(sim, workdir, capsys):
+    write_config(workdir, sim)
+    now = later()
+    key = EQ[0]
+    seg, sid = key.split(":")
+    fetched_at = time.time()
+    bars = [bar for bar in rest_bars(sim, workdir, key) if bar[0] + 60 <= fetched_at]
+    ours = [
+        Bar(seg, int(sid), 60, t, o, h, lo, c, v, 1, None, True, "feed")
+        for t, o, h, lo, c, v in bars
+    ]
+    ours[0].high += 0.5  # more than a tick: differs
+    ours[0].volume += 1
+    with SqliteStore(database(workdir)) as store:
+        store.write(ours)
+    assert run(workdir, "--reconcile", "--json", now=now) == 0
+    report = json.loads(capsys.readouterr().out)
+    figures = report["reconciled"][key]
+    assert figures["minutes_compared"] == len(ours) >= 1
+    assert (figures["minutes_differing"], figures["volume_differing"]) == (1, 1)
+    assert figures["worst_minute_utc"] == ours[0].start_utc
+    with SqliteStore.open_readonly(database(workdir)) as store:
+        (row,) = [r for r in store.reconciliations() if r.security_id == int(sid)]
+        assert (row.minutes_compared, row.minutes_differing) == (len(ours), 1)
+    assert (
+        "dhanfeed_reconcile_minutes_differing"
+        in (workdir / "metrics" / "reconcile.prom").read_text()
+    )
+    assert run(workdir, "--reconcile", "--prefer", "dhan", now=now) == 0
+    (fixed, *_) = one_minute_bars(workdir, key)
+    assert (fixed.source, fixed.high, fixed.volume) == ("dhan", bars[0][2], bars[0][5])
+
+
+def test_an_instrument_without_a_known_type_is_skipped_with_one_warning_and_a_configured_one_is_healed(
+    sim, workdir, capsys, caplog
+):
+    write_config(workdir, sim, instruments=[EQ[0], FNO])
+    with_gaps(workdir, sim, keys=[EQ[0], FNO])
+    assert run(workdir) == 0
+    assert "NSE_FNO:55796: skipped: no instrument type" in capsys.readouterr().out
+    assert one_minute_bars(workdir, FNO) == [] and one_minute_bars(workdir, EQ[0]) != []
+    write_config(
+        workdir,
+        sim,
+        instruments=[EQ[0], FNO],
+        backfill='instrument_types = ["NSE_FNO:55796=OPTIDX"]',
+    )
+    assert run(workdir) == 0
+    assert one_minute_bars(workdir, FNO) != []
+
+
+def test_dhans_rate_limit_is_backed_off_and_the_run_goes_on(sim, workdir, capsys):
+    many = [f"NSE_EQ:{sid}" for sid in (1333, 11536, 2885, 1594, 4963, 3045, 500, 501)]
+    write_config(workdir, sim, instruments=many, backfill="requests_per_second = 100")
+    with_gaps(workdir, sim, keys=many)
+    assert run(workdir, "--json") == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["rate_limited"] >= 1  # the simulator allows 5 a second
+    assert report["healed_gaps"] == len(many)
+
+
+@pytest.mark.parametrize("mode", ["500", "malformed", "html"])
+def test_a_failing_dhan_is_exit_1_and_leaves_that_instrument_untouched(sim, workdir, capsys, mode):
+    write_config(workdir, sim, instruments=EQ[:1])
+    with_gaps(workdir, sim, keys=EQ[:1])
+    sim.admin("fault", {"kind": "rest", "endpoint": "intraday", "mode": mode, "count": 10})
+    assert run(workdir) == 1
+    err = capsys.readouterr().err
+    assert "NSE_EQ:1333: failed" in err and "Traceback" not in err
+    with SqliteStore.open_readonly(database(workdir)) as store:
+        assert store.candles() == [] and len(store.gaps(unhealed=True)) == 1
+    assert "dhanfeed_backfill_last_exit_code" in (workdir / "metrics" / "backfill.prom").read_text()
+
+
+def test_no_token_file_is_exit_3(sim, workdir, capsys):
+    write_config(workdir, sim)
+    with_gaps(workdir, sim)
+    (workdir / "state" / "token.json").unlink()
+    assert run(workdir) == 3
+    assert "no usable token" in capsys.readouterr().err
+
+
+def test_a_token_dhan_refuses_is_exit_3_and_nothing_is_written(sim, workdir, capsys):
+    write_config(workdir, sim)
+    with_gaps(workdir, sim)
+    sim.admin("issue-token", {})  # a newer token elsewhere: the file's one is dead
+    assert run(workdir) == 3
+    err = capsys.readouterr().err
+    assert "Dhan refused the token" in err and "eyJ" not in err
+    with SqliteStore.open_readonly(database(workdir)) as store:
+        assert store.candles() == []
+
+
+def test_a_date_in_the_future_is_a_usage_error(sim, workdir, capsys):
+    write_config(workdir, sim)
+    with_gaps(workdir, sim)
+    tomorrow = (dt.datetime.now(dt.UTC).date() + dt.timedelta(days=2)).isoformat()
+    assert run(workdir, "--date", tomorrow) == 2
+    assert "in the future" in capsys.readouterr().err
+    assert run(workdir, "--date", "yesterday") == 2
+
+
+def test_a_database_without_the_tables_is_a_usage_error_and_stays_as_it_was(sim, workdir, capsys):
+    write_config(workdir, sim)
+    assert run(workdir) == 2
+    assert "no database at" in capsys.readouterr().err
+    database(workdir).parent.mkdir()
+    database(workdir).write_bytes(b"")
+    assert run(workdir) == 2
+    assert "not a collector database" in capsys.readouterr().err
+    assert database(workdir).read_bytes() == b""
+
+
+def test_prefer_without_reconcile_is_a_usage_error(sim, workdir, capsys):
+    write_config(workdir, sim)
+    assert run(workdir, "--prefer", "dhan") == 2
+
+
+def test_a_second_run_while_one_holds_the_lock_exits_75(sim, workdir):
+    config = write_config(workdir, sim)
+    with_gaps(workdir, sim)
+    lock = database(workdir).with_name("candles.sqlite.backfill.lock")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time, filelock; l = filelock.FileLock(sys.argv[1]);"
+         " l.acquire(); print('held', flush=True); time.sleep(60)", str(lock)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        second = subprocess.run(
+            [str(BIN / "backfill"), "--config", str(config)],
+            capture_output=True, text=True, timeout=60, env={**os.environ},
+        )  # fmt: skip
+        assert second.returncode == 75
+        assert second.stderr.count("\n") == 1 and "another backfill" in second.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
