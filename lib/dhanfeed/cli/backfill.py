@@ -122,7 +122,7 @@ def _locked(config: Config, args: argparse.Namespace, day: dt.date, now: dt.date
         lock.acquire()
     except Timeout:
         raise LockBusy(
-            f"another backfill of {database} is running (lock {lock_file} is held)"
+            f"another backfill of {database} is running (lock {lock_file} is held)", path=lock_file
         ) from None
     try:
         return _heal(config, args, day, now, database)
@@ -133,7 +133,9 @@ def _locked(config: Config, args: argparse.Namespace, day: dt.date, now: dt.date
 def _check_database(path: Path) -> None:
     """The collector's database must exist and be one (a typo must not create a new one)."""
     if not path.is_file():
-        raise UsageError(f"no database at {path} (collector.database; has the collector run?)")
+        raise UsageError(
+            f"no database at {path} (collector.database; has the collector run?)", path=path
+        )
     try:
         conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
         try:
@@ -141,9 +143,9 @@ def _check_database(path: Path) -> None:
         finally:
             conn.close()
     except sqlite3.Error as exc:
-        raise UsageError(f"{path} is not a collector database: {exc}") from None
+        raise UsageError(f"{path} is not a collector database: {exc}", path=path) from None
     if "candles" not in tables:
-        raise UsageError(f"{path} is not a collector database (no candles table)")
+        raise UsageError(f"{path} is not a collector database (no candles table)", path=path)
 
 
 def _heal(
