@@ -16,12 +16,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 
 from conftest import BIN, Sim, launch_sim
 from dhanfeed.candles import Bar
 from dhanfeed.cli.backfill import main
 from dhanfeed.store import Gap, SqliteStore
+from support.intraday import exchange_bars
 
 EQ = ["NSE_EQ:1333", "NSE_EQ:11536"]
 FNO = "NSE_FNO:55796"
@@ -100,34 +100,6 @@ def later() -> dt.datetime:
     return dt.datetime.now(dt.UTC) + dt.timedelta(minutes=3)
 
 
-def rest_bars(sim: Sim, workdir: Path, key: str) -> list[tuple]:
-    """Dhan's (the simulator's) 1-minute bars, asked for by the test itself."""
-    token = json.loads((workdir / "state" / "token.json").read_text())["access_token"]
-    seg, sid = key.split(":")
-    day = dt.datetime.now(dt.timezone(dt.timedelta(hours=5, minutes=30))).date().isoformat()
-    for _ in range(20):
-        resp = requests.post(
-            f"{sim.api_base}/v2/charts/intraday",
-            json={
-                "securityId": sid,
-                "exchangeSegment": seg,
-                "instrument": "EQUITY",
-                "interval": 1,
-                "oi": False,
-                "fromDate": day,
-                "toDate": day,
-            },  # fmt: skip
-            headers={"access-token": token},
-            timeout=10,
-        )
-        if resp.status_code != 429:
-            break
-        time.sleep(0.3)
-    body = resp.json()
-    return list(zip(body["timestamp"], body["open"], body["high"], body["low"], body["close"],
-                    body["volume"], strict=True))  # fmt: skip
-
-
 def one_minute_bars(workdir: Path, key: str) -> list[Bar]:
     seg, sid = key.split(":")
     with SqliteStore.open_readonly(database(workdir)) as store:
@@ -154,7 +126,14 @@ def test_a_gap_is_healed_with_dhans_bars_and_a_second_run_changes_nothing(sim, w
             for b in one_minute_bars(workdir, key)
             if b.start_utc + 60 <= ran_at
         ]
-        want = [bar for bar in rest_bars(sim, workdir, key) if bar[0] + 60 <= ran_at]
+        want = [
+            bar
+            for bar in sorted(
+                (t, *v)
+                for t, v in exchange_bars(sim, workdir / "state" / "token.json", key).items()
+            )
+            if bar[0] + 60 <= ran_at
+        ]
         assert got == want and got
         assert {(b.source, b.complete) for b in one_minute_bars(workdir, key)} == {("dhan", True)}
     assert report["healed_gaps"] == 2 and report["bars_inserted"] >= 2
@@ -188,7 +167,13 @@ def test_reconcile_stores_and_reports_the_figures_per_instrument(sim, workdir, c
     key = EQ[0]
     seg, sid = key.split(":")
     fetched_at = time.time()
-    bars = [bar for bar in rest_bars(sim, workdir, key) if bar[0] + 60 <= fetched_at]
+    bars = [
+        bar
+        for bar in sorted(
+            (t, *v) for t, v in exchange_bars(sim, workdir / "state" / "token.json", key).items()
+        )
+        if bar[0] + 60 <= fetched_at
+    ]
     ours = [
         Bar(seg, int(sid), 60, t, o, h, lo, c, v, 1, None, True, "feed")
         for t, o, h, lo, c, v in bars

@@ -9,7 +9,6 @@ minute, and a minute is healed only once it ended more than a minute ago.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import subprocess
 import time
@@ -17,19 +16,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import requests
 
 from conftest import BIN, Sim
 from dhanfeed.backfill import aggregate
 from dhanfeed.candles import Bar
 from dhanfeed.store import SqliteStore
+from support.intraday import exchange_bars
 from test_collector_e2e import Collector
 
 INSTRUMENTS = ["NSE_EQ:1333", "NSE_EQ:11536", "NSE_FNO:55796"]
 SIM_ARGS = ("--instruments", ",".join(INSTRUMENTS), "--ticks-per-second", "10",
             "--renew-kills-sockets")  # fmt: skip
 TIMING = {"live_quiet_s": 1, "stable_after_s": 2, "token_grace_s": 1}
-IST = dt.timezone(dt.timedelta(hours=5, minutes=30))
 
 
 def write_config(workdir: Path, sim: Sim) -> Path:
@@ -70,44 +68,6 @@ def backfill(config: Path, *args: str) -> dict:
     assert done.returncode == 0, done.stderr
     assert "eyJ" not in done.stdout + done.stderr
     return json.loads(done.stdout)
-
-
-def exchange_bars(sim: Sim, token_file: Path, key: str) -> dict[int, tuple]:
-    """The simulator's 1-minute bars of today: start → (open, high, low, close, volume)."""
-    token = json.loads(token_file.read_text())["access_token"]
-    seg, sid = key.split(":")
-    day = dt.datetime.now(IST).date().isoformat()
-    for _ in range(50):
-        resp = requests.post(
-            f"{sim.api_base}/v2/charts/intraday",
-            json={
-                "securityId": sid,
-                "exchangeSegment": seg,
-                "instrument": "EQUITY",
-                "interval": 1,
-                "oi": False,
-                "fromDate": day,
-                "toDate": day,
-            },  # fmt: skip
-            headers={"access-token": token},
-            timeout=10,
-        )
-        if resp.status_code != 429:
-            break
-        time.sleep(0.3)
-    body = resp.json()
-    return {
-        t: (o, h, lo, c, v)
-        for t, o, h, lo, c, v in zip(
-            body["timestamp"],
-            body["open"],
-            body["high"],
-            body["low"],
-            body["close"],
-            body["volume"],
-            strict=True,
-        )  # fmt: skip
-    }
 
 
 def ohlcv(bar: Bar) -> tuple:

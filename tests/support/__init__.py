@@ -2,6 +2,7 @@
 sys.path).
 
 collector_timing.py  bin/collector with scaled-down delays (805/429 floors in seconds)
+intraday.py          the simulator's 1-minute bars, as a test asks for them
 polling.py           wait_until: the one way a test waits for something
 recording_http.py    a loopback HTTP server that records every request (healthchecks, channels)
 secret_scan.py       the end-of-suite scan for tokens, the PIN and the TOTP seed in what was written
