@@ -207,8 +207,7 @@ def _alerter(config: Config):  # noqa: ANN202
     )
 
     def alert(condition: str, severity: str, message: str) -> None:
-        logger.warning("%s", message)
-        try:
+        try:  # the alerter logs it too
             alerter.alert(condition, severity, message, source=PROG)
         except Exception:  # noqa: BLE001 - a failing channel never hides the run's own result
             logger.exception("alert %s could not be sent", condition)
