@@ -27,6 +27,7 @@ from dhanfeed.alerts import Alerter
 from dhanfeed.backfill_metrics import write_backfill_metrics
 from dhanfeed.backfill_run import RunResult, run_backfill
 from dhanfeed.cli.args import ArgumentParser
+from dhanfeed.clock import SystemClock
 from dhanfeed.config import Config, Instrument, load_config
 from dhanfeed.database_url import PostgresUrl
 from dhanfeed.dhan_api import DhanApi
@@ -204,6 +205,7 @@ def _alerter(config: Config):  # noqa: ANN202
         state_path=config.state_dir / "backfill_alerts.json",
         token_file=config.token.file,
         hooks=config.hooks,
+        clock=SystemClock().now,
     )
 
     def alert(condition: str, severity: str, message: str) -> None:

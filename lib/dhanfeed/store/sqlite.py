@@ -1,8 +1,8 @@
 """The SQLite store (`SqliteStore`): candles, raw ticks and gaps in one WAL-mode file.
 
 - WAL mode (readers such as `bin/export_candles` never block the collector), `synchronous=NORMAL`
-  (a power cut may lose the last commit, never corrupt the file; a restart's upsert and carry
-  make the next bars right again).
+  (a power cut may lose the last commit, never corrupt the file; the bars around it are then
+  incomplete, for `bin/backfill` to replace).
 - `candles` upsert: a bar written before a restart is merged with the rest of it: open kept from
   the stored part, high max, low min, close from the new part, volume and ticks summed,
   `cum_volume_end` from the new part. The builder's carry (`carry()`) makes the second
@@ -380,7 +380,8 @@ class SqliteStore(CandleReads):
     def carry(self) -> dict[Key, Carry]:
         """Per (segment, security_id, interval_s): the newest bar with a cumulative volume.
 
-        Hand it to `CandleBuilder(carry=...)` after a restart so that volumes continue exactly.
+        Hand it to `CandleBuilder(carry=...)` after a restart: packets already counted are then
+        duplicates (it carries no volume into a bar: see `candles`).
         """
         rows = self._query(
             # SQLite takes the bare column from the row holding MAX(start_utc).
