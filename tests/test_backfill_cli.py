@@ -196,7 +196,9 @@ def test_reconcile_stores_and_reports_the_figures_per_instrument(sim, workdir, c
         in (workdir / "metrics" / "reconcile.prom").read_text()
     )
     # 1 differing minute of a few is above [backfill] alert_above (5 %): one warning alert.
-    (alert,) = [json.loads(line) for line in (workdir / "logs" / "token_alerts.log").open()]
+    (alert,) = [
+        json.loads(x) for x in (workdir / "logs" / "token_alerts.log").read_text().splitlines()
+    ]
     assert alert["condition"] == f"reconcile-{key}" and alert["severity"] == "warning"
     assert run(workdir, "--reconcile", "--prefer", "dhan", now=now) == 0
     (fixed, *_) = one_minute_bars(workdir, key)
