@@ -17,38 +17,30 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, Sim, launch_sim
 from dhanfeed.candles import Bar
 from dhanfeed.cli.backfill import main
+from dhanfeed.sim.config_file import write_config
 from dhanfeed.store import Gap, SqliteStore
 from support.intraday import exchange_bars
+from support.sim import BIN, Sim, launch_sim
 
 EQ = ["NSE_EQ:1333", "NSE_EQ:11536"]
 FNO = "NSE_FNO:55796"
 SIM_ARGS = ("--instruments", ",".join([*EQ, FNO]), "--ticks-per-second", "10")
 
 
-def write_config(workdir: Path, sim: Sim, instruments=EQ, backfill: str = "") -> Path:
-    config = workdir / "config.toml"
-    config.write_text(
-        f"""
-{sim.dhan_toml()}
-[token]
-file = "state/token.json"
-[logging]
-dir = "logs"
-[metrics]
-textfile_dir = "metrics"
-[collector]
-instruments = {json.dumps(instruments)}
-intervals = ["1m", "5m"]
-database = "data/candles.sqlite"
-[backfill]
-{backfill}
-""",
-        encoding="utf-8",
+def config(workdir: Path, sim: Sim, instruments=EQ, **backfill: object) -> Path:
+    return write_config(
+        workdir,
+        sim,
+        metrics={"textfile_dir": "metrics"},
+        collector={
+            "instruments": instruments,
+            "intervals": ["1m", "5m"],
+            "database": "data/candles.sqlite",
+        },
+        backfill=backfill,
     )
-    return config
 
 
 @pytest.fixture
@@ -114,7 +106,7 @@ def run(workdir: Path, *args: str, now: dt.datetime | None = None) -> int:
 
 
 def test_a_gap_is_healed_with_dhans_bars_and_a_second_run_changes_nothing(sim, workdir, capsys):
-    write_config(workdir, sim)
+    config(workdir, sim)
     with_gaps(workdir, sim)
     now = later()
     ran_at = time.time()  # the simulator's minute at the run was still trading: not compared
@@ -151,7 +143,7 @@ def test_a_gap_is_healed_with_dhans_bars_and_a_second_run_changes_nothing(sim, w
 
 
 def test_dry_run_fetches_and_reports_but_writes_nothing(sim, workdir, capsys):
-    write_config(workdir, sim)
+    config(workdir, sim)
     with_gaps(workdir, sim)
     assert run(workdir, "--dry-run") == 0
     out = capsys.readouterr().out
@@ -162,7 +154,7 @@ def test_dry_run_fetches_and_reports_but_writes_nothing(sim, workdir, capsys):
 
 
 def test_reconcile_stores_and_reports_the_figures_per_instrument(sim, workdir, capsys):
-    write_config(workdir, sim)
+    config(workdir, sim)
     now = later()
     key = EQ[0]
     seg, sid = key.split(":")
@@ -208,24 +200,19 @@ def test_reconcile_stores_and_reports_the_figures_per_instrument(sim, workdir, c
 def test_an_instrument_without_a_known_type_is_skipped_with_one_warning_and_a_configured_one_is_healed(
     sim, workdir, capsys, caplog
 ):
-    write_config(workdir, sim, instruments=[EQ[0], FNO])
+    config(workdir, sim, instruments=[EQ[0], FNO])
     with_gaps(workdir, sim, keys=[EQ[0], FNO])
     assert run(workdir) == 0
     assert "NSE_FNO:55796: skipped: no instrument type" in capsys.readouterr().out
     assert one_minute_bars(workdir, FNO) == [] and one_minute_bars(workdir, EQ[0]) != []
-    write_config(
-        workdir,
-        sim,
-        instruments=[EQ[0], FNO],
-        backfill='instrument_types = ["NSE_FNO:55796=OPTIDX"]',
-    )
+    config(workdir, sim, instruments=[EQ[0], FNO], instrument_types=["NSE_FNO:55796=OPTIDX"])
     assert run(workdir) == 0
     assert one_minute_bars(workdir, FNO) != []
 
 
 def test_dhans_rate_limit_is_backed_off_and_the_run_goes_on(sim, workdir, capsys):
     many = [f"NSE_EQ:{sid}" for sid in (1333, 11536, 2885, 1594, 4963, 3045, 500, 501)]
-    write_config(workdir, sim, instruments=many, backfill="requests_per_second = 100")
+    config(workdir, sim, instruments=many, requests_per_second=100)
     with_gaps(workdir, sim, keys=many)
     assert run(workdir, "--json") == 0
     report = json.loads(capsys.readouterr().out)
@@ -235,7 +222,7 @@ def test_dhans_rate_limit_is_backed_off_and_the_run_goes_on(sim, workdir, capsys
 
 @pytest.mark.parametrize("mode", ["500", "malformed", "html"])
 def test_a_failing_dhan_is_exit_1_and_leaves_that_instrument_untouched(sim, workdir, capsys, mode):
-    write_config(workdir, sim, instruments=EQ[:1])
+    config(workdir, sim, instruments=EQ[:1])
     with_gaps(workdir, sim, keys=EQ[:1])
     sim.admin("fault", {"kind": "rest", "endpoint": "intraday", "mode": mode, "count": 10})
     assert run(workdir) == 1
@@ -247,7 +234,7 @@ def test_a_failing_dhan_is_exit_1_and_leaves_that_instrument_untouched(sim, work
 
 
 def test_no_token_file_is_exit_3(sim, workdir, capsys):
-    write_config(workdir, sim)
+    config(workdir, sim)
     with_gaps(workdir, sim)
     (workdir / "state" / "token.json").unlink()
     assert run(workdir) == 3
@@ -255,7 +242,7 @@ def test_no_token_file_is_exit_3(sim, workdir, capsys):
 
 
 def test_a_token_dhan_refuses_is_exit_3_and_nothing_is_written(sim, workdir, capsys):
-    write_config(workdir, sim)
+    config(workdir, sim)
     with_gaps(workdir, sim)
     sim.admin("issue-token", {})  # a newer token elsewhere: the file's one is dead
     assert run(workdir) == 3
@@ -266,7 +253,7 @@ def test_a_token_dhan_refuses_is_exit_3_and_nothing_is_written(sim, workdir, cap
 
 
 def test_a_date_in_the_future_is_a_usage_error(sim, workdir, capsys):
-    write_config(workdir, sim)
+    config(workdir, sim)
     with_gaps(workdir, sim)
     tomorrow = (dt.datetime.now(dt.UTC).date() + dt.timedelta(days=2)).isoformat()
     assert run(workdir, "--date", tomorrow) == 2
@@ -275,7 +262,7 @@ def test_a_date_in_the_future_is_a_usage_error(sim, workdir, capsys):
 
 
 def test_a_database_without_the_tables_is_a_usage_error_and_stays_as_it_was(sim, workdir, capsys):
-    write_config(workdir, sim)
+    config(workdir, sim)
     assert run(workdir) == 2
     assert "no database at" in capsys.readouterr().err
     database(workdir).parent.mkdir()
@@ -286,12 +273,12 @@ def test_a_database_without_the_tables_is_a_usage_error_and_stays_as_it_was(sim,
 
 
 def test_prefer_without_reconcile_is_a_usage_error(sim, workdir, capsys):
-    write_config(workdir, sim)
+    config(workdir, sim)
     assert run(workdir, "--prefer", "dhan") == 2
 
 
 def test_a_second_run_while_one_holds_the_lock_exits_75(sim, workdir):
-    config = write_config(workdir, sim)
+    cfg = config(workdir, sim)
     with_gaps(workdir, sim)
     lock = database(workdir).with_name("candles.sqlite.backfill.lock")
     holder = subprocess.Popen(
@@ -302,7 +289,7 @@ def test_a_second_run_while_one_holds_the_lock_exits_75(sim, workdir):
     try:
         assert holder.stdout.readline().strip() == "held"
         second = subprocess.run(
-            [str(BIN / "backfill"), "--config", str(config)],
+            [str(BIN / "backfill"), "--config", str(cfg)],
             capture_output=True, text=True, timeout=60, env={**os.environ},
         )  # fmt: skip
         assert second.returncode == 75

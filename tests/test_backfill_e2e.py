@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, Sim
 from dhanfeed.backfill import aggregate
 from dhanfeed.candles import Bar
+from dhanfeed.sim.config_file import ALL_DAY, QUOTE_1M, write_config
 from dhanfeed.store import SqliteStore
 from support.intraday import exchange_bars
+from support.sim import BIN, Sim
 from test_collector_e2e import Collector
 
 INSTRUMENTS = ["NSE_EQ:1333", "NSE_EQ:11536", "NSE_FNO:55796"]
@@ -30,34 +31,21 @@ SIM_ARGS = ("--instruments", ",".join(INSTRUMENTS), "--ticks-per-second", "10",
 TIMING = {"live_quiet_s": 1, "stable_after_s": 2, "token_grace_s": 1}
 
 
-def write_config(workdir: Path, sim: Sim) -> Path:
-    config = workdir / "config.toml"
-    config.write_text(
-        f"""
-{sim.dhan_toml()}
-[token]
-file = "state/token.json"
-[session]
-days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-start = "00:00"
-end = "23:59:59"
-[logging]
-dir = "logs"
-[collector]
-instruments = {json.dumps(INSTRUMENTS)}
-mode = "quote"
-intervals = ["1m", "2m"]  # 2m: some of its buckets settle within the test
-database = "data/candles.sqlite"
-store_ticks = true
-grace = "1s"
-status_every = "0.3s"
-stale_after = "30s"
-[backfill]
-instrument_types = ["NSE_FNO:55796=OPTIDX"]
-""",
-        encoding="utf-8",
+def backfill_config(workdir: Path, sim: Sim) -> Path:
+    return write_config(
+        workdir,
+        sim,
+        session=ALL_DAY,
+        collector={
+            **QUOTE_1M,
+            "instruments": INSTRUMENTS,
+            "intervals": ["1m", "2m"],  # 2m: some of its buckets settle within the test
+            "grace": "1s",
+            "status_every": "0.3s",
+            "stale_after": "30s",
+        },
+        backfill={"instrument_types": ["NSE_FNO:55796=OPTIDX"]},
     )
-    return config
 
 
 def backfill(config: Path, *args: str) -> dict:
@@ -81,7 +69,7 @@ def test_backfill_heals_a_sigkill_and_a_token_swap_gap_from_the_exchanges_bars(
     (tmp_path / "state").mkdir()
     token_file = tmp_path / "state" / "token.json"
     sim = start_sim(*SIM_ARGS, "--issue-token", str(token_file))
-    config = write_config(tmp_path, sim)
+    config = backfill_config(tmp_path, sim)
     first = Collector(tmp_path, config, TIMING).start()
     try:
         first.wait_live(min_packets=30)
