@@ -32,14 +32,14 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from dhanfeed.candles import Bar, Carry, Key
+from dhanfeed.candles import Bar, Carry, Key, round_price
 from dhanfeed.database_url import redact
 from dhanfeed.errors import StoreError, StoreUnavailable
-from dhanfeed.store.base import CandleReads, Gap, Tick
+from dhanfeed.store.base import BAR_COLUMNS, CandleReads, Gap, Tick
 
 __all__ = ["SCHEMA_VERSION", "PostgresStore"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 IST_OFFSET_S = 19800  # partitions are IST days: a trading day never straddles two
 MAX_BACKOFF_S = 8.0
 CONNECT_TIMEOUT_S = 5
@@ -116,19 +116,35 @@ BEGIN
 END $$;
 REVOKE ALL ON FUNCTION dhanfeed_tick_partition(date) FROM PUBLIC;
 """,
+    # Honest bars (issue 13): what every bar is; when backfill healed a gap. Bars written
+    # before are not vouched for (the old volume rule could hold volume from outside a bar).
+    2: """
+ALTER TABLE candles ADD COLUMN complete boolean NOT NULL DEFAULT false;
+ALTER TABLE candles ALTER COLUMN complete SET DEFAULT true;
+ALTER TABLE candles ADD COLUMN source text NOT NULL DEFAULT 'feed';
+ALTER TABLE gaps ADD COLUMN healed_utc double precision;
+""",
 }
 
 _UPSERT_BAR = """
 INSERT INTO candles (client_id, segment, security_id, interval_s, start_utc, open, high, low,
-                     close, volume, ticks, cum_volume_end)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                     close, volume, ticks, cum_volume_end, complete, source)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 ON CONFLICT (client_id, segment, security_id, interval_s, start_utc) DO UPDATE SET
     high = greatest(candles.high, excluded.high),
     low = least(candles.low, excluded.low),
     close = excluded.close,
     volume = candles.volume + excluded.volume,
     ticks = candles.ticks + excluded.ticks,
-    cum_volume_end = coalesce(excluded.cum_volume_end, candles.cum_volume_end)
+    cum_volume_end = coalesce(excluded.cum_volume_end, candles.cum_volume_end),
+    complete = candles.complete AND excluded.complete
+WHERE candles.source = 'feed'
+"""
+# A gap makes every feed bar it overlaps incomplete (as in SQLite).
+_GAP_MARKS_BARS = """
+UPDATE candles SET complete = false
+WHERE client_id = %s AND segment = %s AND security_id = %s AND start_utc < %s
+    AND start_utc + interval_s > %s AND complete AND source = 'feed'
 """
 _COPY_TICKS = (
     "COPY ticks (client_id, segment, security_id, ltt_utc, ltp, ltq, cum_volume, received_utc)"
@@ -144,7 +160,8 @@ _REPLACE_BAR = (
     _UPSERT_BAR.split("DO UPDATE SET")[0]
     + """DO UPDATE SET
     open = excluded.open, high = excluded.high, low = excluded.low, close = excluded.close,
-    volume = excluded.volume, ticks = excluded.ticks, cum_volume_end = excluded.cum_volume_end
+    volume = excluded.volume, ticks = excluded.ticks, cum_volume_end = excluded.cum_volume_end,
+    complete = excluded.complete, source = excluded.source
 """
 )
 
@@ -157,7 +174,7 @@ def ist_day(ltt_utc: int) -> dt.date:
 def _bar_fields(b: Bar) -> tuple:
     return (
         b.segment, b.security_id, b.interval_s, b.start_utc, b.open, b.high, b.low, b.close,
-        b.volume, b.ticks, b.cum_volume_end,
+        b.volume, b.ticks, b.cum_volume_end, bool(b.complete), b.source,
     )  # fmt: skip
 
 
@@ -319,7 +336,7 @@ class PostgresStore(CandleReads):
         cid = self.client_id
         bar_rows = [(cid, *_bar_fields(b)) for b in bars]
         tick_rows = list(ticks) if self.store_ticks else []
-        gap_rows = [(cid, *g) for g in gaps]
+        gap_rows = [(cid, *g[:5]) for g in gaps]
         if not (bar_rows or tick_rows or gap_rows):
             return
         with self._lock:
@@ -348,9 +365,10 @@ class PostgresStore(CandleReads):
                 with cur.copy(_COPY_TICKS) as copy:
                     copy.set_types(_TICK_TYPES)
                     for tick in ticks:
-                        copy.write_row((cid, *tick))
+                        copy.write_row((cid, *tick[:3], round_price(tick[0], tick[3]), *tick[4:]))
             if gaps:
                 cur.executemany(_INSERT_GAP, gaps)
+                cur.executemany(_GAP_MARKS_BARS, [(g[0], g[1], g[2], g[4], g[3]) for g in gaps])
 
     def _ensure_partitions(self, conn: psycopg.Connection, ticks: list[Tick]) -> None:
         """Create the day partitions the ticks need, each in its own short transaction (before
@@ -380,7 +398,7 @@ class PostgresStore(CandleReads):
                         (
                             "gaps",
                             gaps,
-                            ["text", "text", "int8", "float8", "float8", "text"],
+                            ["text", "text", "int8", "float8", "float8", "text", "float8"],
                             "start_utc",
                         ),
                     ):
@@ -426,6 +444,7 @@ class PostgresStore(CandleReads):
                 raise self._failed("read", exc) from None
 
     placeholder = "%s"
+    bar_columns = BAR_COLUMNS + ", complete, source"
 
     def _scope(self) -> tuple[list[str], list]:
         return ["client_id = %s"], [self.client_id]
