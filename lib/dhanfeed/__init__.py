@@ -25,6 +25,8 @@ Layout (one concern per module; tests/test_layout.py holds the import rules):
   feed/           protocol and policy (pure), framing (pure), connection, shard, supervisor,
                   token_watch
   candles         ticks -> bars (pure)
+  backfill        healing and reconciling a day from Dhan's bars (pure); backfill_run (one
+                  bin/backfill run: fetch, plan, write), backfill_metrics (backfill.prom)
   store/          the Store interface, SQLite, PostgreSQL, the writer thread, SQLite -> PG copy
   status health   the collector's status file and metrics; what bin/status and the page show
   web/            the read-only status page; candle_reader, frames, parquet, progress and

@@ -27,6 +27,8 @@ _COLUMNS = {
     "ticks": "segment, security_id, ltt_utc, ltp, ltq, cum_volume, received_utc",
     "gaps": "segment, security_id, start_utc, end_utc, reason",
 }
+# Columns of SQLite schema 2 (honest bars), copied when the source has them.
+_LATER = {"candles": ("complete", "source"), "gaps": ("healed_utc",)}
 
 
 class Copied(NamedTuple):
@@ -37,9 +39,11 @@ class Copied(NamedTuple):
 
 def _chunks(conn: sqlite3.Connection, table: str, kind: str) -> Iterator[list[tuple]]:
     after = -1
+    have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+    columns = _COLUMNS[kind] + "".join(f", {c}" for c in _LATER.get(kind, ()) if c in have)
     while True:
         rows = conn.execute(
-            f"SELECT rowid, {_COLUMNS[kind]} FROM {table} WHERE rowid > ? ORDER BY rowid LIMIT ?",
+            f"SELECT rowid, {columns} FROM {table} WHERE rowid > ? ORDER BY rowid LIMIT ?",
             (after, CHUNK),
         ).fetchall()
         if not rows:
