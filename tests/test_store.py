@@ -569,7 +569,7 @@ def test_a_database_written_by_the_previous_version_is_migrated_in_place_with_no
     assert sqlite3.connect(db).execute("PRAGMA user_version").fetchone()[0] == 1
 
     with SqliteStore(db) as store:
-        assert store.schema_version() == 2
+        assert store.schema_version() == 3  # honest bars, on top of the per-day ticks (2)
         after = store.candles()
         assert [(b.segment, b.security_id, b.interval_s, b.start_utc, b.volume, b.ticks,
                  b.cum_volume_end) for b in after] == [

@@ -139,7 +139,8 @@ class HealableStore(Store, Protocol):
     collector skips the resume on it and `bin/backfill` refuses it with one line."""
 
     def schema_version(self) -> int:
-        """The schema the stored data is in (2: complete/source, healed gaps, reconciliation)."""
+        """The schema the stored data is in (SQLite 3 / PostgreSQL 2: complete/source, healed
+        gaps, reconciliation)."""
         ...
 
     def ticks(

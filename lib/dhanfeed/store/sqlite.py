@@ -22,8 +22,9 @@
 - `complete` / `source` on every bar (see `candles.Bar`); a merge keeps `complete` only if both
   parts were complete, and a bar that backfill replaced (`source = 'dhan'`) is never merged into.
 - `reconciliation`: per instrument and IST day, how the feed's bars compared with Dhan's.
-- Schema version in `PRAGMA user_version` (3: honest bars). From 2 or 1, A database written by an older dhanfeed is
-  migrated in place when opened for writing, in one transaction, no row lost: its bars get
+- Schema version in `PRAGMA user_version` (3: honest bars; 2 was the per-day tick tables). A
+  database written by an older dhanfeed is migrated in place when opened for writing, in one
+  transaction, no row lost: its bars get
   `complete = 0` (the old volume rule could put volume from outside a bar into it), `source =
   'feed'`, and prices rounded to the segment's precision. Read-only opens do not migrate; they
   read an old database as if migrated.
