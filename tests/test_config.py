@@ -95,7 +95,7 @@ def test_a_misspelt_section_is_named_with_the_sections_there_are(tmp_path):
         load_config(write(tmp_path, '[dhan]\nclient_id = "1000000001"\n[colector]\n'), environ={})
     assert info.value.problems == [
         "at 'colector': unknown section (known: dhan, token, session, alerts, totp, hooks,"
-        " metrics, web, logging, collector)"
+        " metrics, web, logging, collector, backfill)"
     ]
 
 
