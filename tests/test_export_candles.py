@@ -18,6 +18,7 @@ import zoneinfo
 
 import pytest
 
+from dhanfeed.candle_reader import as_sent
 from dhanfeed.candles import Bar
 from dhanfeed.cli.export_candles import main
 from dhanfeed.store import SqliteStore
@@ -418,3 +419,15 @@ def test_a_postgresql_url_without_a_client_id_or_config_is_one_line_and_exit_2(
 def test_a_postgresql_url_with_a_password_is_refused_without_printing_it(capsys):
     code, _, err = export(capsys, "--database", "postgresql://u:sekrit99@h/db", "--client-id", "1")
     assert code == 2 and "sekrit99" not in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("price", ["1500.1", "2653.65", "24567.35", "130000.05", "83.0025", "0.05"])
+def test_a_price_is_shown_as_the_decimal_dhan_sent_not_its_float32(price):
+    (sent,) = struct.unpack("<f", struct.pack("<f", float(price)))  # as it arrives on the feed
+    assert as_sent(sent) == float(price)
+    assert as_sent(float(price)) == float(price)  # and a price stored already clean stays so
+
+
+def test_above_2048_a_fixed_four_places_would_show_a_price_dhan_never_sent():
+    (sent,) = struct.unpack("<f", struct.pack("<f", 2653.65))
+    assert round(sent, 4) == 2653.6499 and as_sent(sent) == 2653.65

@@ -16,6 +16,7 @@ import dataclasses
 import datetime as dt
 import re
 import sqlite3
+import struct
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -302,3 +303,18 @@ class PostgresReader(SqliteReader):
     def size_bytes(self) -> int:
         """The whole database (every client's rows): what it takes on the server's disk."""
         return int(self._conn.execute("SELECT pg_database_size(current_database())").fetchone()[0])
+
+
+_FLOAT32 = struct.Struct("<f")
+
+
+def as_sent(price: float) -> float:
+    """The shortest decimal that is the same float32 as `price`: the price Dhan meant.
+
+    Dhan sends prices as float32, so 2653.65 arrives as 2653.64990234375; rounding that to a
+    fixed 4 places would show 2653.6499 (float32 steps exceed 0.0001 above 2048)."""
+    sent = _FLOAT32.pack(price)
+    for places in range(5):
+        if _FLOAT32.pack(shown := round(price, places)) == sent:
+            return shown
+    return round(price, 4)

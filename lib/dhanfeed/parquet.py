@@ -12,14 +12,15 @@ import itertools
 from collections.abc import Iterable
 from pathlib import Path
 
+from dhanfeed.candle_reader import as_sent
 from dhanfeed.candles import Bar
 from dhanfeed.errors import UsageError
 
 ROW_GROUP = 50_000
 
 
-def write_parquet(path: Path, bars: Iterable[Bar], tz: dt.tzinfo, decimals: int) -> int:
-    """Write `bars` to `path` (prices rounded to `decimals`, times in `tz`); return the count."""
+def write_parquet(path: Path, bars: Iterable[Bar], tz: dt.tzinfo) -> int:
+    """Write `bars` to `path` (prices as Dhan sent them, times in `tz`); return the count."""
     try:
         import pyarrow as pa  # the optional 'parquet' extra, heavy: loaded on first use
         import pyarrow.parquet as pq  # the optional 'parquet' extra, with pyarrow
@@ -52,7 +53,7 @@ def write_parquet(path: Path, bars: Iterable[Bar], tz: dt.tzinfo, decimals: int)
                 "security_id": [b.security_id for b in chunk],
                 "interval_s": [b.interval_s for b in chunk],
                 **{
-                    price: [round(getattr(b, price), decimals) for b in chunk]
+                    price: [as_sent(getattr(b, price)) for b in chunk]
                     for price in ("open", "high", "low", "close")
                 },
                 "volume": [b.volume for b in chunk],

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
-from dhanfeed.candle_reader import epoch_of, open_reader
+from dhanfeed.candle_reader import as_sent, epoch_of, open_reader
 from dhanfeed.candles import Bar
 from dhanfeed.cli.args import ArgumentParser, exit_on_error
 from dhanfeed.config import load_config, parse_duration
@@ -40,7 +40,6 @@ PROG = "export_candles"
 ZONES = {"ist": zoneinfo.ZoneInfo("Asia/Kolkata"), "utc": dt.UTC}
 COLUMNS = ["time", "segment", "security_id", "interval_s", "open", "high", "low", "close",
            "volume", "ticks"]  # fmt: skip
-PRICE_DECIMALS = 4  # Dhan sends prices as float32: 1500.1 arrives as 1500.0999755859375
 
 EPILOG = """\
 times:
@@ -51,8 +50,9 @@ times:
 
 output:
   columns: time (bar start, ISO 8601 with offset), segment, security_id, interval_s, open,
-  high, low, close, volume, ticks. Prices are rounded to 4 decimals. In Parquet, time is a
-  timestamp in the zone of --tz. On a terminal, a long export shows a progress bar on stderr.
+  high, low, close, volume, ticks. Prices are the shortest decimal of the float32 Dhan sent
+  (2653.65, not 2653.6499). In Parquet, time is a timestamp in the zone of --tz. On a
+  terminal, a long export shows a progress bar on stderr.
 
 exit codes:
   0 written, 1 no data (no database, no candles, unknown instrument or interval, empty range)
@@ -219,7 +219,7 @@ def _write(args: argparse.Namespace, bars: Iterable[Bar], tz: dt.tzinfo) -> None
     try:
         if args.format == "parquet":
             os.close(fd)
-            write_parquet(Path(tmp), bars, tz, PRICE_DECIMALS)
+            write_parquet(Path(tmp), bars, tz)
         else:
             with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
                 _emit(out, args.format, bars, tz)
@@ -247,10 +247,10 @@ def _row(bar: Bar, tz: dt.tzinfo) -> dict[str, object]:
         "segment": bar.segment,
         "security_id": bar.security_id,
         "interval_s": bar.interval_s,
-        "open": round(bar.open, PRICE_DECIMALS),
-        "high": round(bar.high, PRICE_DECIMALS),
-        "low": round(bar.low, PRICE_DECIMALS),
-        "close": round(bar.close, PRICE_DECIMALS),
+        "open": as_sent(bar.open),
+        "high": as_sent(bar.high),
+        "low": as_sent(bar.low),
+        "close": as_sent(bar.close),
         "volume": bar.volume,
         "ticks": bar.ticks,
     }

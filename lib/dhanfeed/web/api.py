@@ -7,7 +7,7 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from dhanfeed.candle_reader import open_reader
+from dhanfeed.candle_reader import as_sent, open_reader
 from dhanfeed.config import Config, parse_duration
 from dhanfeed.instruments import Instrument
 
@@ -62,10 +62,10 @@ def candles_answer(
         "candles": [
             {
                 "time": b.start_utc,
-                "open": round(b.open, 4),
-                "high": round(b.high, 4),
-                "low": round(b.low, 4),
-                "close": round(b.close, 4),
+                "open": as_sent(b.open),
+                "high": as_sent(b.high),
+                "low": as_sent(b.low),
+                "close": as_sent(b.close),
                 "volume": b.volume,
                 "ticks": b.ticks,
                 "complete": b.complete,
