@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-CONFIG_USERS = ["renew_token", "collector", "status", "export_candles", "sqlite_to_postgres"]
+CONFIG_USERS = [
+    "renew_token",
+    "collector",
+    "status",
+    "export_candles",
+    "sqlite_to_postgres",
+    "backfill",
+]
 BAD_CONFIGS = {
     "missing": None,
     "not TOML": "[dhan\nclient_id = 1\n",

@@ -41,6 +41,12 @@ from dhanfeed.token import IST
 logger = logging.getLogger("dhanfeed.cli.backfill")
 PROG = "backfill"
 PROGRESS_FROM = 20  # instruments: fewer finish in a few seconds
+EPILOG = """\
+exit codes:
+  0 done (also when nothing needed healing); 1 Dhan failed for some instrument (the next run
+  retries); 2 usage or configuration error (also: no database yet); 3 the token is missing,
+  expired or refused; 75 another run holds the lock.
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Heal gaps in the candles from Dhan's 1-minute intraday bars; with"
         " --reconcile, compare every complete feed bar with Dhan's (run once after the close).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "--config", metavar="PATH", help="config file (default: $DHANFEED_CONFIG or ./config.toml)"
