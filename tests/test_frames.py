@@ -57,8 +57,6 @@ def test_no_range_reads_every_bar_and_another_day_reads_none(database) -> None:
 
 def test_source_and_complete_come_from_the_database_when_it_has_them(database) -> None:
     with sqlite3.connect(database) as db:
-        db.execute("ALTER TABLE candles ADD COLUMN complete INTEGER NOT NULL DEFAULT 1")
-        db.execute("ALTER TABLE candles ADD COLUMN source TEXT NOT NULL DEFAULT 'feed'")
         db.execute("UPDATE candles SET source = 'dhan', complete = 0 WHERE start_utc = ?",
                    (OPEN_UTC,))  # fmt: skip
     frame = dhanfeed.read_candles(database, "NSE_EQ:1333", "1m")

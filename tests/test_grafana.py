@@ -12,6 +12,9 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from dhanfeed.backfill import Figures
+from dhanfeed.backfill_metrics import write_backfill_metrics
+from dhanfeed.backfill_run import InstrumentResult, RunResult
 from dhanfeed.renew_metrics import write_renew_metrics
 from dhanfeed.status import StatusReporter
 from test_deploy import find_tool, run
@@ -36,7 +39,8 @@ def queries(board: dict) -> list[str]:
 
 
 def exported_names(tmp_path: Path) -> set[str]:
-    """Names in the textfiles the renewer and the collector write, from their own code."""
+    """Names in the textfiles the renewer, the collector and backfill write, from their own
+    code."""
     write_renew_metrics(
         tmp_path,
         client_id="1000000001",
@@ -51,6 +55,16 @@ def exported_names(tmp_path: Path) -> set[str]:
         textfile_dir=tmp_path,
     )
     reporter.write_once()
+    reconciled = InstrumentResult(
+        "NSE_EQ:1333", healed_gaps=1, figures=Figures(375, 3, 1, None, None, ())
+    )
+    write_backfill_metrics(
+        tmp_path,
+        client_id="1000000001",
+        now=dt.datetime.now(dt.UTC),
+        exit_code=0,
+        result=RunResult(dt.date(2026, 1, 5), False, [reconciled], requests=1),
+    )
     names: set[str] = set()
     for prom in tmp_path.glob("*.prom"):
         for family in text_string_to_metric_families(prom.read_text(encoding="utf-8")):
@@ -76,6 +90,8 @@ def test_the_dashboard_shows_each_family_the_issue_names(tmp_path: Path) -> None
         "dhanfeed_collector_packets_total",  # messages/s
         "dhanfeed_collector_last_data_timestamp_seconds",  # lag
         "dhanfeed_collector_gaps_total",  # gaps
+        "dhanfeed_backfill_healed_gaps",  # backfill
+        "dhanfeed_reconcile_minutes_differing",  # reconciliation
     ):
         assert needed in used, needed
 

@@ -52,7 +52,7 @@ def yesterday() -> dt.date:
 
 def prefill(database: Path, day: dt.date) -> int:
     """A morning of 1-minute bars for NSE_EQ:1333 on `day`, two from Dhan, one incomplete,
-    and a gap; the schema gains F's `complete`/`source` columns as a migration would."""
+    and a gap."""
     start = int(dt.datetime.combine(day, dt.time(9, 15), tzinfo=IST).timestamp())
     bars = [
         Bar("NSE_EQ", 1333, 60, start + 60 * i, 100 + i % 7, 103 + i % 7, 98 + i % 5,
@@ -62,8 +62,6 @@ def prefill(database: Path, day: dt.date) -> int:
     with SqliteStore(database) as store:
         store.write(bars, [], [Gap("NSE_EQ", 1333, start + 20 * 60, start + 24 * 60, "test")])
     with sqlite3.connect(database) as db:
-        db.execute("ALTER TABLE candles ADD COLUMN complete INTEGER NOT NULL DEFAULT 1")
-        db.execute("ALTER TABLE candles ADD COLUMN source TEXT NOT NULL DEFAULT 'feed'")
         db.execute(
             "UPDATE candles SET source = 'dhan' WHERE start_utc IN (?, ?)",
             (start + 21 * 60, start + 22 * 60),
