@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -75,4 +78,25 @@ def test_sqlite_to_postgres_without_a_target_says_the_config_names_an_sqlite_fil
         "sqlite_to_postgres: no --to URL, and the config's [collector] database is the SQLite"
         f" file {tmp_path / 'data' / 'candles.sqlite'}, not a postgresql:// URL:"
         " give --to postgresql://..."
+    )
+
+
+@pytest.mark.parametrize("program", [*CONFIG_USERS, "dhan_sim", "demo"])
+def test_without_make_install_a_program_says_so_in_one_line(tmp_path, program):
+    """A checkout without .venv and a python3 without the libraries: what to run, no traceback."""
+    (tmp_path / "bin").mkdir()
+    shutil.copy(ROOT / "bin" / program, tmp_path / "bin" / program)
+    bare = tmp_path / "path" / "python3"  # a python3 that sees no site-packages
+    bare.parent.mkdir()
+    bare.write_text(f'#!/bin/sh\nexec {sys.executable} -S "$@"\n')
+    bare.chmod(0o755)
+    proc = subprocess.run(
+        [str(tmp_path / "bin" / program), "--help"],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "PATH": f"{bare.parent}:/usr/bin:/bin"},
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        f"{program}: no .venv in {tmp_path.resolve()} and python3 lacks dhanfeed's libraries:"
+        " run 'make install' there first"
     )
