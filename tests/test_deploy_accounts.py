@@ -26,11 +26,23 @@ from test_deploy import (
     run,
 )
 
-TEMPLATES = ("dhanfeed-renew@.service", "dhanfeed-renew@.timer", "dhanfeed-collector@.service")
+TEMPLATES = (
+    "dhanfeed-renew@.service",
+    "dhanfeed-renew@.timer",
+    "dhanfeed-collector@.service",
+    "dhanfeed-backfill@.service",
+    "dhanfeed-backfill@.timer",
+    "dhanfeed-reconcile@.service",
+    "dhanfeed-reconcile@.timer",
+)
 PLAIN = {
     "dhanfeed-renew@.service": "dhanfeed-renew.service",
     "dhanfeed-renew@.timer": "dhanfeed-renew.timer",
     "dhanfeed-collector@.service": "dhanfeed-collector.service",
+    "dhanfeed-backfill@.service": "dhanfeed-backfill.service",
+    "dhanfeed-backfill@.timer": "dhanfeed-backfill.timer",
+    "dhanfeed-reconcile@.service": "dhanfeed-reconcile.service",
+    "dhanfeed-reconcile@.timer": "dhanfeed-reconcile.timer",
 }
 CRONTAB = REPO / "crontab-accounts.example"
 
@@ -99,7 +111,15 @@ def test_systemctl_enables_an_account_instance_into_an_empty_root(tmp_path: Path
     assert (units / "timers.target.wants/dhanfeed-renew@acct2.timer").is_symlink()
 
 
-@pytest.mark.parametrize("name", ["dhanfeed-renew@.service", "dhanfeed-collector@.service"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "dhanfeed-renew@.service",
+        "dhanfeed-collector@.service",
+        "dhanfeed-backfill@.service",
+        "dhanfeed-reconcile@.service",
+    ],
+)
 def test_an_instance_runs_its_accounts_config_in_its_own_directories(name: str) -> None:
     service = values(name)
     program, *args = service["Service.ExecStart"][0].split()
