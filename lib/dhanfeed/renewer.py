@@ -13,7 +13,7 @@ import logging
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dhanfeed.errors import (
     DhanApiError,
@@ -518,27 +518,14 @@ class Renewer:
                 "looks transient, so the next run tries PIN+TOTP again (run "
                 f"bin/renew_token --config {self.config.path} to try sooner)"
             )
-            logger.error(reason, extra={"action": action.value})
-            self._alert("regeneration_failed", "critical", reason, token, source)
-            return Outcome(
-                status=Status.FAILED,
-                reason=reason,
-                action=action,
-                token=token,
-                source=source,
-                due_at=now,
+            return self._end(
+                Status.FAILED, reason, "regeneration_failed", action, token, source, due_at=now
             )
         if dead or token is None:
             reason = f"{why}; there is no valid token: data stops now; a person must log in"
-            self._alert(
-                "manual_login_needed", "critical", self._runbook(reason, token), token, source
-            )
-            return Outcome(
-                status=Status.MANUAL,
-                reason=reason,
-                action=action,
-                token=token,
-                source=source,
+            runbook = self._runbook(reason, token)
+            return self._end(
+                Status.MANUAL, reason, "manual_login_needed", action, token, source, alert=runbook
             )
         remaining = token.remaining(now)
         severity = "warning" if remaining > self.config.token.must_renew_before else "critical"
@@ -546,23 +533,22 @@ class Renewer:
             f"{why}; the current token {token.fingerprint} stays valid until "
             f"{local_time(token.expires_at, tz)} ({format_remaining(remaining)}); the next run retries"
         )
-        logger.error(reason, extra={"action": action.value})
-        self._alert("renewal_failed", severity, reason, token, source)
-        return Outcome(
-            status=Status.FAILED,
-            reason=reason,
-            action=action,
-            token=token,
-            source=source,
+        return self._end(
+            Status.FAILED,
+            reason,
+            "renewal_failed",
+            action,
+            token,
+            source,
+            severity=severity,
             due_at=now,
         )
 
     def _manual(self, why: str, token: Token | None, record: TokenRecord | None) -> Outcome:
         source = record.source if record else None
-        logger.critical("manual login needed: %s", why)
-        self._alert("manual_login_needed", "critical", self._runbook(why, token), token, source)
-        return Outcome(
-            status=Status.MANUAL, reason=why, action=Action.MANUAL, token=token, source=source
+        runbook = self._runbook(why, token)
+        return self._end(
+            Status.MANUAL, why, "manual_login_needed", Action.MANUAL, token, source, alert=runbook
         )
 
     def _credentials_wrong(
@@ -579,10 +565,9 @@ class Renewer:
             f"PIN or TOTP seed wrong: Dhan refused them{said}; they are not tried again until "
             "they change or --force is given"
         )
-        logger.critical(why)
-        self._alert("credentials_wrong", "critical", self._runbook(why, token), token, source)
-        return Outcome(
-            status=Status.MANUAL, reason=why, action=Action.REGENERATE, token=token, source=source
+        runbook = self._runbook(why, token)
+        return self._end(
+            Status.MANUAL, why, "credentials_wrong", Action.REGENERATE, token, source, alert=runbook
         )
 
     def _runbook(self, why: str, token: Token | None) -> str:
@@ -624,16 +609,14 @@ class Renewer:
             f"current one with nowhere to save the new); {state}; free space in {exc.directory} "
             "(or make it writable) and the next run renews"
         )
-        logger.critical(reason, extra={"action": action.value if action else None})
-        self._alert(
-            "token_dir_unwritable", "critical", reason, token, record.source if record else None
-        )
-        return Outcome(
-            status=Status.FAILED,
-            reason=reason,
-            action=action,
-            token=token,
-            source=record.source if record else None,
+        source = record.source if record else None
+        return self._end(
+            Status.FAILED,
+            reason,
+            "token_dir_unwritable",
+            action,
+            token,
+            source,
             due_at=now,
             error=exc,
         )
@@ -715,15 +698,39 @@ class Renewer:
             f"{local_time(new.expires_at, self.config.session.tz)}) but {failure}; the old "
             f"token is no longer valid at Dhan; {where}"
         )
-        logger.critical(reason, extra={"fingerprint": new.fingerprint})
-        self._alert("write_failed", "critical", reason, new, source)
+        old = record.fingerprint if record else None
+        return self._end(
+            Status.MANUAL, reason, "write_failed", action, new, source, old_fingerprint=old
+        )
+
+    def _end(
+        self,
+        status: Status,
+        reason: str,
+        condition: str,
+        action: Action | None,
+        token: Token | None,
+        source: str | None,
+        *,
+        severity: str = "critical",
+        alert: str | None = None,
+        **outcome: Any,
+    ) -> Outcome:
+        """The run ends without a new token file: log why (as loud as the alert), raise the
+        alert `condition` (with `alert` as its text, when a person needs more than `reason`),
+        and return the Outcome."""
+        logger.log(
+            logging.CRITICAL if severity == "critical" else logging.ERROR,
+            reason,
+            extra={
+                "condition": condition,
+                "action": action.value if action else None,
+                "fingerprint": token.fingerprint if token else None,
+            },
+        )
+        self._alert(condition, severity, alert or reason, token, source)
         return Outcome(
-            status=Status.MANUAL,
-            reason=reason,
-            action=action,
-            token=new,
-            source=source,
-            old_fingerprint=record.fingerprint if record else None,
+            status=status, reason=reason, action=action, token=token, source=source, **outcome
         )
 
     # -- helpers ------------------------------------------------------------------------------
