@@ -13,10 +13,12 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from dhanfeed.dhan_api import IssuedToken
+from dhanfeed.renew_state import renew_state_path
 from dhanfeed.renewer import _raw_answer
 from dhanfeed.token_store import TokenRecord, TokenStore
 from renew_support import (
@@ -224,6 +226,43 @@ def test_an_answer_without_a_token_is_exit_1(tmp_path, run):
     assert "RenewToken: answer has no 'token' or 'accessToken' (keys: status)" in one_line(r.err)
     assert file_state(s.token_file) == before
     assert len(s.alerts()) == 1
+
+
+class EchoesThePin(BaseHTTPRequestHandler):
+    """A Dhan that repeats the PIN and TOTP code it was sent in its error message."""
+
+    def do_POST(self) -> None:  # noqa: N802
+        query = parse_qs(urlsplit(self.path).query)
+        pin, totp = query["pin"][0], query["totp"][0]
+        message = f"Invalid Pin {pin} or TOTP {totp}"
+        body = json.dumps({"errorCode": "DH-905", "errorMessage": message}).encode()
+        self.send_response(400)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_a_pin_that_dhan_echoes_in_its_error_reaches_no_line_alert_log_or_state(
+    tmp_path, run, monkeypatch
+):
+    totp_by_env(monkeypatch, tmp_path)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), EchoesThePin)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        s = Setup(tmp_path, api_base=f"http://127.0.0.1:{server.server_address[1]}")
+        r = run(*s.args())
+    finally:
+        server.shutdown()
+        server.server_close()
+    state = renew_state_path(s.token_file).read_text()
+    assert "Invalid Pin [REDACTED] or TOTP [REDACTED]" in state  # Dhan's refusal, recorded
+    assert [a["condition"] for a in s.alerts()] == ["credentials_wrong"]
+    written = [p.read_text() for p in (tmp_path / "logs").iterdir()] + [state, r.out, r.err]
+    assert not [text for text in written if re.search(rf"(?<!\d){PLANTED_PIN}(?!\d)", text)]
 
 
 def test_a_failure_close_to_expiry_is_critical(tmp_path, run, start_sim):

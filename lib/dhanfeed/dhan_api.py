@@ -12,6 +12,7 @@ import dataclasses
 import datetime as dt
 import logging
 import math
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,7 +21,7 @@ from urllib.parse import urlsplit
 import requests
 
 from dhanfeed.errors import DhanApiError, MalformedAnswer
-from dhanfeed.logs import redact
+from dhanfeed.logs import REDACTED, redact
 from dhanfeed.token import IST
 from dhanfeed.version import USER_AGENT
 
@@ -32,6 +33,8 @@ TRIES = 3
 BACKOFF = 1.0  # seconds before the 2nd try; doubled for the 3rd
 _TOKEN_FIELDS = ("token", "accessToken")
 RATE_LIMITED = "DH-904"  # Dhan's rate-limit code (HTTP 429 likely)
+# What a call sends that is secret (a header or a query parameter).
+_SECRET_FIELDS = ("access-token", "pin", "totp")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,6 +152,7 @@ class DhanApi:
             timeout = self._timeouts()
             if timeout is None:
                 break
+            sent = params() if params else None
             try:
                 resp = self.session.request(
                     method,
@@ -158,7 +162,7 @@ class DhanApi:
                         "Accept": "application/json",
                         **(headers or {}),
                     },
-                    params=params() if params else None,
+                    params=sent,
                     json=json_body,
                     timeout=timeout,
                 )
@@ -176,7 +180,7 @@ class DhanApi:
                 try:
                     return _parse(name, resp)
                 except DhanApiError as exc:
-                    last = exc
+                    last = _scrubbed(exc, {**(headers or {}), **(sent or {})})
             if not last.retryable:
                 raise last
             logger.warning("%s (try %d of %d)", last, attempt, self.tries)
@@ -260,6 +264,19 @@ def _intraday_bars(body: dict[str, Any]) -> list[tuple[int, float, float, float,
     except (TypeError, ValueError):
         raise DhanApiError("intraday: answer holds a value that is not a number") from None
     return sorted(bars)
+
+
+def _scrubbed(exc: DhanApiError, sent: dict[str, str]) -> DhanApiError:
+    """Dhan's error text may echo what it was sent ("Invalid Pin 1234"): the PIN, the TOTP
+    code and the token never reach a log, an alert or the renew state through it."""
+    text = str(exc)
+    for name in _SECRET_FIELDS:
+        value = sent.get(name)
+        if value:
+            text = re.sub(rf"(?<![0-9A-Za-z]){re.escape(value)}(?![0-9A-Za-z])", REDACTED, text)
+    if text == str(exc):
+        return exc
+    return type(exc)(text, status=exc.status, code=exc.code, retryable=exc.retryable)
 
 
 def _issued(body: dict[str, Any], name: str) -> IssuedToken:

@@ -15,9 +15,17 @@ PLANTED_TOTP_SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
 SECRETS_SEEN: set[str] = set()  # tokens the tests made
 PLANTED_DIRS: set[Path] = set()  # where the scanner's own test plants secrets on purpose
 
-# What counts as a log, an alert, metrics or a status file (token files are meant to hold
+# What counts as a log, an alert, metrics, a status or renew-state file (token files are meant to hold
 # the token, and are not scanned).
-SCANNED = ("*.log", "*.log.*", "*.prom", "*alerts*.json", "*status*.json", "*.jsonl")
+SCANNED = (
+    "*.log",
+    "*.log.*",
+    "*.prom",
+    "*alerts*.json",
+    "*status*.json",
+    "*.state.json",
+    "*.jsonl",
+)
 JWT = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]+")
 
 
