@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import requests
 
 from dhanfeed.apprise_urls import load_apprise, quiet_deprecations, scheme
-from dhanfeed.files import write_atomic
+from dhanfeed.files import load_state, save_state
 from dhanfeed.hooks import hook_environment, run_hook
 from dhanfeed.logs import redact
 from dhanfeed.token import parse_aware_time
@@ -260,22 +260,11 @@ class Alerter:
     # -- state --------------------------------------------------------------------------------
 
     def _load_state(self) -> dict[str, dict[str, Any]]:
-        try:
-            raw = json.loads(self.state_path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError):
-            logger.warning("alert state %s is unreadable; starting afresh", self.state_path)
-            return {}
-        return (
-            {k: v for k, v in raw.items() if isinstance(v, dict)} if isinstance(raw, dict) else {}
-        )
+        raw = load_state(self.state_path, what="alert state")
+        return {k: v for k, v in raw.items() if isinstance(v, dict)}
 
     def _save_state(self, state: dict[str, dict[str, Any]]) -> None:
-        try:
-            write_atomic(self.state_path, (json.dumps(state, indent=2) + "\n").encode("utf-8"))
-        except OSError as exc:
-            logger.warning("cannot save alert state %s: %s", self.state_path, exc.strerror or exc)
+        save_state(self.state_path, state, what="alert state")
 
 
 def alert_state_path(token_file: Path) -> Path:

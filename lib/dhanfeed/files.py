@@ -11,20 +11,28 @@ no such promise; ext4, XFS and tmpfs do.)
 Read: a private file (the token file, a PIN or TOTP seed file) must be a regular file, not a
 symlink, with no group/other access, like ssh's StrictModes; the caller turns the neutral
 errors raised here into its own (a token-file error, a credentials error).
+
+State: a small JSON object kept only to save work (alert de-duplication, Dhan's last word on
+a token): an unreadable one is a warning and starts afresh, a failed save is a warning; losing
+it costs a repeat next run, never the run.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import os
 import shutil
 import stat
 import tempfile
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from dhanfeed.errors import PrivateFileError, PrivateFileMissing, UnsafeFile
 from dhanfeed.shield import shielded
+
+logger = logging.getLogger(__name__)
 
 TEMP_PREFIX = "."
 TEMP_SUFFIX = ".tmp"
@@ -199,3 +207,23 @@ def read_private_file(path: Path, *, what: str) -> bytes:
         raise PrivateFileError(f"cannot read {what} {path}: {exc.strerror}", path=path) from None
     with os.fdopen(fd, "rb") as f:
         return f.read()
+
+
+def load_state(path: Path, *, what: str) -> dict[str, Any]:
+    """The JSON object in `path`; {} when it is missing, unreadable or not an object."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError):
+        logger.warning("%s %s is unreadable; starting afresh", what, path)
+        return {}
+    return raw if isinstance(raw, dict) else {}
+
+
+def save_state(path: Path, state: dict[str, Any], *, what: str) -> None:
+    """Write `state` atomically; a failure is only a warning."""
+    try:
+        write_atomic(path, (json.dumps(state, indent=2) + "\n").encode("utf-8"))
+    except OSError as exc:
+        logger.warning("cannot save %s %s: %s", what, path, exc.strerror or exc)

@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from dhanfeed.files import write_atomic
+from dhanfeed.files import load_state, save_state
 from dhanfeed.token import parse_aware_time
 
 logger = logging.getLogger(__name__)
@@ -117,14 +117,7 @@ class RenewState:
         )
 
     def _load(self) -> dict[str, Any]:
-        try:
-            raw = json.loads(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError):
-            logger.warning("renew state %s is unreadable; starting afresh", self.path)
-            return {}
-        return raw if isinstance(raw, dict) else {}
+        return load_state(self.path, what="renew state")
 
     def _put(self, key: str, mark: Mark | None) -> None:
         state = self._load()
@@ -133,7 +126,4 @@ class RenewState:
                 return
         else:
             state[key] = mark.as_json()
-        try:
-            write_atomic(self.path, (json.dumps(state, indent=2) + "\n").encode("utf-8"))
-        except OSError as exc:  # costs a repeated check next run, never the run itself
-            logger.warning("cannot save renew state %s: %s", self.path, exc.strerror or exc)
+        save_state(self.path, state, what="renew state")  # a failure costs a repeated check
