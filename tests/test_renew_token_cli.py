@@ -18,8 +18,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from dhanfeed.dhan_api import IssuedToken
+from dhanfeed.renew_recovery import raw_answer
 from dhanfeed.renew_state import renew_state_path
-from dhanfeed.renewer import _raw_answer
 from dhanfeed.token_store import TokenRecord, TokenStore
 from renew_support import (
     CLIENT_ID,
@@ -779,7 +779,7 @@ def test_an_answer_saved_before_its_checks_by_a_run_that_then_died_is_installed_
     raw = make_jwt(exp=now() + dt.timedelta(hours=23))
     store = TokenStore(s.token_file)
     slot = store.reserve()
-    slot.fill(_raw_answer(IssuedToken(raw, None), CLIENT_ID, "renew", now()))
+    slot.fill(raw_answer(IssuedToken(raw, None), CLIENT_ID, "renew", now()))
     slot._close()  # killed here: no check, no rename
     r = run(*s.args())
     assert r.code == 0, r.err

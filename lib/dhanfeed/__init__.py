@@ -13,8 +13,9 @@ Layout (one concern per module; tests/test_layout.py holds the import rules):
 
   cli/            one module per program: parse, load config, make the clock, run, exit code
   renewal         the renewal decision, pure: token + now + policy -> action + reason
-  renewer         carries it out under the token-file lock; renew_state (what Dhan said
-                  about a token), renew_outcome (status word, exit code, --json shape),
+  renewer         carries it out under the token-file lock; renew_recovery (a token an
+                  earlier run could not install), renew_state (what Dhan said about a
+                  token), renew_outcome (status word, exit code, --json shape),
                   renew_metrics (renew_token.prom)
   dhan_api        Dhan's REST API (session and deadline passed in); credentials (PIN, TOTP)
   token           a Dhan JWT read; token_store: the token file (lock, read, durable write)
@@ -33,8 +34,8 @@ Layout (one concern per module; tests/test_layout.py holds the import rules):
                   console serve people (bin/status, export_candles, a terminal)
   config logs     TOML -> one frozen object; JSON logs and redaction
   leaves          errors (the error tree, exit codes), clock (the one clock), files (atomic
-                  write, private read), shield (what a run timeout waits for), instruments,
-                  session (the trading calendar), version (the User-Agent), database_url
+                  write, private read, JSON state), shield (what a run timeout waits for),
+                  instruments, session (the trading calendar), version (the User-Agent), database_url
                   (a postgresql:// URL checked, and shown without its password)
   sim/            the simulator: an optional extra that the product never imports
 

@@ -1,14 +1,14 @@
 """The renewer: carries out `renewal.decide` under the token-file lock.
 
-It reads the token file and what Dhan last said about it (`renew_state`), calls Dhan,
-checks and writes the new token, alerts, and returns an `Outcome` for the CLI to report.
+It installs a token an earlier run could not (`renew_recovery`), reads the token file and
+what Dhan last said about it (`renew_state`), calls Dhan, checks and writes the new token,
+alerts, and returns an `Outcome` for the CLI to report.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import logging
 import re
 from collections.abc import Callable
@@ -28,9 +28,10 @@ from dhanfeed.errors import (
     UsageError,
 )
 from dhanfeed.renew_outcome import WOULD, Outcome, Status
+from dhanfeed.renew_recovery import raw_answer, recover
 from dhanfeed.renew_state import Mark, RenewState
 from dhanfeed.renewal import Action, Decision, Policy, decide, local_time
-from dhanfeed.token import Token, fingerprint, format_remaining, parse_aware_time, parse_token
+from dhanfeed.token import Token, fingerprint, format_remaining, parse_token
 from dhanfeed.token_store import TokenRecord, rejected_record
 
 if TYPE_CHECKING:
@@ -232,7 +233,7 @@ class Renewer:
     def _run_locked(self, *, force: bool, dry_run: bool) -> Outcome:
         now = self.clock()
         if not dry_run:
-            self._recover(now)
+            recover(self.store, self.config.dhan.client_id, now)
         record = self._read_current()
         token = record.token if record else None
         source = record.source if record else None
@@ -375,7 +376,7 @@ class Renewer:
         it is, into the space reserved for it; only then judge and report."""
         now = self.clock()
         try:  # fsynced before any check: if this run dies now, the next one finds it
-            slot.fill(_raw_answer(issued, self.config.dhan.client_id, source, now))
+            slot.fill(raw_answer(issued, self.config.dhan.client_id, source, now))
         except OSError as exc:
             logger.error("cannot save Dhan's answer before checking it: %s", exc.strerror or exc)
         try:
@@ -755,45 +756,6 @@ class Renewer:
             self._alert("token_file_corrupt", "warning", f"{exc}; regenerating with PIN+TOTP")
             return None
 
-    def _recover(self, now: dt.datetime) -> None:
-        """Install a token an earlier run saved but could not make the token file (recovery
-        file, or a temp file whose rename failed); drop those older than the token file. A
-        rejected answer stays for a person to see (the run that kept it marked the token it
-        replaced as refused)."""
-        try:
-            current: TokenRecord | None = self.store.read()
-        except TokenFileError:
-            current = None
-        for path in self.store.recovery_candidates():  # newest first
-            try:
-                saved: TokenRecord | None = self.store.read(path)
-            except TokenFileError:
-                saved = None
-            if saved is not None and self._installable(saved, current, now):
-                try:
-                    self.store.install(path)
-                except OSError as exc:
-                    logger.warning("%s not installed: %s", path, exc.strerror or exc)
-                    return
-                logger.warning("installed token %s from %s", saved.fingerprint, path)
-                current = saved
-            elif current is not None and _saved_at(path) <= current.written_at:
-                path.unlink(missing_ok=True)  # older than the token file: superseded
-
-    def _installable(
-        self, saved: TokenRecord, current: TokenRecord | None, now: dt.datetime
-    ) -> bool:
-        if saved.client_id != self.config.dhan.client_id or saved.token.expired(now):
-            return False
-        if current is None or current.client_id != saved.client_id:
-            return True
-        # Dhan issued the saved token after the current one (and so killed it), unless a
-        # person has installed a newer one since; tokens issued in the same second included.
-        return (
-            saved.fingerprint != current.fingerprint
-            and saved.token.issued_at >= current.token.issued_at
-        )
-
     def _dry_run(self, record: TokenRecord | None, decision: Decision, now: dt.datetime) -> Outcome:
         token = record.token if record else None
         checks = [f"config: {self.config.path} ok", f"lock: {self.store.lock_path} taken"]
@@ -855,33 +817,3 @@ class Renewer:
 
 def _endpoint(action: Action) -> str:
     return "RenewToken" if action is Action.RENEW else "generateAccessToken"
-
-
-def _saved_at(path: Path) -> dt.datetime:
-    """When a recovery candidate was written (its `written_at`, else the file's mtime)."""
-    try:
-        raw = json.loads(path.read_bytes())
-        when = parse_aware_time(raw.get("written_at")) if isinstance(raw, dict) else None
-    except (OSError, ValueError):
-        when = None
-    if when is None:
-        try:
-            when = dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC)
-        except OSError:
-            when = dt.datetime.min.replace(tzinfo=dt.UTC)
-    return when
-
-
-def _raw_answer(issued: IssuedToken, client_id: str, source: str, now: dt.datetime) -> bytes:
-    """Dhan's answer as a recovery record, before it is checked."""
-    expires = issued.expiry_time
-    try:
-        token = parse_token(issued.access_token, expires_hint=expires)
-        client_id, expires = token.client_id, token.expires_at
-    except TokenFormatError:
-        pass
-    data = rejected_record(
-        issued.access_token, client_id=client_id, source=source, now=now, expires_hint=expires,
-        problem="not checked yet: the run stopped before it could check it",
-    )  # fmt: skip
-    return (json.dumps(data, indent=2) + "\n").encode("utf-8")
