@@ -9,9 +9,7 @@ import os
 import re
 import shutil
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -38,6 +36,7 @@ from renew_support import (
     write_config,
     write_token_file,
 )
+from support.recording_http import Hit, recording_server
 
 pytestmark = pytest.mark.usefixtures("clean_environment")
 
@@ -198,66 +197,32 @@ def test_an_unreachable_server_is_exit_1(tmp_path, run):
     assert s.alerts()[0]["condition"] == "renewal_failed"
 
 
-class NoToken(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802
-        body = b'{"status": "success"}'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args) -> None:
-        pass
-
-
 def test_an_answer_without_a_token_is_exit_1(tmp_path, run):
-    server = ThreadingHTTPServer(("127.0.0.1", 0), NoToken)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        s = Setup(tmp_path, api_base=f"http://127.0.0.1:{server.server_address[1]}")
+    with recording_server(answer=lambda hit: (200, b'{"status": "success"}')) as dhan:
+        s = Setup(tmp_path, api_base=dhan.url)
         write_token_file(s.token_file, make_token(exp=now() + dt.timedelta(seconds=90)))
         before = file_state(s.token_file)
         r = run(*s.args())
-    finally:
-        server.shutdown()
-        server.server_close()
     assert r.code == 1
     assert "RenewToken: answer has no 'token' or 'accessToken' (keys: status)" in one_line(r.err)
     assert file_state(s.token_file) == before
     assert len(s.alerts()) == 1
 
 
-class EchoesThePin(BaseHTTPRequestHandler):
+def echo_the_pin(hit: Hit) -> tuple[int, bytes]:
     """A Dhan that repeats the PIN and TOTP code it was sent in its error message."""
-
-    def do_POST(self) -> None:  # noqa: N802
-        query = parse_qs(urlsplit(self.path).query)
-        pin, totp = query["pin"][0], query["totp"][0]
-        message = f"Invalid Pin {pin} or TOTP {totp}"
-        body = json.dumps({"errorCode": "DH-905", "errorMessage": message}).encode()
-        self.send_response(400)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args) -> None:
-        pass
+    query = parse_qs(urlsplit(hit.path).query)
+    message = f"Invalid Pin {query['pin'][0]} or TOTP {query['totp'][0]}"
+    return 400, json.dumps({"errorCode": "DH-905", "errorMessage": message}).encode()
 
 
 def test_a_pin_that_dhan_echoes_in_its_error_reaches_no_line_alert_log_or_state(
     tmp_path, run, monkeypatch
 ):
     totp_by_env(monkeypatch, tmp_path)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), EchoesThePin)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        s = Setup(tmp_path, api_base=f"http://127.0.0.1:{server.server_address[1]}")
+    with recording_server(answer=echo_the_pin) as dhan:
+        s = Setup(tmp_path, api_base=dhan.url)
         r = run(*s.args())
-    finally:
-        server.shutdown()
-        server.server_close()
     state = renew_state_path(s.token_file).read_text()
     assert "Invalid Pin [REDACTED] or TOTP [REDACTED]" in state  # Dhan's refusal, recorded
     assert [a["condition"] for a in s.alerts()] == ["credentials_wrong"]

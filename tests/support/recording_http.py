@@ -1,10 +1,11 @@
 """A loopback HTTP server that answers 200 to every GET and POST and records each request:
-the stand-in for healthchecks.io and for Apprise's json:// channel."""
+the stand-in for healthchecks.io and for Apprise's json:// channel. Given `answer`, it answers
+each request with that function's status and JSON body instead (a misbehaving Dhan)."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import NamedTuple
@@ -27,17 +28,23 @@ class RecordingServer:
 
 
 @contextmanager
-def recording_server() -> Iterator[RecordingServer]:
+def recording_server(
+    answer: Callable[[Hit], tuple[int, bytes]] | None = None,
+) -> Iterator[RecordingServer]:
     hits: list[Hit] = []
 
     class Handler(BaseHTTPRequestHandler):
         def _record(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
-            hits.append(Hit(self.command, self.path, self.rfile.read(length)))
-            self.send_response(200)
-            self.send_header("Content-Length", "2")
+            hit = Hit(self.command, self.path, self.rfile.read(length))
+            hits.append(hit)
+            status, body = answer(hit) if answer else (200, b"OK")
+            self.send_response(status)
+            if answer:
+                self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(b"OK")
+            self.wfile.write(body)
 
         do_GET = do_POST = _record  # noqa: N815
 
