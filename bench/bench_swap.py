@@ -6,7 +6,10 @@ ticks. Each swap: the simulator mints a new token through its admin endpoint (wi
 policy this is when it sends 807 to the old sockets, as Dhan would on RenewToken), then this
 script replaces the token file atomically as bin/renew_token does and notes the time right
 after `os.replace`. It waits until the status file shows every socket live on the new token,
-then the next swap starts.
+then (after `--pause` seconds, none by default) the next swap starts. Back to back, with
+sockets kept, the next token change finds the shard still in the previous swap's settle
+(`Timing.swap_settle_s`, 0.5 s after closing the old socket) and its "live" includes the rest
+of that wait; `--pause 0.6` measures a settled collector, as a daily token change finds it.
 
 Measured per swap, from the collector's own JSON log (one clock, this machine):
   notice  = time of its "new token <fp>" line − the replacement time;
@@ -19,7 +22,7 @@ row of the collector's gaps table. RSS (VmRSS) is read over a control stretch wi
 swaps first (as long as the swaps take), then before the first swap, after the 10th and
 after the last.
 
-    .venv/bin/python bench/bench_swap.py [--swaps 100] [--instruments 200] [--tps 10]
+    .venv/bin/python bench/bench_swap.py [--swaps 100] [--instruments 200] [--tps 10] [--pause 0]
 """
 
 from __future__ import annotations
@@ -84,7 +87,9 @@ def all_live_on(status: dict, fp: str, shards: int) -> bool:
     )
 
 
-def run_policy(policy: str, swaps: int, instruments: int, tps: float, control_s: float) -> dict:
+def run_policy(
+    policy: str, swaps: int, instruments: int, tps: float, control_s: float, pause_s: float = 0.0
+) -> dict:
     keys = instrument_keys(instruments)
     with tempfile.TemporaryDirectory(prefix=f"dhanfeed-bench-swap-{policy}-") as tmp:
         workdir = Path(tmp)
@@ -114,6 +119,7 @@ def run_policy(policy: str, swaps: int, instruments: int, tps: float, control_s:
                 )
                 if n == 10:
                     rss["after 10"] = rss_kib(collector.pid)
+                time.sleep(pause_s)
             rss["after all"] = rss_kib(collector.pid)
             rss["swap seconds"] = round(time.monotonic() - swaps_started)
             time.sleep(0.5)  # let the last overlap end before we stop
@@ -213,15 +219,23 @@ def main(argv: list[str] | None = None) -> tuple[list[Row], dict]:
     ap.add_argument("--instruments", type=int, default=200)
     ap.add_argument("--tps", type=float, default=10.0)
     ap.add_argument("--control", type=float, default=25.0, help="seconds without swaps first")
+    ap.add_argument(
+        "--pause",
+        type=float,
+        default=0.0,
+        help="seconds to wait after each swap before the next token change (default 0: back to"
+        " back, so with sockets kept a swap also waits out the previous one's swap_settle_s;"
+        " 0.6 or more measures a settled collector, as a daily token change finds it)",
+    )
     args = ap.parse_args(argv)
     say(f"== 3. token swap: {args.swaps} swaps per policy, {args.instruments} instruments"
-        f" x {args.tps:g} ticks/s")  # fmt: skip
+        f" x {args.tps:g} ticks/s, {args.pause:g} s pause between swaps")  # fmt: skip
     rows: list[Row] = []
     results = {}
     for policy in ("keeps", "kills"):
         started = time.monotonic()
         r = results[policy] = run_policy(
-            policy, args.swaps, args.instruments, args.tps, args.control
+            policy, args.swaps, args.instruments, args.tps, args.control, args.pause
         )
         summarise(policy, r, args.tps)
         say(f"    ({time.monotonic() - started:.0f} s)")
