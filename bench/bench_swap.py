@@ -175,8 +175,10 @@ def measure(sim, collector, keys, replaced, rss, shards) -> dict:  # noqa: ANN00
     for key in keys[:SAMPLE]:
         ticks = sim.admin(f"sent?instrument={key}")["ticks"]
         sent = [bool(t[3]) for t in ticks]
-        # the sum of bar volumes is the cumulative volume of the last tick delivered to us
-        volume_exact &= volumes.get(key) == max(t[0] for t in ticks if t[3])
+        # the sum of bar volumes is the cumulative volume the delivered ticks prove: the last
+        # one's minus the first one's (honest bars: the first tick of a series only sets the base)
+        delivered_cum = [t[0] for t in ticks if t[3]]
+        volume_exact &= volumes.get(key) == max(delivered_cum) - delivered_cum[0]
         first, last = sent.index(True), len(sent) - 1 - sent[::-1].index(True)
         run = 0
         for on in sent[first : last + 1]:
@@ -206,7 +208,9 @@ def summarise(policy: str, r: dict, tps: float) -> None:
     say(f"    notice: median {median(n):.0f} ms, max {n[-1]:.0f} ms")
     say(f"    all sockets live on the new token: median {median(lv):.0f} ms, max {lv[-1]:.0f} ms")
     say(f"    delivered {r['delivered']:,} ticks; lost {r['lost']}; stored twice {r['doubled']};"
-        f" candle volume exact (sample): {r['volume_exact']}")  # fmt: skip
+        f" candle volume exact (sample): {r['volume_exact']}"
+        + (" (not expected: after a gap bars do not carry the volume base, issue 13)"
+           if policy == "kills" else ""))  # fmt: skip
     say(f"    gaps recorded {r['gap_rows']}, longest {r['longest_gap_s']:.3f} s; in the"
         f" {SAMPLE}-instrument sample {r['missed_sample']} ticks made while unsubscribed,"
         f" longest run {r['longest_missed_ticks']} ticks (~{r['longest_missed_ticks'] / tps:.1f} s)")  # fmt: skip
