@@ -7,6 +7,7 @@ alerts, and returns an `Outcome` for the CLI to report.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
@@ -120,18 +121,15 @@ class Renewer:
 
     def run(self, *, force: bool = False, dry_run: bool = False) -> Outcome:
         """The hourly run: lock (no waiting), re-read, decide, act, write, alert."""
-        lock = self.store.lock()
-        try:
-            lock.__enter__()
-        except TokenDirUnwritable as exc:  # a read-only state directory: nothing can be done
-            record = self._read_quietly()
-            no_room = self._no_room(exc, None, record.token if record else None, record)
-            if self.alerter:
-                self.alerter.healthcheck("fail")
-            return no_room
-        try:
-            if self.alerter:
-                self.alerter.healthcheck("start")
+        with contextlib.ExitStack() as held:
+            try:
+                held.enter_context(self.store.lock())
+            except TokenDirUnwritable as exc:  # a read-only state directory: nothing can be done
+                record = self._read_quietly()
+                no_room = self._no_room(exc, None, record.token if record else None, record)
+                self._ping("fail")
+                return no_room
+            self._ping("start")
             outcome: Outcome | None = None
             try:
                 outcome = self._run_locked(force=force, dry_run=dry_run)
@@ -142,12 +140,9 @@ class Renewer:
                 self._alert("run_stopped", "critical", f"the run stopped: {_describe(exc)}")
                 raise
             finally:  # every way out pings: a monitor never stays at "start"
-                if self.alerter:
-                    ok = outcome is not None and outcome.exit_code == 0
-                    self.alerter.healthcheck("success" if ok else "fail")
+                ok = outcome is not None and outcome.exit_code == 0
+                self._ping("success" if ok else "fail")
             return outcome
-        finally:
-            lock.__exit__(None, None, None)
 
     def check(self) -> Outcome:
         """Read-only status for a person or a monitor: no lock, no network, no writes."""
@@ -187,8 +182,9 @@ class Renewer:
             self._verify_by_hand(token)
         with self.store.lock():
             old = self._read_current()
+            record = TokenRecord.from_token(token, "manual", now)
             try:
-                record = self._write(token, "manual", now)
+                self.store.write(record)
             except OSError as exc:
                 raise DhanfeedError(
                     f"--set-token: cannot write {self.store.path} ({exc.strerror or exc}); "
@@ -242,12 +238,12 @@ class Renewer:
         self._log_decision(decision, token)
         if dry_run:
             return self._dry_run(record, decision, now)
-        if decision.clock_behind:
+        if token and decision.clock_behind:
             self._alert(
                 "clock_behind",
                 "warning",
-                f"the system clock is behind the issue time of token {token.fingerprint if token else '?'}"
-                f" ({now.isoformat()} < {token.issued_at.isoformat() if token else '?'}): fix NTP; "
+                f"the system clock is behind the issue time of token {token.fingerprint} "
+                f"({now.isoformat()} < {token.issued_at.isoformat()}): fix NTP; "
                 "renewal timing is computed from the token's issue time meanwhile",
                 token,
                 source,
@@ -468,11 +464,6 @@ class Renewer:
                 new.expires_at.isoformat(),
             )
         return new
-
-    def _write(self, token: Token, source: str, now: dt.datetime) -> TokenRecord:
-        record = TokenRecord.from_token(token, source, now)
-        self.store.write(record)
-        return record
 
     def _after_write(self, record: TokenRecord) -> None:
         """Confirm with the profile endpoint, run the hook, clear alert conditions."""
@@ -809,6 +800,10 @@ class Renewer:
     ) -> None:
         if self.alerter:
             self.alerter.alert(condition, severity, message, token=token, source=source)
+
+    def _ping(self, kind: str) -> None:
+        if self.alerter:
+            self.alerter.healthcheck(kind)
 
     def _resolve(self, token: Token | None, source: str | None, keep: tuple[str, ...] = ()) -> None:
         if self.alerter:
