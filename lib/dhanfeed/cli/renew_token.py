@@ -11,12 +11,13 @@ import argparse
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import json
 import logging
 import signal
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import requests
@@ -37,7 +38,7 @@ from dhanfeed.renewer import Renewer
 from dhanfeed.shield import interrupt
 from dhanfeed.status import STATUS_FILE
 from dhanfeed.token import format_remaining
-from dhanfeed.token_store import TokenStore
+from dhanfeed.token_store import TokenRecord, TokenStore
 
 logger = logging.getLogger("dhanfeed.cli.renew_token")
 PROG = "renew_token"
@@ -161,14 +162,7 @@ def _renew(
     credentials = load_credentials(config.totp)
     alerter = None
     if not args.dry_run:
-        alerter = Alerter(
-            config.alerts,
-            client_id=config.dhan.client_id,
-            state_path=alert_state_path(config.token.file),
-            token_file=config.token.file,
-            hooks=config.hooks,
-            clock=clock.now,
-        )
+        alerter = _alerter(config, clock)
         if trouble:  # never a reason to stop renewing, but a person should know
             alerter.alert(
                 "config_warning",
@@ -193,13 +187,7 @@ def _renew(
     else:
         outcome = renewer.run(force=args.force, dry_run=args.dry_run)
     if args.dry_run:
-        channels = Alerter(
-            config.alerts,
-            client_id=config.dhan.client_id,
-            state_path=alert_state_path(config.token.file),
-            hooks=config.hooks,
-            clock=clock.now,
-        ).channels()
+        channels = _alerter(config, clock).channels()
         outcome = dataclasses.replace(outcome, checks=(*outcome.checks, *channels))
     else:
         _metrics(config, outcome, clock.now())
@@ -214,7 +202,6 @@ def _renew(
 
 def _check(config: Config, args: argparse.Namespace, clock: Clock) -> int:
     """Read-only status for a person or a monitor. No lock, no network, no writes."""
-
     try:
         credentials = load_credentials(config.totp)
     except DhanfeedError:
@@ -235,7 +222,6 @@ def _check(config: Config, args: argparse.Namespace, clock: Clock) -> int:
 
 def _renewer(config: Config, clock: Clock, **parts: Any) -> Renewer:
     """The renewer over this config's token file, its state and the collector's status."""
-
     parts.setdefault("api", lambda: None)
     parts.setdefault("alerter", None)
     state = RenewState(
@@ -249,28 +235,38 @@ def _renewer(config: Config, clock: Clock, **parts: Any) -> Renewer:
 # ---------------------------------------------------------------------------------------------
 
 
-def _api_factory(config: Config, deadline: float, clock: Clock) -> Any:
-    cache: dict[str, Any] = {}
+def _alerter(config: Config, clock: Clock) -> Alerter:
+    return Alerter(
+        config.alerts,
+        client_id=config.dhan.client_id,
+        state_path=alert_state_path(config.token.file),
+        token_file=config.token.file,
+        hooks=config.hooks,
+        clock=clock.now,
+    )
 
-    def api() -> Any:
-        if "api" not in cache:
-            cache["api"] = DhanApi(
-                requests.Session(),
-                api_base=config.dhan.api_base,
-                auth_base=config.dhan.auth_base,
-                client_id=config.dhan.client_id,
-                read_timeout=config.dhan.timeout.total_seconds(),
-                deadline=deadline,
-                monotonic=clock.monotonic,
-                # pauses in proportion to the call timeout: 1 s then 2 s for Dhan's 15 s
-                backoff=min(1.0, config.dhan.timeout.total_seconds() / 8),
-            )
-        return cache["api"]
+
+def _api_factory(config: Config, deadline: float, clock: Clock) -> Callable[[], DhanApi]:
+    """The one DhanApi of this run, made on first use."""
+
+    @functools.cache
+    def api() -> DhanApi:
+        return DhanApi(
+            requests.Session(),
+            api_base=config.dhan.api_base,
+            auth_base=config.dhan.auth_base,
+            client_id=config.dhan.client_id,
+            read_timeout=config.dhan.timeout.total_seconds(),
+            deadline=deadline,
+            monotonic=clock.monotonic,
+            # pauses in proportion to the call timeout: 1 s then 2 s for Dhan's 15 s
+            backoff=min(1.0, config.dhan.timeout.total_seconds() / 8),
+        )
 
     return api
 
 
-def _on_renew(config: Config, record: Any) -> None:
+def _on_renew(config: Config, record: TokenRecord) -> None:
     if not config.hooks.on_renew:
         return
     env = hook_environment(
