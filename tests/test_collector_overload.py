@@ -6,9 +6,10 @@ per second each, raw ticks stored, bars of twelve intervals. At one packet per m
 simulator itself tops out below the rate a collector of one interval sustains, so here it
 packs 100 packets per message (`--batch`): sending gets cheap, while the collector's work
 per packet (decode, one candle per interval, a raw-tick row) stays what it is, and it falls
-behind. The simulator pings every 0.5 s and closes a client
-that has not answered for 2 s, so a receive thread that stopped answering pings while the
-consumer is swamped would lose its socket within seconds.
+behind. The simulator pings every 0.5 s and closes a client that has not answered for 5 s
+(not less: the swamped simulator shares the two cores, and on a loaded machine it misjudged
+timely pongs), so a receive thread that stopped answering pings while the consumer is
+swamped would lose its socket within seconds.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def test_a_flooded_collector_raises_one_falling_behind_warning_and_keeps_answeri
 ) -> None:
     sim = start_sim(
         "--instruments", f"NSE_EQ:100000-{100_000 + FLOOD - 1}", "--ticks-per-second", "60", "--batch", "100",
-        "--ping-interval", "0.5", "--ping-timeout", "2",
+        "--ping-interval", "0.5", "--ping-timeout", "5",
         "--issue-token", str(workdir / "state" / "token.json"),
     )  # fmt: skip
     intervals = [f"{m}m" for m in (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60)]
@@ -47,7 +48,7 @@ def test_a_flooded_collector_raises_one_falling_behind_warning_and_keeps_answeri
 
     behind = c.wait_for("the collector to fall behind", lambda s: s.get("behind"), timeout=90)
     assert behind["lag_s"] is not None
-    time.sleep(6)  # swamped for 12 pings more: each must still be answered within 2 s
+    time.sleep(12)  # swamped for 24 pings more: each must still be answered within 5 s
     flooded = c.status()
     stopped_at = time.time()
     assert c.terminate(timeout=30) == 0
