@@ -27,16 +27,20 @@ def healthchecks():
         yield server
 
 
-def setup_with_monitoring(tmp_path, sim, hc: RecordingServer, *, token=POLICY, hooks=""):
+def setup_with_monitoring(
+    tmp_path, sim, hc: RecordingServer, *, token=POLICY, hooks="", timeout="1s"
+):
     extra = f'\nhealthcheck_url = "{hc.url}/hc"\n{hooks}'  # appended to [alerts]
-    return Setup(tmp_path, sim, token=token, extra=extra)
+    return Setup(tmp_path, sim, token=token, extra=extra, timeout=timeout)
 
 
 def test_ctrl_c_during_a_renewal_pings_fail_alerts_and_leaves_token_and_lock_free(
     tmp_path, run, start_sim, healthchecks
 ):
     sim = start_sim("--token-ttl", SIM_TTL)
-    s = setup_with_monitoring(tmp_path, sim, healthchecks)
+    # A long HTTP timeout: the hanging call must still be waiting when Ctrl-C comes, however
+    # late a loaded machine schedules the thread that presses it.
+    s = setup_with_monitoring(tmp_path, sim, healthchecks, timeout="30s")
     s.issue(60)
     before = file_state(s.token_file)
     sim.admin("fault", {"kind": "rest", "endpoint": "RenewToken", "mode": "hang", "count": 9})
