@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from dhanfeed import __version__
-from dhanfeed.dhan_api import DhanApi
+from dhanfeed.dhan_api import DhanApi, _scrubbed
 from dhanfeed.errors import DhanApiError
 from dhanfeed.token import parse_token
 from renew_support import PLANTED_PIN, PLANTED_TOTP_SECRET, remember_secret
@@ -209,3 +209,13 @@ def test_every_call_sends_our_user_agent_and_the_client_id(http, canned):
     client(http, canned).profile("a.b.c")
     assert Canned.seen[0]["User-Agent"] == f"dhanfeed/{__version__}"
     assert Canned.seen[0]["dhanClientId"] == "1000000001"
+
+
+def test_a_pin_cut_short_at_the_end_of_an_echoed_error_is_scrubbed_too():
+    # Dhan's error text is cut to 120 characters; an echoed PIN may be cut in half by it.
+    cut = DhanApiError("generateAccessToken: HTTP 400: Invalid Pin 7319…", status=400)
+    assert str(_scrubbed(cut, {"pin": "73194205"})).endswith("Invalid Pin [REDACTED]…")
+    whole = DhanApiError("generateAccessToken: HTTP 400: Invalid Pin 73194205", status=400)
+    assert str(_scrubbed(whole, {"pin": "73194205"})).endswith("Invalid Pin [REDACTED]")
+    other = DhanApiError("generateAccessToken: HTTP 400: try again at 0915…", status=400)
+    assert str(_scrubbed(other, {"pin": "73194205"})) == str(other)  # no part of the PIN

@@ -274,9 +274,23 @@ def _scrubbed(exc: DhanApiError, sent: dict[str, str]) -> DhanApiError:
         value = sent.get(name)
         if value:
             text = re.sub(rf"(?<![0-9A-Za-z]){re.escape(value)}(?![0-9A-Za-z])", REDACTED, text)
+            text = _cut_secret_scrubbed(text, value)
     if text == str(exc):
         return exc
     return type(exc)(text, status=exc.status, code=exc.code, retryable=exc.retryable)
+
+
+def _cut_secret_scrubbed(text: str, value: str) -> str:
+    """`_short` may have cut an echoed secret at its end ("Invalid Pin 7319…"): its first
+    characters are a secret too."""
+    if not text.endswith("…"):
+        return text
+    body = text[:-1]
+    for k in range(len(value) - 1, 0, -1):
+        head = body[: len(body) - k]
+        if body.endswith(value[:k]) and not (head and head[-1].isalnum()):
+            return head + REDACTED + "…"
+    return text
 
 
 def _issued(body: dict[str, Any], name: str) -> IssuedToken:
