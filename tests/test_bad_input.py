@@ -51,6 +51,9 @@ port = {metrics_port}
 [collector]
 instruments = ["{instrument}"]
 intervals = {intervals}
+
+[session]
+days = []  # never in session: bin/status's verdict must not depend on the hour the suite runs
 """
 
 
