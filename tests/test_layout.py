@@ -205,6 +205,7 @@ LEAVES = {
     "dhanfeed.clock",
     "dhanfeed.files",
     "dhanfeed.shield",
+    "dhanfeed.run_timer",
     "dhanfeed.instruments",
     "dhanfeed.session",
     "dhanfeed.version",

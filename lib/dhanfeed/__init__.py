@@ -13,10 +13,15 @@ Layout (one concern per module; tests/test_layout.py holds the import rules):
 
   cli/            one module per program: parse, load config, make the clock, run, exit code
   renewal         the renewal decision, pure: token + now + policy -> action + reason
-  renewer         carries it out under the token-file lock; renew_recovery (a token an
-                  earlier run could not install), renew_state (what Dhan said about a
-                  token), renew_outcome (status word, exit code, --json shape),
-                  renew_metrics (renew_token.prom)
+  renewer         carries it out under the token-file lock, one step after another:
+                  renew_recovery (a token an earlier run could not install), renew_state
+                  (what Dhan said about a token), renew_request (RenewToken or PIN+TOTP,
+                  and what a failure means), renew_confirm (does Dhan still accept a
+                  token: the profile check), renew_answer (may Dhan's new token become the
+                  token file), renew_monitor (healthcheck pings and alerts on every way
+                  out), renew_failures (each end without a new token file: sentence, log,
+                  alert, runbook), renew_dry_run (what --dry-run checks), renew_outcome
+                  (status word, exit code, --json shape), renew_metrics (renew_token.prom)
   dhan_api        Dhan's REST API (session and deadline passed in); credentials (PIN, TOTP)
   token           a Dhan JWT read; token_store: the token file (lock, read, durable write)
   alerts hooks    alert channels, de-dup, escalation, recovery; user hooks;
@@ -34,9 +39,10 @@ Layout (one concern per module; tests/test_layout.py holds the import rules):
                   console serve people (bin/status, export_candles, a terminal)
   config logs     TOML -> one frozen object; JSON logs and redaction
   leaves          errors (the error tree, exit codes), clock (the one clock), files (atomic
-                  write, private read, JSON state), shield (what a run timeout waits for),
-                  instruments, session (the trading calendar), version (the User-Agent), database_url
-                  (a postgresql:// URL checked, and shown without its password)
+                  write, private read, JSON state), run_timer (renew_token's whole-run
+                  bound), shield (what a run timeout waits for), instruments, session
+                  (the trading calendar), version (the User-Agent), database_url (a
+                  postgresql:// URL checked, and shown without its password)
   sim/            the simulator: an optional extra that the product never imports
 
 Imports flow one way: cli -> (renewer | collector | health/web | export) -> token store,

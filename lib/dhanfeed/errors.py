@@ -4,8 +4,8 @@ Every program maps a `DhanfeedError` to its `exit_code` and prints it as one lin
 else is a bug: "unexpected error", a traceback, exit 70. Where a builtin fits, an error is
 also that builtin (`TokenFileMissing` is a `FileNotFoundError`, `LockBusy` a
 `BlockingIOError`, ...) so callers may catch either, and it carries the file it is about as
-`.path`. Exceptions that never leave their module (the feed's `ConnectFailed`, the
-renewer's `RenewalFailed`) stay beside their code.
+`.path`. Exceptions that never leave their part (the feed's `ConnectFailed`, the
+renewer's `RenewalFailed` and `Rejected`) stay beside their code.
 
     DhanfeedError                      exit 1 unless a subclass says otherwise
     ├── UsageError                     2  bad arguments

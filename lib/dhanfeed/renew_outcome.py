@@ -56,15 +56,6 @@ _BY_EXIT: dict[int, Status] = {
     ExitCode.LOCKED: Status.LOCKED,
 }
 
-# What a --dry-run says the next run would do, per decision.
-WOULD = {
-    Action.NOT_DUE: "do nothing",
-    Action.POSTPONED: "wait for the end of the session",
-    Action.RENEW: "renew the token with RenewToken",
-    Action.REGENERATE: "regenerate the token with PIN+TOTP",
-    Action.MANUAL: "stop and ask a person to log in",
-}
-
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Outcome:

@@ -1,9 +1,9 @@
 """Work that a whole-run time bound must not cut short: a file write, a lock release (a leaf).
 
-bin/renew_token bounds a run with SIGALRM, whose handler calls `interrupt(exc)`. Outside a
-`shielded()` block that raises at once; inside one it is held, and raised when the outermost
-block ends, so the write or the release has finished. Python runs signal handlers in the
-main thread, so the shield is kept per thread and only the main thread's counts.
+bin/renew_token bounds a run with SIGALRM (`run_timer`), whose handler calls `interrupt(exc)`.
+Outside a `shielded()` block that raises at once; inside one it is held, and raised when the
+outermost block ends, so the write or the release has finished. Python runs signal handlers
+in the main thread, so the shield is kept per thread and only the main thread's counts.
 """
 
 from __future__ import annotations

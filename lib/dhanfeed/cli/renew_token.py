@@ -8,16 +8,13 @@ the lock.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import datetime as dt
 import functools
 import json
 import logging
-import signal
 import sys
-import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import requests
@@ -28,14 +25,14 @@ from dhanfeed.clock import Clock, SystemClock
 from dhanfeed.config import Config, load_config
 from dhanfeed.credentials import load_credentials
 from dhanfeed.dhan_api import DhanApi
-from dhanfeed.errors import ConfigError, DhanfeedError, ExitCode, RunTimeout, UsageError
+from dhanfeed.errors import ConfigError, DhanfeedError, ExitCode, UsageError
 from dhanfeed.hooks import hook_environment, run_hook
 from dhanfeed.logs import close_logging, print_traceback, setup_logging
 from dhanfeed.renew_metrics import write_renew_metrics
 from dhanfeed.renew_outcome import Outcome, Status
 from dhanfeed.renew_state import RenewState, renew_state_path
 from dhanfeed.renewer import Renewer
-from dhanfeed.shield import interrupt
+from dhanfeed.run_timer import run_timeout, stop_run_timer
 from dhanfeed.status import STATUS_FILE
 from dhanfeed.token import format_remaining
 from dhanfeed.token_store import TokenRecord, TokenStore
@@ -128,7 +125,7 @@ def _run(args: argparse.Namespace, clock: Clock) -> int:
     try:
         if args.check:
             return _check(config, args, clock)
-        with _run_timeout(config.token.run_timeout.total_seconds()):
+        with run_timeout(config.token.run_timeout.total_seconds()):
             outcome = _renew(config, args, clock, trouble)
         return _report(args, outcome, clock)
     except DhanfeedError as exc:
@@ -177,7 +174,7 @@ def _renew(
         credentials=credentials,
         alerter=alerter,
         on_renew=lambda record: _on_renew(config, record),
-        on_issued=_stop_run_timer,
+        on_issued=stop_run_timer,
     )
     if args.set_token:
         text = sys.stdin.read()
@@ -324,34 +321,6 @@ def _fail(args: argparse.Namespace | None, exc: BaseException, code: int, clock:
     if debug:
         print_traceback(exc)
     return int(code)
-
-
-def _stop_run_timer() -> None:
-    """Dhan has issued a token: writing it, confirming it and alerting are each bounded on
-    their own, and stopping half-way would lose the only valid token."""
-    if threading.current_thread() is threading.main_thread():
-        signal.setitimer(signal.ITIMER_REAL, 0)
-
-
-@contextlib.contextmanager
-def _run_timeout(seconds: float) -> Iterator[None]:
-    """A backstop bound on the whole run (the HTTP calls have their own, shorter ones)."""
-
-    def expire(signum: int, frame: Any) -> None:
-        # held until a write or a lock release that is under way has finished
-        interrupt(RunTimeout(f"the run took longer than run_timeout ({seconds:g}s); stopped"))
-
-    try:
-        previous = signal.signal(signal.SIGALRM, expire)
-    except ValueError:  # not the main thread (tests calling main() from a thread)
-        yield
-        return
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 if __name__ == "__main__":
