@@ -5,20 +5,24 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import socket
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
 
 import pyotp
 import pytest
 import requests
 
 from dhanfeed import __version__
-from dhanfeed.dhan_api import DhanApi, _scrubbed
+from dhanfeed.dhan_api import DhanApi
 from dhanfeed.errors import DhanApiError
 from dhanfeed.token import parse_token
-from renew_support import PLANTED_PIN, PLANTED_TOTP_SECRET, remember_secret
+from renew_support import PLANTED_PIN, PLANTED_TOTP_SECRET, make_token, remember_secret
+from support.recording_http import Hit, recording_server
 
 
 @pytest.fixture
@@ -211,11 +215,63 @@ def test_every_call_sends_our_user_agent_and_the_client_id(http, canned):
     assert Canned.seen[0]["dhanClientId"] == "1000000001"
 
 
-def test_a_pin_cut_short_at_the_end_of_an_echoed_error_is_scrubbed_too():
-    # Dhan's error text is cut to 120 characters; an echoed PIN may be cut in half by it.
-    cut = DhanApiError("generateAccessToken: HTTP 400: Invalid Pin 7319…", status=400)
-    assert str(_scrubbed(cut, {"pin": "73194205"})).endswith("Invalid Pin [REDACTED]…")
-    whole = DhanApiError("generateAccessToken: HTTP 400: Invalid Pin 73194205", status=400)
-    assert str(_scrubbed(whole, {"pin": "73194205"})).endswith("Invalid Pin [REDACTED]")
-    other = DhanApiError("generateAccessToken: HTTP 400: try again at 0915…", status=400)
-    assert str(_scrubbed(other, {"pin": "73194205"})) == str(other)  # no part of the PIN
+# Dhan's error text is cut to 120 characters; a secret it echoes must be scrubbed before the
+# cut, or the cut would leave its first characters behind ("Invalid pin 7319…").
+LIMIT = 120
+
+
+def echo_across_the_cut(
+    field: str, inside: int, value: str = ""
+) -> Callable[[Hit], tuple[int, bytes]]:
+    """A Dhan that repeats the `field` it was sent (or `value`) so that the cut would fall
+    `inside` characters into it."""
+
+    def answer(hit: Hit) -> tuple[int, bytes]:
+        secret = value or parse_qs(urlsplit(hit.path).query)[field][0]
+        said = f" Invalid {field} "
+        pad = "." * (LIMIT - 1 - inside - len(said))
+        message = f"{pad}{said}{secret} was refused"
+        return 400, json.dumps({"errorCode": "DH-905", "errorMessage": message}).encode()
+
+    return answer
+
+
+@pytest.mark.parametrize("field", ["pin", "totp"])
+@pytest.mark.parametrize("inside", [1, 3, 5])
+def test_a_pin_or_totp_code_dhan_echoes_where_its_text_is_cut_is_scrubbed_whole(
+    http, field, inside
+):
+    code = pyotp.TOTP(PLANTED_TOTP_SECRET).now()
+    with recording_server(answer=echo_across_the_cut(field, inside)) as dhan:
+        with pytest.raises(DhanApiError) as info:
+            client(http, dhan.url).generate_access_token(PLANTED_PIN, lambda: code)
+    said = str(info.value).partition("DH-905: ")[2]
+    assert len(said) == LIMIT and said.endswith("…")  # cut where the secret was
+    assert f"Invalid {field} [" in said  # the scrub is where the secret began
+    assert not re.search(r"\d", said)  # not one digit of the PIN or the code is left
+
+
+def test_a_token_dhan_echoes_where_its_text_is_cut_is_scrubbed_whole(http):
+    token = make_token(exp=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).access_token
+    remember_secret(token)
+    with recording_server(answer=echo_across_the_cut("token", 20, token)) as dhan:
+        with pytest.raises(DhanApiError) as info:
+            client(http, dhan.url).renew_token(token)
+    said = str(info.value)
+    assert said.endswith("Invalid token [REDACTED] was refus…")
+    assert not [part for part in token.split(".") if part[:8] in said]
+
+
+def test_dhan_s_words_around_an_echoed_pin_are_kept_as_they_were(http):
+    def answer(hit: Hit) -> tuple[int, bytes]:
+        pin = parse_qs(urlsplit(hit.path).query)["pin"][0]
+        message = f"Invalid Pin {pin}, try again at 0915 (7319 left)"
+        return 400, json.dumps({"errorCode": "DH-905", "errorMessage": message}).encode()
+
+    with recording_server(answer=answer) as dhan:
+        with pytest.raises(DhanApiError) as info:
+            client(http, dhan.url).generate_access_token(PLANTED_PIN, lambda: "123456")
+    assert str(info.value) == (
+        "generateAccessToken: HTTP 400 DH-905: "
+        "Invalid Pin [REDACTED], try again at 0915 (7319 left)"
+    )  # only the whole PIN goes: its first digits elsewhere, or other numbers, stay

@@ -3,7 +3,7 @@
 The HTTP session is passed in. Every call has a named timeout and our User-Agent; retries are
 few and bounded (connection errors, timeouts and 5xx only; never 4xx) and stop at the run's
 deadline. Error texts are one line and never contain a token, a PIN, a TOTP code or a URL
-with a query string.
+with a query string: what Dhan says is scrubbed of what the call sent, then cut short.
 """
 
 from __future__ import annotations
@@ -178,9 +178,9 @@ class DhanApi:
                 last = DhanApiError(f"{name}: request to {where} failed ({exc.__class__.__name__})")
             else:
                 try:
-                    return _parse(name, resp)
+                    return _parse(name, resp, _secrets({**(headers or {}), **(sent or {})}))
                 except DhanApiError as exc:
-                    last = _scrubbed(exc, {**(headers or {}), **(sent or {})})
+                    last = exc
             if not last.retryable:
                 raise last
             logger.warning("%s (try %d of %d)", last, attempt, self.tries)
@@ -207,7 +207,9 @@ class DhanApi:
         return (min(self.connect_timeout, left), min(self.read_timeout, left))
 
 
-def _parse(name: str, resp: requests.Response) -> dict[str, Any]:
+def _parse(name: str, resp: requests.Response, secrets: tuple[str, ...]) -> dict[str, Any]:
+    """The answer's JSON object, or a one-line DhanApiError in which Dhan's own words carry
+    none of `secrets` (what the call sent that is secret)."""
     status = resp.status_code
     body: Any = None
     try:
@@ -221,7 +223,7 @@ def _parse(name: str, resp: requests.Response) -> dict[str, Any]:
         error = MalformedAnswer if status < 400 else DhanApiError
         raise error(f"{name}: answer is not JSON ({kind}, HTTP {status})", status=status) from None
     if status >= 400:
-        code, text = _error_of(body)
+        code, text = _error_of(body, secrets)
         if status == 429:
             code = code or RATE_LIMITED
         detail = f" {code}" if code else ""
@@ -234,7 +236,7 @@ def _parse(name: str, resp: requests.Response) -> dict[str, Any]:
             f"{name}: answer is JSON but not an object (HTTP {status})", status=status
         )
     if str(body.get("status", "")).lower() in ("error", "failed"):
-        code, text = _error_of(body)
+        code, text = _error_of(body, secrets)
         raise DhanApiError(
             f"{name}: Dhan answered with an error: {text or code or 'no detail'}",
             status=status,
@@ -266,31 +268,9 @@ def _intraday_bars(body: dict[str, Any]) -> list[tuple[int, float, float, float,
     return sorted(bars)
 
 
-def _scrubbed(exc: DhanApiError, sent: dict[str, str]) -> DhanApiError:
-    """Dhan's error text may echo what it was sent ("Invalid Pin 1234"): the PIN, the TOTP
-    code and the token never reach a log, an alert or the renew state through it."""
-    text = str(exc)
-    for name in _SECRET_FIELDS:
-        value = sent.get(name)
-        if value:
-            text = re.sub(rf"(?<![0-9A-Za-z]){re.escape(value)}(?![0-9A-Za-z])", REDACTED, text)
-            text = _cut_secret_scrubbed(text, value)
-    if text == str(exc):
-        return exc
-    return type(exc)(text, status=exc.status, code=exc.code, retryable=exc.retryable)
-
-
-def _cut_secret_scrubbed(text: str, value: str) -> str:
-    """`_short` may have cut an echoed secret at its end ("Invalid Pin 7319…"): its first
-    characters are a secret too."""
-    if not text.endswith("…"):
-        return text
-    body = text[:-1]
-    for k in range(len(value) - 1, 0, -1):
-        head = body[: len(body) - k]
-        if body.endswith(value[:k]) and not (head and head[-1].isalnum()):
-            return head + REDACTED + "…"
-    return text
+def _secrets(sent: dict[str, str]) -> tuple[str, ...]:
+    """What a call sent that is secret: the token, the PIN, the TOTP code."""
+    return tuple(value for name in _SECRET_FIELDS if (value := sent.get(name)))
 
 
 def _issued(body: dict[str, Any], name: str) -> IssuedToken:
@@ -313,7 +293,7 @@ def _expiry_time(value: Any) -> dt.datetime | None:
         return None
 
 
-def _error_of(body: Any) -> tuple[str | None, str]:
+def _error_of(body: Any, secrets: tuple[str, ...]) -> tuple[str | None, str]:
     """Dhan's two error shapes: {errorCode, errorMessage} and {"data": {"806": "..."}}."""
     if not isinstance(body, dict):
         return None, ""
@@ -321,7 +301,7 @@ def _error_of(body: Any) -> tuple[str | None, str]:
     text = body.get("errorMessage") or body.get("message") or body.get("errorType") or ""
     if not code and isinstance(body.get("data"), dict) and body["data"]:
         code, text = next(iter(body["data"].items()))
-    return (str(code) if code else None), _short(str(text))
+    return (_scrub(str(code), secrets) if code else None), _short(str(text), secrets)
 
 
 def _describe_non_json(resp: requests.Response) -> str:
@@ -334,9 +314,18 @@ def _describe_non_json(resp: requests.Response) -> str:
     return "malformed JSON"
 
 
-def _short(text: str, limit: int = 120) -> str:
-    text = redact(" ".join(text.split()))
+def _short(text: str, secrets: tuple[str, ...], limit: int = 120) -> str:
+    """Dhan's text on one line, scrubbed, then cut to `limit`: scrubbed first, so that a
+    secret it echoes ("Invalid Pin 1234") is never cut in half and half left in."""
+    text = redact(_scrub(" ".join(text.split()), secrets))
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _scrub(text: str, secrets: tuple[str, ...]) -> str:
+    """Each of `secrets` that `text` repeats as a whole word, replaced."""
+    for value in secrets:
+        text = re.sub(rf"(?<![0-9A-Za-z]){re.escape(value)}(?![0-9A-Za-z])", REDACTED, text)
+    return text
 
 
 def _origin(url: str) -> str:
