@@ -20,7 +20,7 @@ from dhanfeed.candles import Bar
 from dhanfeed.cli import status
 from dhanfeed.config import load_config
 from dhanfeed.credentials import load_credentials
-from dhanfeed.health import SocketFacts
+from dhanfeed.health_report import SocketFacts
 from dhanfeed.renew_metrics import write_renew_metrics
 from dhanfeed.renew_state import RenewState, renew_state_path
 from dhanfeed.sim.config_file import ALL_DAY, write_config

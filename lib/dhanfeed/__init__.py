@@ -34,7 +34,10 @@ Layout (one concern per module; tests/test_layout.py holds the import rules):
   backfill        healing and reconciling a day from Dhan's bars (pure); backfill_run (one
                   bin/backfill run: fetch, plan, write), backfill_metrics (backfill.prom)
   store/          the Store interface, SQLite, PostgreSQL, the writer thread, SQLite -> PG copy
-  status health   the collector's status file and metrics; what bin/status and the page show
+  status          the collector's status file and metrics
+  health          what bin/status and the page show, gathered at one instant (reads only);
+                  health_verdict (how healthy, pure: facts -> findings with levels),
+                  health_report (the facts, the findings and their one JSON shape)
   web/            the read-only status page; candle_reader, frames, parquet, progress and
                   console serve people (bin/status, export_candles, a terminal)
   config logs     TOML -> one frozen object; JSON logs and redaction

@@ -1,20 +1,15 @@
-"""Everything `bin/status` and the status page show, and how healthy it is.
+"""The facts `bin/status` and the status page show, gathered at one instant.
 
 `gather(config, now, ...)` reads what the programs leave behind (the token file and what
 renew_token remembers about it, the renewer's and backfill's metrics textfiles, the
-collector's status file, the database through `candle_reader`) and never writes, locks or calls Dhan. `assess(report)` is
-pure: it turns the facts into findings, each with a level, and the worst level is the exit
-code (0 healthy, 1 degraded, 3 a person must act). No token here, only its fingerprint.
-
-The JSON form (`Report.as_json()`, `bin/status --json`, `/api/status`) is documented in
-README.md, "bin/status --json"; keys are only ever added.
+collector's status file, the database through `candle_reader`) and never writes, locks or
+calls Dhan; it returns a `health_report.Report` with `health_verdict.assess`'s findings.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import enum
 import json
 import os
 from collections.abc import Mapping
@@ -27,6 +22,16 @@ from dhanfeed.candle_reader import open_reader
 from dhanfeed.config import Config
 from dhanfeed.credentials import load_credentials
 from dhanfeed.errors import DhanfeedError
+from dhanfeed.health_report import (
+    BackfillFacts,
+    CollectorFacts,
+    RenewerFacts,
+    Report,
+    SocketFacts,
+    StoreFacts,
+    TokenFacts,
+)
+from dhanfeed.health_verdict import assess
 from dhanfeed.renew_metrics import FILENAME as RENEW_PROM
 from dhanfeed.renew_state import RenewState, renew_state_path
 from dhanfeed.renewal import Policy, decide, local_time
@@ -34,141 +39,10 @@ from dhanfeed.session import SessionCalendar
 from dhanfeed.status import STATUS_FILE
 from dhanfeed.token_store import TokenRecord, TokenStore
 
-SCHEMA_VERSION = 1
 BACKFILL_PROM = "backfill.prom"
-RENEWER_LATE_S = 2 * 3600 + 600  # hourly runs: two missed runs is worth a look
 STATUS_STALE_RUNS = 5  # a status file older than this many rewrites: the collector hangs
 STATUS_STALE_MIN_S = 10.0
 HEAL_WITHIN_S = 30 * 60  # backfill runs every 15 min in the session: two runs to heal a gap
-RECONCILE_DIFFERING_ABOVE = 0.05  # share of reconciled minutes that may differ
-
-
-class Level(enum.IntEnum):
-    """A finding's weight; the worst one is bin/status's exit code."""
-
-    OK = 0
-    DEGRADED = 1
-    ACT = 3  # a person must act
-
-    @property
-    def word(self) -> str:
-        return {0: "healthy", 1: "degraded", 3: "action needed"}[int(self)]
-
-
-@dataclasses.dataclass(frozen=True)
-class Finding:
-    level: Level
-    message: str
-
-    def as_json(self) -> dict[str, Any]:
-        return {"level": self.level.word, "message": self.message}
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class TokenFacts:
-    present: bool
-    problem: str | None = None  # why the token file cannot be used
-    fingerprint: str | None = None
-    source: str | None = None
-    expires_at: str | None = None  # ISO 8601, session time zone
-    remaining_s: int | None = None
-    written_at: str | None = None
-    refused: bool = False  # Dhan refused this token (the renewer's check or the collector's feed)
-    refused_detail: str | None = None  # how and when
-    can_regenerate: bool = False  # PIN+TOTP configured
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class RenewerFacts:
-    last_run: str | None = None
-    last_exit_code: int | None = None
-    last_success: str | None = None
-    next: str | None = None  # the decision a run now would take, with its reason
-    due_at: str | None = None
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class SocketFacts:
-    shard: int
-    state: str
-    role: str
-    instruments: int
-    last_data_age_s: float | None
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class CollectorFacts:
-    state: str  # running | unresponsive | stopped | crashed | never started
-    pid: int | None = None
-    started_at: str | None = None
-    status_age_s: float | None = None
-    token_fingerprint: str | None = None
-    sockets: list[SocketFacts] = dataclasses.field(default_factory=list)
-    sockets_live: int = 0
-    last_data_age_s: float | None = None
-    messages_per_s: float | None = None
-    swaps: int = 0  # since start
-    reconnects: int = 0  # since start
-    dropped: int = 0
-    ticks_dropped: int = 0
-    store_errors: int = 0
-
-    @property
-    def running(self) -> bool:
-        return self.state in ("running", "unresponsive")
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class StoreFacts:
-    database: str
-    problem: str | None = None
-    size_bytes: int | None = None
-    candles_today: int | None = None
-    gaps_today: int | None = None
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class BackfillFacts:
-    last_run: str | None = None  # None: not run
-    last_exit_code: int | None = None
-    # gaps in today's session, ended over HEAL_WITHIN_S ago, still unhealed; None: the
-    # database cannot tell (no healed_utc column yet)
-    unhealed_gaps: int | None = None
-    reconciled_day: str | None = None
-    minutes_compared: int | None = None
-    minutes_differing: int | None = None
-    volume_differing: int | None = None
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class Report:
-    checked_at: str
-    timezone: str  # the session's, in which every time here is written
-    client_id: str
-    in_session: bool
-    token: TokenFacts
-    renewer: RenewerFacts
-    collector: CollectorFacts
-    store: StoreFacts
-    backfill: BackfillFacts
-    findings: list[Finding] = dataclasses.field(default_factory=list)
-
-    @property
-    def level(self) -> Level:
-        return max((f.level for f in self.findings), default=Level.OK)
-
-    def as_json(self) -> dict[str, Any]:
-        body = dataclasses.asdict(self)
-        body["findings"] = [f.as_json() for f in self.findings]
-        return {
-            "schema": SCHEMA_VERSION,
-            "health": self.level.word,
-            "exit_code": int(self.level),
-            **body,
-        }
-
-
-# -- gathering ---------------------------------------------------------------------------------
 
 
 def gather(
@@ -423,93 +297,3 @@ def _backfill(config: Config, now: dt.datetime) -> BackfillFacts:
         minutes_differing=rec.minutes_differing,
         volume_differing=rec.volume_differing,
     )
-
-
-# -- assessing ---------------------------------------------------------------------------------
-
-
-def assess(r: Report, config: Config) -> list[Finding]:
-    """Findings, worst first. Pure: reads only the report and the config's thresholds."""
-    out: list[Finding] = []
-
-    def add(level: Level, message: str) -> None:
-        out.append(Finding(level, message))
-
-    def when(iso: str | None) -> str:  # as the screen's other lines show a time
-        return local_time(dt.datetime.fromisoformat(iso), config.session.tz) if iso else "?"
-
-    t, c = r.token, r.collector
-    if not t.present or (t.remaining_s is not None and t.remaining_s <= 0) or t.refused:
-        why = (
-            t.problem
-            if not t.present
-            else f"token {t.fingerprint} was refused by Dhan ({t.refused_detail})"
-            if t.refused
-            else f"token {t.fingerprint} expired at {when(t.expires_at)}"
-        )
-        if t.can_regenerate:
-            add(
-                Level.DEGRADED,
-                f"{why}; renew_token will regenerate it with PIN+TOTP on its next run",
-            )
-        else:
-            add(Level.ACT, f"{why}; log in at Dhan and run bin/renew_token --set-token")
-    elif (
-        t.remaining_s is not None and t.remaining_s < config.token.must_renew_before.total_seconds()
-    ):
-        add(
-            Level.DEGRADED,
-            f"token {t.fingerprint} expires at {when(t.expires_at)} and has not been renewed",
-        )
-    if r.renewer.last_run is None:
-        add(Level.DEGRADED, "renew_token has never run here (is its timer or cron entry set up?)")
-    else:
-        if r.renewer.last_exit_code not in (0, 75):
-            add(Level.DEGRADED, f"renew_token's last run exited {r.renewer.last_exit_code}")
-        last = dt.datetime.fromisoformat(r.renewer.last_run)
-        if (dt.datetime.fromisoformat(r.checked_at) - last).total_seconds() > RENEWER_LATE_S:
-            add(
-                Level.DEGRADED,
-                f"renew_token has not run since {when(r.renewer.last_run)} (is its timer on?)",
-            )
-    if not c.running:
-        if r.in_session:
-            add(Level.ACT, f"the collector is not running ({c.state}) during the session: start it")
-        elif c.state == "crashed":
-            add(Level.DEGRADED, f"the collector crashed (pid {c.pid}): start it before the session")
-    elif c.state == "unresponsive":
-        add(
-            Level.DEGRADED,
-            f"the collector (pid {c.pid}) has not written its status for {c.status_age_s}s",
-        )
-    elif r.in_session:
-        stale = config.collector.stale_after.total_seconds()
-        down = [
-            s for s in c.sockets if (s.role == "live" and s.state != "open") or s.role == "none"
-        ]
-        if down:
-            add(Level.DEGRADED, f"{len(down)} feed socket(s) not live during the session")
-        elif c.last_data_age_s is None or c.last_data_age_s > stale:
-            add(Level.DEGRADED, f"no data for {c.last_data_age_s}s during the session")
-    if c.dropped or c.ticks_dropped or c.store_errors:
-        add(
-            Level.DEGRADED,
-            f"collector dropped {c.dropped} packets/rows ({c.ticks_dropped} raw ticks), {c.store_errors} store errors",
-        )
-    if r.store.problem:
-        add(Level.DEGRADED if c.running else Level.OK, r.store.problem)
-    b = r.backfill
-    if b.last_exit_code not in (None, 0, 75):
-        add(Level.DEGRADED, f"backfill's last run exited {b.last_exit_code}")
-    if b.unhealed_gaps and b.last_run is not None:
-        add(Level.DEGRADED, f"{b.unhealed_gaps} gap(s) not healed yet")
-    if (
-        b.minutes_compared
-        and (b.minutes_differing or 0) > RECONCILE_DIFFERING_ABOVE * b.minutes_compared
-    ):
-        add(
-            Level.DEGRADED,
-            f"{b.minutes_differing} of {b.minutes_compared} minutes differ from Dhan's on {b.reconciled_day}",
-        )
-    out.sort(key=lambda f: -f.level)
-    return [f for f in out if f.level > Level.OK]

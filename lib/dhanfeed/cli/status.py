@@ -1,7 +1,7 @@
 """`bin/status`: is everything fine? One screen, whether or not the collector runs.
 
-Read-only: no lock, no network, no writes. The facts and the health rules live in
-`dhanfeed.health`; this module prints them.
+Read-only: no lock, no network, no writes. The facts are gathered by `dhanfeed.health`
+and judged by `health_verdict`; this module prints them.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from collections.abc import Callable, Sequence
 from dhanfeed.cli.args import ArgumentParser, exit_on_error
 from dhanfeed.clock import Clock, SystemClock
 from dhanfeed.config import Config, load_config
-from dhanfeed.health import Level, Report, gather, read_status_file
+from dhanfeed.health import gather, read_status_file
+from dhanfeed.health_report import Level, Report
 from dhanfeed.status import STATUS_FILE
 from dhanfeed.token import format_remaining
 
