@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from dhanfeed.config import Instrument, load_config, parse_duration
+from dhanfeed.config import Instrument, parse_duration
+from dhanfeed.config_load import load_config
 from dhanfeed.database_url import PostgresUrl, redact
 from dhanfeed.errors import ConfigError, ExitCode
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from dhanfeed.candles import Bar
 from dhanfeed.clock import SystemClock
 from dhanfeed.collector import Collector
-from dhanfeed.config import load_config
+from dhanfeed.config_load import load_config
 from dhanfeed.sim.config_file import write_config
 from dhanfeed.status import STATUS_FILE, TEXTFILE
 from dhanfeed.store import Tick

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from dhanfeed.config import Config, load_config
+from dhanfeed.config import Config
+from dhanfeed.config_load import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")

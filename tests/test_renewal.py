@@ -194,7 +194,7 @@ def test_a_calendar_without_session_days_never_postpones():
 
 
 def test_the_policy_is_built_from_the_config(tmp_path):
-    from dhanfeed.config import load_config
+    from dhanfeed.config_load import load_config
     from renew_support import write_config
 
     path = write_config(

@@ -18,7 +18,7 @@ import pytest
 
 from dhanfeed.candles import Bar
 from dhanfeed.cli import status
-from dhanfeed.config import load_config
+from dhanfeed.config_load import load_config
 from dhanfeed.credentials import load_credentials
 from dhanfeed.health_report import SocketFacts
 from dhanfeed.renew_metrics import write_renew_metrics

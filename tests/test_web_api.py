@@ -15,7 +15,7 @@ import requests
 
 from dhanfeed.candles import Bar
 from dhanfeed.clock import SystemClock
-from dhanfeed.config import load_config
+from dhanfeed.config_load import load_config
 from dhanfeed.store import Gap, SqliteStore
 from dhanfeed.web.server import StatusPage
 from test_collector_e2e import Collector as CollectorProcess

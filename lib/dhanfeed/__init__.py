@@ -40,7 +40,9 @@ Layout (one concern per module; tests/test_layout.py holds the import rules):
                   health_report (the facts, the findings and their one JSON shape)
   web/            the read-only status page; candle_reader, frames, parquet, progress and
                   console serve people (bin/status, export_candles, a terminal)
-  config logs     TOML -> one frozen object; JSON logs and redaction
+  config          the one frozen config object: a dataclass per section, with defaults;
+                  config_load (TOML -> that object, every problem at once with its key)
+  logs            JSON logs and redaction
   leaves          errors (the error tree, exit codes), clock (the one clock), files (atomic
                   write, private read, JSON state), run_timer (renew_token's whole-run
                   bound), shield (what a run timeout waits for), instruments, session

@@ -28,7 +28,8 @@ from dhanfeed.backfill_metrics import write_backfill_metrics
 from dhanfeed.backfill_run import RunResult, run_backfill
 from dhanfeed.cli.args import ArgumentParser
 from dhanfeed.clock import SystemClock
-from dhanfeed.config import Config, Instrument, load_config
+from dhanfeed.config import Config, Instrument
+from dhanfeed.config_load import load_config
 from dhanfeed.database_url import PostgresUrl
 from dhanfeed.dhan_api import DhanApi
 from dhanfeed.errors import DhanfeedError, ExitCode, LockBusy, TokenFileError, UsageError

@@ -27,7 +27,7 @@ from dhanfeed.alerts import Alerter
 from dhanfeed.cli.args import ArgumentParser, exit_on_error, start_logging
 from dhanfeed.clock import SystemClock
 from dhanfeed.collector import Collector, open_store_waiting
-from dhanfeed.config import load_config
+from dhanfeed.config_load import load_config
 from dhanfeed.errors import ExitCode, LockBusy, UsageError
 from dhanfeed.feed.policy import Timing
 from dhanfeed.feed.supervisor import log_alert

@@ -27,7 +27,8 @@ from typing import IO
 from dhanfeed.candle_reader import as_sent, epoch_of, open_reader
 from dhanfeed.candles import Bar
 from dhanfeed.cli.args import ArgumentParser, exit_on_error
-from dhanfeed.config import load_config, parse_duration
+from dhanfeed.config import parse_duration
+from dhanfeed.config_load import load_config
 from dhanfeed.database_url import PostgresUrl, is_postgres_url
 from dhanfeed.errors import ConfigError, ExitCode, NoData, UsageError
 from dhanfeed.instruments import Instrument, parse_instrument

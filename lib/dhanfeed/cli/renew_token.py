@@ -22,7 +22,8 @@ import requests
 from dhanfeed.alerts import Alerter, alert_state_path
 from dhanfeed.cli.args import ArgumentParser, start_logging
 from dhanfeed.clock import Clock, SystemClock
-from dhanfeed.config import Config, load_config
+from dhanfeed.config import Config
+from dhanfeed.config_load import load_config
 from dhanfeed.credentials import load_credentials
 from dhanfeed.dhan_api import DhanApi
 from dhanfeed.errors import ConfigError, DhanfeedError, ExitCode, UsageError

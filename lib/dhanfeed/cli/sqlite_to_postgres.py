@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dhanfeed.cli.args import ArgumentParser, exit_on_error
-from dhanfeed.config import load_config
+from dhanfeed.config_load import load_config
 from dhanfeed.database_url import PostgresUrl
 from dhanfeed.errors import ExitCode, UsageError
 from dhanfeed.store.postgresql import SCHEMA_VERSION, PostgresStore

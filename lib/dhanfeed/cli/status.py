@@ -17,7 +17,8 @@ from collections.abc import Callable, Sequence
 
 from dhanfeed.cli.args import ArgumentParser, exit_on_error
 from dhanfeed.clock import Clock, SystemClock
-from dhanfeed.config import Config, load_config
+from dhanfeed.config import Config
+from dhanfeed.config_load import load_config
 from dhanfeed.health import gather, read_status_file
 from dhanfeed.health_report import Level, Report
 from dhanfeed.status import STATUS_FILE
