@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
     rows: list[Row] = []
 
     say(f"== 2. end to end, one packet per message (load average {os.getloadavg()[0]:.1f} on"
-        f" {os.cpu_count()} cores, shared with other engineers' runs)")  # fmt: skip
+        f" {os.cpu_count()} cores)")  # fmt: skip
     if args.cpu_rate:
         cpu = cpu_side_by_side(args.cpu_rate, args.cpu_window)
         bare, ours = cpu["bare"], cpu["collector"]
