@@ -133,6 +133,7 @@ class Demo:
         )  # fmt: skip
         started = time.monotonic()
         next_renew = started
+        next_line = started  # off a terminal: a plain line every 10 s, not a redraw each second
         while (left := self.args.seconds - (time.monotonic() - started)) > 0:
             if collector.poll() is not None:
                 print(f"\ndemo: the collector exited with {collector.returncode}; see logs/")
@@ -140,8 +141,9 @@ class Demo:
             if time.monotonic() >= next_renew:
                 self.renew(config)
                 next_renew += self.args.renew_every or self.args.token_ttl / 9
-            if not self.args.quiet:
+            if not self.args.quiet and (sys.stdout.isatty() or time.monotonic() >= next_line):
                 self.show_status(left)
+                next_line += 10
             time.sleep(1)
         print("\ndemo: stopping the collector (SIGTERM) ...")
         collector.send_signal(signal.SIGTERM)
@@ -201,12 +203,12 @@ class Demo:
         st = self.collector_status()
         stats = self.stats()
         line = (
-            f"\r{left:4.0f}s left | token expires {expiry}"
+            f"{left:4.0f}s left | token expires {expiry}"
             f" | renewals {stats['rest_calls'].get('RenewToken', 0)}"
             f" | swaps {st.get('swaps', 0)} | reconnects {st.get('reconnects', 0)}"
-            f" | packets {st.get('packets', 0)} | candles {self.count_candles()}   "
+            f" | packets {st.get('packets', 0)} | candles {self.count_candles()}"
         )
-        sys.stdout.write(line)
+        sys.stdout.write(f"\r{line}   " if sys.stdout.isatty() else f"{line}\n")
         sys.stdout.flush()
 
     # -- the check ------------------------------------------------------------------------------
