@@ -561,9 +561,8 @@ def test_sigkill_in_the_middle_of_a_bar_then_restart_gives_exact_volume_and_no_d
             " GROUP BY 1, 2, 3, 4 HAVING count(*) > 1"
         ).fetchall()
         assert rows == []
-        # The restart resumed the open bar from the stored raw ticks (SQLite: the PostgreSQL
-        # store cannot resume yet, see store.HealableStore).
-        for key in INSTRUMENTS if c2.database == SQLITE else []:
+        # The restart resumed the open bar from the stored raw ticks (either store).
+        for key in INSTRUMENTS:
             seg, sid = key.split(":")
             first = next(  # the sent order (an index's volume is 0: ties keep the list order)
                 (t[1] - 19800, round(t[2], 2))

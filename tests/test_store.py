@@ -19,9 +19,7 @@ import pytest
 from dhanfeed.candles import Bar, CandleBuilder, Carry, bucket_start
 from dhanfeed.errors import DhanfeedError
 from dhanfeed.store import (
-    BackfillChange,
     Gap,
-    Reconciliation,
     SqliteStore,
     StoreError,
     StoreWriter,
@@ -598,51 +596,6 @@ def test_a_database_from_a_newer_dhanfeed_is_refused_with_one_line(tmp_path):
     conn.close()
     with pytest.raises(StoreError, match="schema 9, newer than this dhanfeed"):
         SqliteStore(db)
-
-
-def test_a_merge_keeps_complete_only_when_both_parts_were_complete(db):
-    with SqliteStore(db) as store:
-        store.write([bar(v=5, cum=5)])
-        store.write([dataclasses.replace(bar(v=3, cum=8), complete=False)])
-        (merged,) = store.candles()
-        assert (merged.volume, merged.complete) == (8, False)
-
-
-def test_a_bar_replaced_from_dhan_is_never_merged_into_by_the_collector(db):
-    dhan = dataclasses.replace(bar(v=40, cum=None), source="dhan")
-    with SqliteStore(db) as store:
-        store.apply_backfill(BackfillChange([dhan], [], 0.0))
-        store.write([bar(v=5, cum=5)])
-        assert store.candles() == [dhan]
-
-
-def test_a_gap_marks_the_stored_feed_bars_it_overlaps_incomplete(db):
-    with SqliteStore(db) as store:
-        store.write([bar(T0), bar(T0 + 60), bar(T0 + 120), bar(T0, iv=300)])
-        store.write(gaps=[Gap(SEG, SID, T0 + 59.5, T0 + 61.0, "reconnect")])
-        flags = {(b.interval_s, b.start_utc): b.complete for b in store.candles()}
-    assert flags == {(60, T0): False, (60, T0 + 60): False, (60, T0 + 120): True,
-                     (300, T0): False}  # fmt: skip
-
-
-def test_backfill_changes_are_written_together_and_heal_only_the_gaps_named(db):
-    gaps = [Gap(SEG, SID, T0 + 10, T0 + 70, "reconnect"), Gap(SEG, SID, T0 + 300, T0 + 301, "x")]
-    rec = Reconciliation(SEG, SID, "2026-01-05", 10, 1, 2, T0, 0.1, 1.5)
-    with SqliteStore(db) as store:
-        store.write(gaps=gaps)
-        replaced = dataclasses.replace(bar(T0, v=9, cum=None), source="dhan")
-        store.apply_backfill(BackfillChange([replaced], [gaps[0]], 99.0, rec))
-        assert store.candles() == [replaced]
-        assert store.gaps(unhealed=True) == [gaps[1]]
-        assert store.gaps()[0].healed_utc == 99.0
-        assert store.reconciliations() == [rec]
-        with pytest.raises(StoreError):  # one bad row: nothing of the change is written
-            store.apply_backfill(
-                BackfillChange(
-                    [bar(T0 + 60), dataclasses.replace(bar(T0 + 120), open=None)], [gaps[1]], 100.0
-                )  # fmt: skip
-            )
-        assert store.candles() == [replaced] and store.gaps(unhealed=True) == [gaps[1]]
 
 
 def test_raw_tick_prices_are_stored_at_the_segments_precision(db):

@@ -15,8 +15,8 @@ import pytest
 
 from dhanfeed.candles import Bar
 from dhanfeed.cli import sqlite_to_postgres
-from dhanfeed.errors import StoreError, StoreUnavailable
-from dhanfeed.store import Gap, Tick
+from dhanfeed.errors import LockBusy, StoreError, StoreUnavailable
+from dhanfeed.store import BackfillChange, Gap, Reconciliation, Tick
 from dhanfeed.store.postgresql import SCHEMA_VERSION, PostgresStore, ist_day
 from support.pg_cluster import Cluster
 
@@ -116,6 +116,35 @@ def test_a_schema_newer_than_the_program_is_refused_with_advice(pg_url):
         conn.execute("UPDATE dhanfeed_schema SET version = %s", (SCHEMA_VERSION + 1,))
     with pytest.raises(StoreError, match="newer than this program.*upgrade dhanfeed"):
         PostgresStore(pg_url, A)
+
+
+def test_a_schema_2_database_gains_the_reconciliation_table_and_keeps_its_rows(pg_url):
+    with PostgresStore(pg_url, A) as store:
+        store.write([bar()], gaps=[Gap("NSE_EQ", 1333, 1.0, 2.0, "test")])
+    with psycopg.connect(pg_url) as conn:  # as the previous dhanfeed left it
+        conn.execute("DROP TABLE reconciliation")
+        conn.execute("UPDATE dhanfeed_schema SET version = 2")
+    with PostgresStore(pg_url, A) as store:
+        assert store.schema_version() == SCHEMA_VERSION == 3
+        assert store.reconciliations() == []
+        assert [b.volume for b in store.candles()] == [40] and len(store.gaps()) == 1
+
+
+def test_healing_one_client_id_touches_none_of_anothers_rows(pg_url):
+    gap = Gap("NSE_EQ", 1333, MONDAY_0915_IST + 5.0, MONDAY_0915_IST + 65.0, "reconnect")
+    rec = Reconciliation("NSE_EQ", 1333, "2026-01-05", 10, 1, 0, None, None, 3.0)
+    dhan = bar(volume=99, source="dhan")
+    with PostgresStore(pg_url, A) as a, PostgresStore(pg_url, B) as b:
+        for store in (a, b):
+            store.write([bar()], [tick(MONDAY_0915_IST + 1)], [gap])
+        a.apply_backfill(BackfillChange([dhan], [gap], 7.0, rec))
+        assert (a.candles(), a.gaps(unhealed=True), a.reconciliations()) == ([dhan], [], [rec])
+        assert [x.volume for x in b.candles()] == [40] and b.gaps(unhealed=True) == [gap]
+        assert b.reconciliations() == [] and len(b.ticks()) == 1
+        assert b.last_bar_starts() == {("NSE_EQ", 1333, 60): MONDAY_0915_IST}
+        with a.backfill_lock(), b.backfill_lock():  # one backfill per account, side by side
+            with pytest.raises(LockBusy, match=f"client id {A}"), a.backfill_lock():
+                pass
 
 
 def test_a_reader_of_a_database_without_the_schema_is_told_so(pg_url):
@@ -222,8 +251,17 @@ def test_the_readme_roles_work_with_passwords_from_a_pgpass_file_and_no_more_rig
         collector.write([bar()], [tick(MONDAY_0915_IST + 5 * 86400)], [Gap("NSE_EQ", 1, 1, 2, "x")])
         collector.write([bar(volume=2)])  # the upsert's UPDATE
         assert collector.candles()[0].volume == 42
+        # bin/backfill runs with the collector's config, so as the same role.
+        rec = Reconciliation("NSE_EQ", 1333, "2026-01-05", 1, 0, 0, None, None, 5.0)
+        with collector.backfill_lock():
+            collector.apply_backfill(
+                BackfillChange([bar(start=0, source="dhan")], collector.gaps(), 5.0, rec)
+            )
+            collector.apply_backfill(BackfillChange([], [], 6.0, rec._replace(checked_utc=6.0)))
+        assert collector.gaps(unhealed=True) == []
     with PostgresStore.open_readonly(market.tcp_url("market", "dhanfeed_reader"), A) as reader:
-        assert reader.candles()[0].volume == 42
+        assert reader.candles()[-1].volume == 42
+        assert [r.checked_utc for r in reader.reconciliations()] == [6.0]
     reader_conn = psycopg.connect(market.tcp_url("market", "dhanfeed_reader"))
     with reader_conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
         reader_conn.execute("INSERT INTO gaps VALUES ('x', 'NSE_EQ', 1, 1, 2, 'x')")

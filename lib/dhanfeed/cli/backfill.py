@@ -2,7 +2,8 @@
 
 Run every 15 minutes in the session (heal) and once after the close (--reconcile): see
 crontab.example and systemd/dhanfeed-backfill.{service,timer}. Reads the token the way the
-collector does and never renews it.
+collector does and never renews it. Works on either store the collector writes: an SQLite
+file, or a postgresql:// database (the rows of the config's client id).
 
 Exit codes: 0 done (also when nothing needed healing), 1 Dhan failed for some instrument (the
 next run retries), 2 usage or configuration error, 3 token missing, expired or refused, 75
@@ -15,13 +16,10 @@ import argparse
 import datetime as dt
 import json
 import logging
-import sqlite3
 import sys
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 import requests
-from filelock import FileLock, Timeout
 
 from dhanfeed.alerts import Alerter
 from dhanfeed.backfill_metrics import write_backfill_metrics
@@ -30,13 +28,19 @@ from dhanfeed.cli.args import ArgumentParser
 from dhanfeed.clock import SystemClock
 from dhanfeed.config import Config, Instrument
 from dhanfeed.config_load import load_config
-from dhanfeed.database_url import PostgresUrl
 from dhanfeed.dhan_api import DhanApi
-from dhanfeed.errors import DhanfeedError, ExitCode, LockBusy, TokenFileError, UsageError
+from dhanfeed.errors import (
+    DhanfeedError,
+    ExitCode,
+    StoreError,
+    StoreUnavailable,
+    TokenFileError,
+    UsageError,
+)
 from dhanfeed.feed.token_watch import TokenRejected, read_token_file
 from dhanfeed.logs import close_logging, print_traceback, setup_logging
 from dhanfeed.progress import progress
-from dhanfeed.store import SqliteStore
+from dhanfeed.store import HealableStore, open_store
 from dhanfeed.token import IST
 
 logger = logging.getLogger("dhanfeed.cli.backfill")
@@ -44,9 +48,10 @@ PROG = "backfill"
 PROGRESS_FROM = 20  # instruments: fewer finish in a few seconds
 EPILOG = """\
 exit codes:
-  0 done (also when nothing needed healing); 1 Dhan failed for some instrument (the next run
-  retries); 2 usage or configuration error (also: no database yet); 3 the token is missing,
-  expired or refused; 75 another run holds the lock.
+  0 done (also when nothing needed healing); 1 Dhan failed for some instrument, or the
+  database server cannot be reached (the next run retries); 2 usage or configuration error
+  (also: no collector database yet); 3 the token is missing, expired or refused; 75 another
+  run holds the lock (one run at a time per SQLite file, or per client id in PostgreSQL).
 """
 
 
@@ -54,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(
         prog=PROG,
         description="Heal gaps in the candles from Dhan's 1-minute intraday bars; with"
-        " --reconcile, compare every complete feed bar with Dhan's (run once after the close).",
+        " --reconcile, compare every complete feed bar with Dhan's (run once after the close)."
+        " Works on the collector's database, SQLite or PostgreSQL ([collector] database).",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -122,53 +128,45 @@ def _day(text: str | None, now: dt.datetime) -> dt.date:
 
 
 def _locked(config: Config, args: argparse.Namespace, day: dt.date, now: dt.datetime) -> int:
-    if isinstance(config.collector.database, PostgresUrl):
-        raise UsageError("bin/backfill heals an SQLite database only, for now (collector.database)")
-    database = Path(config.collector.database)
-    _check_database(database)
-    lock_file = database.with_name(database.name + ".backfill.lock")
-    lock = FileLock(lock_file, timeout=0)
+    store = _open(config, readonly=args.dry_run)
     try:
-        lock.acquire()
-    except Timeout:
-        raise LockBusy(
-            f"another backfill of {database} is running (lock {lock_file} is held)", path=lock_file
-        ) from None
-    try:
-        return _heal(config, args, day, now, database)
+        with store.backfill_lock():
+            return _heal(config, args, day, now, store)
     finally:
-        lock.release()
+        store.close()
 
 
-def _check_database(path: Path) -> None:
-    """The collector's database must exist and be one (a typo must not create a new one)."""
-    if not path.is_file():
-        raise UsageError(
-            f"no database at {path} (collector.database; has the collector run?)", path=path
-        )
+def _open(config: Config, *, readonly: bool) -> HealableStore:
+    """The collector's database; it must exist and be one (a typo must not create a new
+    one), so it is first opened read-only. A server that is away is exit 1 (the next run
+    retries); a database that is missing, not ours or refuses us is a configuration error."""
+    target, client_id = config.collector.database, config.dhan.client_id
     try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-        try:
-            tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
-        finally:
-            conn.close()
-    except sqlite3.Error as exc:
-        raise UsageError(f"{path} is not a collector database: {exc}", path=path) from None
-    if "candles" not in tables:
-        raise UsageError(f"{path} is not a collector database (no candles table)", path=path)
+        reader = open_store(target, client_id=client_id, store_ticks=False, readonly=True)
+    except StoreUnavailable:
+        raise
+    except StoreError as exc:
+        raise UsageError(f"collector.database: {exc}; has the collector run?") from None
+    if readonly:
+        return reader
+    reader.close()
+    return open_store(target, client_id=client_id, store_ticks=False)
 
 
 def _heal(
-    config: Config, args: argparse.Namespace, day: dt.date, now: dt.datetime, database: Path
+    config: Config, args: argparse.Namespace, day: dt.date, now: dt.datetime, store: HealableStore
 ) -> int:
     try:
         token = read_token_file(config.token.file, config.dhan.client_id, now)
     except TokenRejected as exc:
         raise TokenFileError(f"no usable token: {exc}") from None
     logger.info(
-        "backfill %s with token %s%s", day, token.fingerprint, " (dry run)" if args.dry_run else ""
+        "backfill %s of %s with token %s%s",
+        day,
+        store.location,
+        token.fingerprint,
+        " (dry run)" if args.dry_run else "",
     )
-    store = SqliteStore.open_readonly(database) if args.dry_run else SqliteStore(database, False)
     api = DhanApi(
         requests.Session(),
         api_base=config.dhan.api_base,
@@ -176,16 +174,13 @@ def _heal(
         client_id=config.dhan.client_id,
         read_timeout=config.dhan.timeout.total_seconds(),
     )
-    try:
-        result = run_backfill(
-            config, store, api, token.access_token,
-            day=day, now_utc=now.timestamp(), reconcile=args.reconcile,
-            prefer_dhan=args.prefer == "dhan", dry_run=args.dry_run,
-            progress=_no_progress if args.json else _progress,
-            alert=_alerter(config) if not args.dry_run else _log_alert,
-        )  # fmt: skip
-    finally:
-        store.close()
+    result = run_backfill(
+        config, store, api, token.access_token,
+        day=day, now_utc=now.timestamp(), reconcile=args.reconcile,
+        prefer_dhan=args.prefer == "dhan", dry_run=args.dry_run,
+        progress=_no_progress if args.json else _progress,
+        alert=_alerter(config) if not args.dry_run else _log_alert,
+    )  # fmt: skip
     if not args.dry_run:
         _metrics(config, now, int(result.exit_code), result)
     _report(args, result)

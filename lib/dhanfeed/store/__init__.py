@@ -1,7 +1,7 @@
 """Where candles, raw ticks and gaps are kept.
 
 - `base`: the row types (`Tick`, `Gap`, `Reconciliation`, `BackfillChange`) and the `Store`
-  interface every backend implements.
+  and `HealableStore` interfaces every backend implements.
 - `sqlite`: `SqliteStore`, the default backend (one WAL-mode file).
 - `writer`: `StoreWriter`, the thread that batches, sheds and retries writes for the collector.
 - `postgresql`: `PostgresStore`, for several collectors, remote readers, more raw ticks.
@@ -35,7 +35,7 @@ def open_store(
     client_id: str = "",
     store_ticks: bool = True,
     readonly: bool = False,
-) -> Store:
+) -> HealableStore:
     """The store behind `target`: a postgresql:// URL (rows of `client_id`), else an SQLite
     file. Raises `StoreError` (`StoreUnavailable` while a server cannot be reached)."""
     if isinstance(target, str) and is_postgres_url(target):

@@ -2,16 +2,17 @@
 
 A store keeps candles (upserted on their key, so a restart never duplicates a bar), raw ticks
 (when `store_ticks`), gaps (and when `bin/backfill` healed them) and the daily reconciliation
-with Dhan's bars. `SqliteStore` implements it; a PostgreSQL store implements the same
-interface and passes the same tests. The rules every backend keeps (see `SqliteStore`): a
-merge keeps `complete` only when both parts were complete and never merges into a bar whose
-`source` is 'dhan'; writing a gap marks the stored feed bars it overlaps incomplete; a
-database of an older schema is migrated in place on the first writable open.
+with Dhan's bars. `SqliteStore` and `PostgresStore` implement it and pass the same tests.
+The rules every backend keeps (see `SqliteStore`): a merge keeps `complete` only when both
+parts were complete and never merges into a bar whose `source` is 'dhan'; writing a gap marks
+the stored feed bars it overlaps incomplete; a database of an older schema is migrated in
+place on the first writable open.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager
 from typing import NamedTuple, Protocol, runtime_checkable
 
 from dhanfeed.candles import Bar, Carry, Key
@@ -25,6 +26,7 @@ __all__ = [
     "Reconciliation",
     "Store",
     "Tick",
+    "conditions",
 ]
 
 
@@ -135,11 +137,11 @@ class Store(Protocol):
 @runtime_checkable
 class HealableStore(Store, Protocol):
     """A store that can resume open bars after a crash and take `bin/backfill`'s changes
-    (schema 2). `SqliteStore` is one; the PostgreSQL store does not have these yet, so the
-    collector skips the resume on it and `bin/backfill` refuses it with one line."""
+    (SQLite schema 3, PostgreSQL schema 3). Both stores are; the collector resumes open bars
+    and `bin/backfill` heals and reconciles on either."""
 
     def schema_version(self) -> int:
-        """The schema the stored data is in (SQLite 3 / PostgreSQL 2: complete/source, healed
+        """The schema the stored data is in (SQLite 3 / PostgreSQL 3: complete/source, healed
         gaps, reconciliation)."""
         ...
 
@@ -149,7 +151,7 @@ class HealableStore(Store, Protocol):
         security_id: int | None = None,
         since_utc: int | None = None,
     ) -> list[Tick]:
-        """Raw ticks in the order stored; `since_utc` ≤ LTT (UTC) when given (a restart
+        """Raw ticks in the order received; `since_utc` ≤ LTT (UTC) when given (a restart
         rebuilds the bars open at a crash from them)."""
         ...
 
@@ -160,7 +162,7 @@ class HealableStore(Store, Protocol):
         start_utc: float | None = None,
         end_utc: float | None = None,
     ) -> list[Gap]:
-        """Gaps in the order recorded; only those overlapping [start_utc, end_utc) when given."""
+        """Gaps, oldest start first; only those overlapping [start_utc, end_utc) when given."""
         ...
 
     def last_bar_starts(self) -> dict[Key, int]:
@@ -174,6 +176,11 @@ class HealableStore(Store, Protocol):
     def apply_backfill(self, change: BackfillChange) -> None:
         """Make the rows exactly `change.bars`, mark `change.healed` healed at
         `change.healed_utc` and save the reconciliation: one transaction, all or nothing."""
+        ...
+
+    def backfill_lock(self) -> AbstractContextManager[None]:
+        """Held by one `bin/backfill` run at a time per database (PostgreSQL: per database and
+        client id); entering it raises `LockBusy` while another run holds it."""
         ...
 
 
@@ -221,16 +228,16 @@ class CandleReads:
         of bars stays small)."""
         p = self.placeholder
         where, params = self._scope()
-        for column, op, value in (
+        more, values = conditions(
+            p,
             ("segment", "=", segment),
             ("security_id", "=", security_id),
             ("interval_s", "=", interval_s),
             ("start_utc", ">=", start_utc),
             ("start_utc", "<", end_utc),
-        ):
-            if value is not None:
-                where.append(f"{column} {op} {p}")
-                params.append(value)
+        )
+        where += more
+        params += values
         # Keyset paging on the primary key: each chunk starts after the last bar of the one before.
         after: tuple = ()
         while True:
@@ -246,6 +253,12 @@ class CandleReads:
             if len(rows) < chunk:
                 return
             after = tuple(rows[-1][:4])
+
+
+def conditions(placeholder: str, *given: tuple[str, str, object]) -> tuple[list[str], list[object]]:
+    """(column, operator, value) → SQL conditions and their parameters, skipping None values."""
+    kept = [(column, op, value) for column, op, value in given if value is not None]
+    return [f"{column} {op} {placeholder}" for column, op, _ in kept], [v for *_, v in kept]
 
 
 def _bar(row: tuple) -> Bar:

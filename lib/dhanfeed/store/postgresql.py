@@ -18,15 +18,18 @@ The same tables and semantics as the SQLite store (see `store.sqlite`), and:
   next call reconnects, no sooner than a backoff (0.5 s doubling to `MAX_BACKOFF_S`) allows.
   `StoreWriter` keeps the rows and retries, so nothing is lost while its backlog holds.
 - `location` is the URL without any password (the config refuses one anyway).
+- `bin/backfill` (schema 3: the `reconciliation` table) runs one at a time per client id:
+  `backfill_lock()` is a session advisory lock on a connection of its own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import psycopg
@@ -34,12 +37,20 @@ from psycopg import sql
 
 from dhanfeed.candles import Bar, Carry, Key, round_price
 from dhanfeed.database_url import redact
-from dhanfeed.errors import StoreError, StoreUnavailable
-from dhanfeed.store.base import BAR_COLUMNS, CandleReads, Gap, Tick
+from dhanfeed.errors import LockBusy, StoreError, StoreUnavailable
+from dhanfeed.store.base import (
+    BAR_COLUMNS,
+    BackfillChange,
+    CandleReads,
+    Gap,
+    Reconciliation,
+    Tick,
+    conditions,
+)
 
 __all__ = ["SCHEMA_VERSION", "PostgresStore"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 IST_OFFSET_S = 19800  # partitions are IST days: a trading day never straddles two
 MAX_BACKOFF_S = 8.0
 CONNECT_TIMEOUT_S = 5
@@ -60,6 +71,7 @@ _CONNECT_OPTIONS: dict[str, Any] = {
 _REFUSED = re.compile(r"password|does not exist|pg_hba\.conf|authentication|permission denied")
 _LOCK_SCHEMA = 0x64686601  # advisory lock keys ("dhf" + n)
 _LOCK_PARTITION = 0x64686602
+_LOCK_BACKFILL = 0x64686603  # with the client id's hash: one backfill per account
 
 # Each migration takes the schema from the version before it to its own number.
 _MIGRATIONS = {
@@ -124,6 +136,22 @@ ALTER TABLE candles ALTER COLUMN complete SET DEFAULT true;
 ALTER TABLE candles ADD COLUMN source text NOT NULL DEFAULT 'feed';
 ALTER TABLE gaps ADD COLUMN healed_utc double precision;
 """,
+    # bin/backfill --reconcile: per account, instrument and IST day, the feed against Dhan.
+    3: """
+CREATE TABLE reconciliation (
+    client_id text NOT NULL,
+    segment text NOT NULL,
+    security_id bigint NOT NULL,
+    day date NOT NULL,
+    minutes_compared integer NOT NULL,
+    minutes_differing integer NOT NULL,
+    volume_differing integer NOT NULL,
+    worst_start_utc bigint,
+    worst_diff double precision,
+    checked_utc double precision NOT NULL,
+    PRIMARY KEY (client_id, segment, security_id, day)
+);
+""",
 }
 
 _UPSERT_BAR = """
@@ -164,6 +192,20 @@ _REPLACE_BAR = (
     complete = excluded.complete, source = excluded.source
 """
 )
+_HEAL_GAP = """
+UPDATE gaps SET healed_utc = %s
+WHERE client_id = %s AND segment = %s AND security_id = %s AND start_utc = %s AND end_utc = %s
+    AND healed_utc IS NULL
+"""
+_SAVE_RECONCILIATION = """
+INSERT INTO reconciliation (client_id, segment, security_id, day, minutes_compared,
+    minutes_differing, volume_differing, worst_start_utc, worst_diff, checked_utc)
+VALUES (%s, %s, %s, %s::date, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (client_id, segment, security_id, day) DO UPDATE SET
+    minutes_compared = excluded.minutes_compared, minutes_differing = excluded.minutes_differing,
+    volume_differing = excluded.volume_differing, worst_start_utc = excluded.worst_start_utc,
+    worst_diff = excluded.worst_diff, checked_utc = excluded.checked_utc
+"""
 
 
 def ist_day(ltt_utc: int) -> dt.date:
@@ -261,17 +303,10 @@ class PostgresStore(CandleReads):
                 f" {self._retry_at - now:.1f}s"
             )
         try:
-            conn = psycopg.connect(
-                self.url,
-                autocommit=True,
-                application_name="dhanfeed-reader" if self.readonly else "dhanfeed-collector",
-                **_CONNECT_OPTIONS,
-            )
-        except psycopg.Error as exc:
+            conn = self._connect("dhanfeed-reader" if self.readonly else "dhanfeed-collector")
+        except StoreError:
             self._back_off()
-            reason = _first_line(exc)
-            error = StoreError if _REFUSED.search(reason) else StoreUnavailable
-            raise error(f"cannot connect to database {self.location}: {reason}") from None
+            raise
         try:
             if self.readonly:
                 conn.read_only = True
@@ -299,6 +334,30 @@ class PostgresStore(CandleReads):
         self._partitions.clear()
         self.connects += 1
         return conn
+
+    def _connect(self, application_name: str) -> psycopg.Connection:
+        """A new autocommit connection; a `StoreError` (`StoreUnavailable` unless the server
+        answered and refused) naming the URL without its password."""
+        try:
+            return psycopg.connect(
+                self.url, autocommit=True, application_name=application_name, **_CONNECT_OPTIONS
+            )
+        except psycopg.Error as exc:
+            reason = _first_line(exc)
+            error = StoreError if _REFUSED.search(reason) else StoreUnavailable
+            raise error(f"cannot connect to database {self.location}: {reason}") from None
+
+    @contextlib.contextmanager
+    def _connected(self, doing: str) -> Iterator[psycopg.Connection]:
+        """The live connection, under _lock; psycopg's errors become a `StoreError` ("cannot
+        {doing} database ..."; `StoreUnavailable` when the connection broke). Callers open
+        their own transaction in it: a write first creates tick partitions outside its own."""
+        with self._lock:
+            conn = self._connection()
+            try:
+                yield conn
+            except psycopg.Error as exc:
+                raise self._failed(doing, exc) from None
 
     def _back_off(self) -> None:
         self._backoff_s = min(MAX_BACKOFF_S, max(0.5, self._backoff_s * 2))
@@ -339,19 +398,15 @@ class PostgresStore(CandleReads):
         gap_rows = [(cid, *g[:5]) for g in gaps]
         if not (bar_rows or tick_rows or gap_rows):
             return
-        with self._lock:
-            conn = self._connection()
+        with self._connected("write") as conn:
             try:
-                try:
-                    self._write(conn, bar_rows, tick_rows, gap_rows)
-                except psycopg.errors.CheckViolation:
-                    if not (tick_rows and self._partitions):
-                        raise
-                    # "no partition for row": someone dropped a day this process had seen.
-                    self._partitions.clear()
-                    self._write(conn, bar_rows, tick_rows, gap_rows)
-            except psycopg.Error as exc:
-                raise self._failed("write", exc) from None
+                self._write(conn, bar_rows, tick_rows, gap_rows)
+            except psycopg.errors.CheckViolation:
+                if not (tick_rows and self._partitions):
+                    raise
+                # "no partition for row": someone dropped a day this process had seen.
+                self._partitions.clear()
+                self._write(conn, bar_rows, tick_rows, gap_rows)
 
     def _write(
         self, conn: psycopg.Connection, bars: list[tuple], ticks: list[Tick], gaps: list[tuple]
@@ -385,63 +440,89 @@ class PostgresStore(CandleReads):
         replace the stored bar of their key; ticks and gaps are added unless an equal row is
         there. Returns (ticks added, gaps added). Needs the TEMP privilege."""
         cid = self.client_id
-        with self._lock:
-            conn = self._connection()
-            try:
-                self._ensure_partitions(conn, ticks)
-                with conn.transaction(), conn.cursor() as cur:
-                    if bars:
-                        cur.executemany(_REPLACE_BAR, [(cid, *_bar_fields(b)) for b in bars])
-                    added = []
-                    for table, rows, columns, when in (
-                        ("ticks", ticks, _TICK_TYPES, "ltt_utc"),
-                        (
-                            "gaps",
-                            gaps,
-                            ["text", "text", "int8", "float8", "float8", "text", "float8"],
-                            "start_utc",
-                        ),
-                    ):
-                        if not rows:
-                            added.append(0)
-                            continue
-                        tmp = sql.Identifier(f"import_{table}")
-                        cur.execute(
-                            sql.SQL("CREATE TEMP TABLE {} (LIKE {}) ON COMMIT DROP").format(
-                                tmp, sql.Identifier(table)
-                            )
+        with self._connected("import into") as conn:
+            self._ensure_partitions(conn, ticks)
+            with conn.transaction(), conn.cursor() as cur:
+                if bars:
+                    cur.executemany(_REPLACE_BAR, [(cid, *_bar_fields(b)) for b in bars])
+                added = []
+                for table, rows, columns, when in (
+                    ("ticks", ticks, _TICK_TYPES, "ltt_utc"),
+                    (
+                        "gaps",
+                        gaps,
+                        ["text", "text", "int8", "float8", "float8", "text", "float8"],
+                        "start_utc",
+                    ),
+                ):
+                    if not rows:
+                        added.append(0)
+                        continue
+                    tmp = sql.Identifier(f"import_{table}")
+                    cur.execute(
+                        sql.SQL("CREATE TEMP TABLE {} (LIKE {}) ON COMMIT DROP").format(
+                            tmp, sql.Identifier(table)
                         )
-                        with cur.copy(
-                            sql.SQL("COPY {} FROM STDIN (FORMAT BINARY)").format(tmp)
-                        ) as copy:
-                            copy.set_types(columns)
-                            for row in rows:
-                                copy.write_row((cid, *row))
-                        cur.execute(
-                            sql.SQL(
-                                "INSERT INTO {table} SELECT * FROM {tmp}"
-                                " EXCEPT SELECT * FROM {table} WHERE client_id = %s AND {when}"
-                                " BETWEEN (SELECT min({when}) FROM {tmp})"
-                                " AND (SELECT max({when}) FROM {tmp})"
-                            ).format(
-                                table=sql.Identifier(table), tmp=tmp, when=sql.Identifier(when)
-                            ),
-                            (cid,),
-                        )
-                        added.append(cur.rowcount)
-            except psycopg.Error as exc:
-                raise self._failed("import into", exc) from None
+                    )
+                    with cur.copy(
+                        sql.SQL("COPY {} FROM STDIN (FORMAT BINARY)").format(tmp)
+                    ) as copy:
+                        copy.set_types(columns)
+                        for row in rows:
+                            copy.write_row((cid, *row))
+                    cur.execute(
+                        sql.SQL(
+                            "INSERT INTO {table} SELECT * FROM {tmp}"
+                            " EXCEPT SELECT * FROM {table} WHERE client_id = %s AND {when}"
+                            " BETWEEN (SELECT min({when}) FROM {tmp})"
+                            " AND (SELECT max({when}) FROM {tmp})"
+                        ).format(table=sql.Identifier(table), tmp=tmp, when=sql.Identifier(when)),
+                        (cid,),
+                    )
+                    added.append(cur.rowcount)
         return added[0], added[1]
+
+    def apply_backfill(self, change: BackfillChange) -> None:
+        """Replace bars, mark gaps healed and save the reconciliation: all or nothing."""
+        cid = self.client_id
+        with self._connected("write") as conn, conn.transaction(), conn.cursor() as cur:
+            if change.bars:
+                cur.executemany(_REPLACE_BAR, [(cid, *_bar_fields(b)) for b in change.bars])
+            if change.healed:
+                cur.executemany(
+                    _HEAL_GAP, [(change.healed_utc, cid, *g[:4]) for g in change.healed]
+                )
+            if change.reconciliation is not None:
+                cur.execute(_SAVE_RECONCILIATION, (cid, *change.reconciliation))
+
+    @contextlib.contextmanager
+    def backfill_lock(self) -> Iterator[None]:
+        """A session advisory lock on (backfill, this client id), on a connection of its own:
+        a reconnect of the store's connection must not drop it. Released when the run ends
+        (or its process dies: the server then closes the session)."""
+        conn = self._connect("dhanfeed-backfill")
+        with conn:
+            try:
+                row = conn.execute(
+                    "SELECT pg_try_advisory_lock(%s::integer, hashtext(%s))",
+                    (_LOCK_BACKFILL, self.client_id),
+                ).fetchone()
+            except psycopg.Error as exc:
+                raise StoreError(
+                    f"cannot lock database {self.location}: {_first_line(exc)}"
+                ) from None
+            if not (row and row[0]):
+                raise LockBusy(
+                    f"another backfill of client id {self.client_id} in {self.location} is"
+                    " running (it holds the database's backfill lock)"
+                )
+            yield
 
     # -- reading ---------------------------------------------------------------------------
 
     def _query(self, query: str | sql.Composed, params: Iterable = ()) -> list[tuple]:
-        with self._lock:
-            conn = self._connection()
-            try:
-                return conn.execute(query, tuple(params)).fetchall()
-            except psycopg.Error as exc:
-                raise self._failed("read", exc) from None
+        with self._connected("read") as conn:
+            return conn.execute(query, tuple(params)).fetchall()
 
     placeholder = "%s"
     bar_columns = BAR_COLUMNS + ", complete, source"
@@ -479,3 +560,69 @@ class PostgresStore(CandleReads):
                 (self.client_id,),
             )
         ]
+
+    def schema_version(self) -> int:
+        return int(self._query("SELECT version FROM dhanfeed_schema")[0][0])
+
+    def ticks(
+        self,
+        segment: str | None = None,
+        security_id: int | None = None,
+        since_utc: int | None = None,
+    ) -> list[Tick]:
+        """Raw ticks in the order received; `since_utc` ≤ LTT (UTC) when given (which also
+        spares the partitions of older days)."""
+        where, params = conditions(
+            "%s",
+            ("client_id", "=", self.client_id),
+            ("segment", "=", segment),
+            ("security_id", "=", security_id),
+            ("ltt_utc", ">=", since_utc),
+        )
+        rows = self._query(
+            "SELECT segment, security_id, ltt_utc, ltp, ltq, cum_volume, received_utc FROM ticks"
+            f" WHERE {' AND '.join(where)} ORDER BY received_utc, ltt_utc",
+            params,
+        )
+        return [Tick(*row) for row in rows]
+
+    def gaps(
+        self,
+        *,
+        unhealed: bool = False,
+        start_utc: float | None = None,
+        end_utc: float | None = None,
+    ) -> list[Gap]:
+        """Gaps, oldest start first; only those overlapping [start_utc, end_utc) when given."""
+        where, params = conditions(
+            "%s",
+            ("client_id", "=", self.client_id),
+            ("end_utc", ">", start_utc),
+            ("start_utc", "<", end_utc),
+        )
+        if unhealed:
+            where.append("healed_utc IS NULL")
+        rows = self._query(
+            "SELECT segment, security_id, start_utc, end_utc, reason, healed_utc FROM gaps"
+            f" WHERE {' AND '.join(where)} ORDER BY start_utc, end_utc, segment, security_id",
+            params,
+        )
+        return [Gap(*row) for row in rows]
+
+    def last_bar_starts(self) -> dict[Key, int]:
+        """Per (segment, security_id, interval_s): the start of its newest stored bar."""
+        rows = self._query(
+            "SELECT segment, security_id, interval_s, max(start_utc) FROM candles"
+            " WHERE client_id = %s GROUP BY segment, security_id, interval_s",
+            (self.client_id,),
+        )
+        return {(seg, sid, iv): start for seg, sid, iv, start in rows}
+
+    def reconciliations(self) -> list[Reconciliation]:
+        rows = self._query(
+            "SELECT segment, security_id, to_char(day, 'YYYY-MM-DD'), minutes_compared,"
+            " minutes_differing, volume_differing, worst_start_utc, worst_diff, checked_utc"
+            " FROM reconciliation WHERE client_id = %s ORDER BY day, segment, security_id",
+            (self.client_id,),
+        )
+        return [Reconciliation(*row) for row in rows]

@@ -30,22 +30,34 @@
   read an old database as if migrated.
 
 Errors: anything SQLite or the filesystem refuses becomes a `StoreError` naming the path.
+`bin/backfill` runs one at a time per file: `backfill_lock()` is a lock file beside it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import operator
 import sqlite3
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
+
 from dhanfeed.candles import Bar, Carry, Key, round_price
-from dhanfeed.errors import StoreError
-from dhanfeed.store.base import BAR_COLUMNS, BackfillChange, CandleReads, Gap, Reconciliation, Tick
+from dhanfeed.errors import LockBusy, StoreError
+from dhanfeed.store.base import (
+    BAR_COLUMNS,
+    BackfillChange,
+    CandleReads,
+    Gap,
+    Reconciliation,
+    Tick,
+    conditions,
+)
 
 __all__ = ["SqliteStore"]
 
@@ -198,12 +210,6 @@ def _tick_row(tick: Tick) -> tuple:
     return tick._replace(ltp=round_price(tick.segment, tick.ltp))
 
 
-def _conditions(*conditions: tuple[str, str, object]) -> tuple[list[str], list[object]]:
-    """(column, operator, value) → SQL conditions and parameters, skipping None values."""
-    given = [(column, op, value) for column, op, value in conditions if value is not None]
-    return [f"{column} {op} ?" for column, op, _ in given], [value for *_, value in given]
-
-
 class SqliteStore(CandleReads):
     """The SQLite store: one connection, usable from one thread at a time (calls are serialised)."""
 
@@ -336,36 +342,39 @@ class SqliteStore(CandleReads):
         if not (bar_rows or days or gap_rows):
             return
         with self._lock:
-            conn = self._conn
             new_tables = set(days) - self._tick_tables
+            with self._write_transaction() as conn:
+                # Only the tables written are touched: a broken tick table must not stop a
+                # transaction of bars.
+                if bar_rows:
+                    conn.executemany(_UPSERT_BAR, bar_rows)
+                if new_tables:
+                    for table in new_tables:
+                        conn.execute(f"CREATE TABLE IF NOT EXISTS {table} {TICK_TABLE_COLUMNS}")
+                    self._create_tick_view(conn, self._tick_tables | new_tables)
+                for table, rows in days.items():
+                    conn.executemany(f"INSERT INTO {table} VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+                if gap_rows:
+                    conn.executemany(_INSERT_GAP, gap_rows)
+                    conn.executemany(_GAP_MARKS_BARS, [(g[0], g[1], g[3], g[2]) for g in gap_rows])
+            self._tick_tables |= new_tables  # only once committed
+
+    @contextlib.contextmanager
+    def _write_transaction(self) -> Iterator[sqlite3.Connection]:
+        """Under _lock: BEGIN IMMEDIATE, the caller's statements, COMMIT; any error rolls back
+        (nothing half-written) and SQLite's errors become a `StoreError` naming the file."""
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    # Only the tables written are touched: a broken tick table must not stop
-                    # a transaction of bars.
-                    if bar_rows:
-                        conn.executemany(_UPSERT_BAR, bar_rows)
-                    if new_tables:
-                        for table in new_tables:
-                            conn.execute(f"CREATE TABLE IF NOT EXISTS {table} {TICK_TABLE_COLUMNS}")
-                        self._create_tick_view(conn, self._tick_tables | new_tables)
-                    for table, rows in days.items():
-                        conn.executemany(f"INSERT INTO {table} VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
-                    if gap_rows:
-                        conn.executemany(_INSERT_GAP, gap_rows)
-                        conn.executemany(
-                            _GAP_MARKS_BARS, [(g[0], g[1], g[3], g[2]) for g in gap_rows]
-                        )
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                raise StoreError(
-                    f"cannot write database {self.path}: {exc}", path=self.path
-                ) from None
-            self._tick_tables |= new_tables
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot write database {self.path}: {exc}", path=self.path) from None
 
     # -- reading --------------------------------------------------------------------------
 
@@ -409,8 +418,9 @@ class SqliteStore(CandleReads):
         security_id: int | None = None,
         since_utc: int | None = None,
     ) -> list[Tick]:
-        """Raw ticks in the order stored; `since_utc` ≤ LTT (UTC) when given."""
-        where, params = _conditions(
+        """Raw ticks in the order received; `since_utc` ≤ LTT (UTC) when given."""
+        where, params = conditions(
+            "?",
             ("segment", "=", segment),
             ("security_id", "=", security_id),
             ("ltt_utc", ">=", since_utc),
@@ -427,18 +437,16 @@ class SqliteStore(CandleReads):
         start_utc: float | None = None,
         end_utc: float | None = None,
     ) -> list[Gap]:
-        """Gaps in the order recorded; only those overlapping [start_utc, end_utc) when given."""
-        migrated = not self.bar_columns.endswith(
-            _OLD_COLUMNS
-        )  # schema 1 (read-only): no healed_utc
+        """Gaps, oldest start first; only those overlapping [start_utc, end_utc) when given."""
+        migrated = not self.bar_columns.endswith(_OLD_COLUMNS)  # schema 1 (read-only): no healed
         healed = "healed_utc" if migrated else "NULL"
         sql = f"SELECT segment, security_id, start_utc, end_utc, reason, {healed} FROM gaps"
-        where, params = _conditions(("end_utc", ">", start_utc), ("start_utc", "<", end_utc))
+        where, params = conditions("?", ("end_utc", ">", start_utc), ("start_utc", "<", end_utc))
         if unhealed and migrated:
             where.append("healed_utc IS NULL")
         if where:
             sql += " WHERE " + " AND ".join(where)
-        return [Gap(*row) for row in self._query(sql + " ORDER BY rowid", params)]
+        return [Gap(*row) for row in self._query(sql + " ORDER BY start_utc, rowid", params)]
 
     def last_bar_starts(self) -> dict[Key, int]:
         """Per (segment, security_id, interval_s): the start of its newest stored bar."""
@@ -458,26 +466,28 @@ class SqliteStore(CandleReads):
 
     def apply_backfill(self, change: BackfillChange) -> None:
         """Replace bars, mark gaps healed and save the reconciliation: all or nothing."""
-        with self._lock:
-            conn = self._conn
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    conn.executemany(_REPLACE_BAR, [_bar_row(b) for b in change.bars])
-                    conn.executemany(
-                        _HEAL_GAP, [(change.healed_utc, *g[:4]) for g in change.healed]
-                    )
-                    if change.reconciliation is not None:
-                        conn.execute(_SAVE_RECONCILIATION, tuple(change.reconciliation))
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                raise StoreError(
-                    f"cannot write database {self.path}: {exc}", path=self.path
-                ) from None
+        with self._lock, self._write_transaction() as conn:
+            conn.executemany(_REPLACE_BAR, [_bar_row(b) for b in change.bars])
+            conn.executemany(_HEAL_GAP, [(change.healed_utc, *g[:4]) for g in change.healed])
+            if change.reconciliation is not None:
+                conn.execute(_SAVE_RECONCILIATION, tuple(change.reconciliation))
+
+    @contextlib.contextmanager
+    def backfill_lock(self) -> Iterator[None]:
+        """A lock file beside the database (`candles.sqlite.backfill.lock`), held for the run."""
+        lock_file = self.path.with_name(self.path.name + ".backfill.lock")
+        lock = FileLock(lock_file, timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise LockBusy(
+                f"another backfill of {self.path} is running (lock {lock_file} is held)",
+                path=lock_file,
+            ) from None
+        try:
+            yield
+        finally:
+            lock.release()
 
 
 def connect_readonly(path: Path, **options: Any) -> tuple[sqlite3.Connection, set[str]]:
