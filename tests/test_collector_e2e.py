@@ -32,6 +32,7 @@ import pytest
 from dhanfeed.cli.demo import bar_problems
 from dhanfeed.cli.renew_token import main as renew_token_main
 from dhanfeed.sim.config_file import ALL_DAY, QUOTE_1M, write_config
+from dhanfeed.status import textfile_name
 from renew_support import PLANTED_PIN, PLANTED_TOTP_SECRET, remember_secret
 from support import collector_timing
 from support.polling import wait_until
@@ -309,9 +310,10 @@ def test_every_delivered_tick_is_stored_once_and_sigterm_writes_the_open_bars(
     status = c.status()
     assert status["state"] == "stopped" and status["duplicates"] == 0 and status["dropped"] == 0
     token = json.loads((workdir / "state" / "token.json").read_text())["access_token"]
-    for text in (c.log(), json.dumps(status), (workdir / "state" / "collector.prom").read_text()):
+    prom = (workdir / "state" / textfile_name(status["client_id"])).read_text()
+    for text in (c.log(), json.dumps(status), prom):
         assert token not in text
-    assert "dhanfeed_collector_packets_total" in (workdir / "state" / "collector.prom").read_text()
+    assert "dhanfeed_collector_packets_total" in prom
 
 
 @BOTH_STORES

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from dhanfeed.status import textfile_name
 from support.sim import Sim
 from test_collector_e2e import (  # noqa: F401 - collectors and workdir are fixtures
     Collector,
@@ -68,7 +69,7 @@ def test_a_flooded_collector_raises_one_falling_behind_warning_and_keeps_answeri
     alerts = (workdir / "logs" / "token_alerts.log").read_text()
     assert alerts.count("collector-falling-behind") == 1
     assert "messages waiting, the oldest for" in alerts and "receive time minus LTT" in alerts
-    prom = (workdir / "state" / "collector.prom").read_text()
+    prom = (workdir / "state" / textfile_name(flooded["client_id"])).read_text()
     assert "dhanfeed_collector_backlog" in prom and "dhanfeed_collector_lag_seconds" in prom
     final = c.status()  # what the stop could not consume is counted, never silent
     assert final["backlog"] == 0 and final["dropped"] >= flooded["dropped"]

@@ -846,6 +846,9 @@ def promtool_scenarios() -> list[dict[str, object]]:
     collector = 'instance="c", job="dhanfeed-collector"'
     healthy = 'instance="ok", job="dhanfeed-collector"'
     renewer = 'instance="r"'
+    textfiles = "/var/lib/prometheus/node-exporter"
+    stale_file = f'file="{textfiles}/collector-1000000001.prom", instance="n", job="node"'
+    fresh_file = f'file="{textfiles}/collector-1000000002.prom", instance="n", job="node"'
     input_series = [
         series("dhanfeed_token_expiry_timestamp_seconds", renewer, f"3000+0{long}"),  # 00:50
         series("dhanfeed_renew_last_exit_code", renewer, f"1+0{long}"),
@@ -859,6 +862,9 @@ def promtool_scenarios() -> list[dict[str, object]]:
         series("dhanfeed_collector_sockets_live", healthy, f"2+0{long}"),
         series("dhanfeed_collector_last_data_timestamp_seconds", healthy, f"0+60{long}"),
         series("dhanfeed_collector_packets_total", healthy, f"0+300{long}"),
+        # Textfile mode: one account's file stops being rewritten, the other's is fresh.
+        series("node_textfile_mtime_seconds", stale_file, f"0+0{long}"),
+        series("node_textfile_mtime_seconds", fresh_file, f"0+60{long}"),
     ]
     r, c = {"instance": "r"}, {"instance": "c", "job": "dhanfeed-collector"}
     warning, critical = {"severity": "warning"}, {"severity": "critical"}
@@ -871,7 +877,17 @@ def promtool_scenarios() -> list[dict[str, object]]:
         alerts("2h", "DhanfeedRenewalNotRunning"),
         alerts("4h", "DhanfeedRenewalNotRunning", {**r, **warning}),
         alerts("1m", "DhanfeedCollectorDown"),
-        alerts("10m", "DhanfeedCollectorDown", {**c, **critical}),
+        alerts(
+            "10m",
+            "DhanfeedCollectorDown",
+            {**c, **critical},
+            {
+                "file": f"{textfiles}/collector-1000000001.prom",
+                "instance": "n",
+                "job": "node",
+                **critical,
+            },
+        ),  # fmt: skip
         alerts("10m", "DhanfeedCollectorMetricsAbsent"),
         alerts("2h", "DhanfeedFeedStale"),  # 07:30 IST: before the session
         alerts("4h", "DhanfeedFeedStale", {**c, **critical}),  # 09:30 IST Thursday

@@ -52,6 +52,7 @@ def exported_names(tmp_path: Path) -> set[str]:
         snapshot,
         status_path=tmp_path / "collector_status.json",
         every_s=1,
+        client_id="1000000001",
         textfile_dir=tmp_path,
     )
     reporter.write_once()

@@ -16,7 +16,7 @@ from dhanfeed.clock import SystemClock
 from dhanfeed.collector import Collector
 from dhanfeed.config_load import load_config
 from dhanfeed.sim.config_file import write_config
-from dhanfeed.status import STATUS_FILE, TEXTFILE
+from dhanfeed.status import STATUS_FILE, textfile_name
 from dhanfeed.store import Tick
 from support import store_queries as q
 from support.polling import wait_until
@@ -64,6 +64,6 @@ def test_ticks_shed_or_left_unwritten_at_stop_are_dropped_in_the_final_status(tm
     status = json.loads((tmp_path / "state" / STATUS_FILE).read_text())
     assert status["state"] == "stopped"
     assert (status["dropped"], status["ticks_dropped"], status["store_pending"]) == (5000, 5000, 0)
-    prom = (tmp_path / "state" / TEXTFILE).read_text()
+    prom = (tmp_path / "state" / textfile_name("1000000001")).read_text()
     assert 'dhanfeed_collector_dropped_total{client_id="1000000001"} 5000.0' in prom
     assert 'dhanfeed_collector_ticks_dropped_total{client_id="1000000001"} 5000.0' in prom

@@ -11,7 +11,6 @@ import requests
 
 from dhanfeed.status import (
     STATUS_FILE,
-    TEXTFILE,
     CollectorStatus,
     StatusReporter,
     last_data_of_previous_run,
@@ -51,13 +50,17 @@ ZERO = {  # every other field of a running collector's snapshot
 }
 
 
+ACCOUNT = {"client_id": "1000000001"}
+TEXTFILE = "collector-1000000001.prom"  # the account's own file
+
+
 def snapshot() -> CollectorStatus:
     return CollectorStatus(**SNAP, **ZERO)
 
 
 def test_the_status_file_and_the_textfile_carry_the_same_figures(tmp_path: Path) -> None:
     reporter = StatusReporter(
-        snapshot, status_path=tmp_path / STATUS_FILE, every_s=60, textfile_dir=tmp_path
+        snapshot, status_path=tmp_path / STATUS_FILE, every_s=60, **ACCOUNT, textfile_dir=tmp_path
     )
     reporter.write_once()
     status = json.loads((tmp_path / STATUS_FILE).read_text())
@@ -79,7 +82,7 @@ def test_the_status_file_and_the_textfile_carry_the_same_figures(tmp_path: Path)
 
 def test_stop_writes_a_final_status_that_says_down(tmp_path: Path) -> None:
     reporter = StatusReporter(
-        snapshot, status_path=tmp_path / STATUS_FILE, every_s=60, textfile_dir=tmp_path
+        snapshot, status_path=tmp_path / STATUS_FILE, every_s=60, **ACCOUNT, textfile_dir=tmp_path
     )
     reporter.start()
     reporter.stop()
@@ -98,6 +101,7 @@ def test_with_a_port_the_metrics_are_served_over_http_and_no_textfile_is_written
         snapshot,
         status_path=tmp_path / STATUS_FILE,
         every_s=60,
+        **ACCOUNT,
         metrics_port=port,
         textfile_dir=tmp_path,
     )
@@ -126,9 +130,66 @@ def test_the_store_backlog_and_its_failed_commits_are_metrics(tmp_path: Path) ->
         return dataclasses.replace(snapshot(), store_pending=5000, store_errors=7)
 
     reporter = StatusReporter(
-        failing_store, status_path=tmp_path / STATUS_FILE, every_s=60, textfile_dir=tmp_path
+        failing_store,
+        status_path=tmp_path / STATUS_FILE,
+        every_s=60,
+        **ACCOUNT,
+        textfile_dir=tmp_path,
     )
     reporter.write_once()
     prom = (tmp_path / TEXTFILE).read_text()
     assert 'dhanfeed_collector_store_pending{client_id="1000000001"} 5000.0' in prom
     assert 'dhanfeed_collector_store_errors_total{client_id="1000000001"} 7.0' in prom
+
+
+def test_two_accounts_sharing_one_textfile_directory_each_keep_their_own_file(
+    tmp_path: Path,
+) -> None:
+    textfiles = tmp_path / "node-exporter"
+    reporters = []
+    for client_id, packets in (("1000000001", 1234), ("1000000002", 99)):
+
+        def account(client_id: str = client_id, packets: int = packets) -> CollectorStatus:
+            return dataclasses.replace(snapshot(), client_id=client_id, packets=packets)
+
+        reporters.append(
+            StatusReporter(
+                account,
+                status_path=tmp_path / client_id / STATUS_FILE,
+                every_s=60,
+                client_id=client_id,
+                textfile_dir=textfiles,
+            )
+        )
+    for reporter in reporters:
+        reporter.write_once()
+    for reporter in reporters:
+        reporter.write_once()  # again, in turn: neither rewrites the other's file
+    assert sorted(p.name for p in textfiles.iterdir()) == [
+        "collector-1000000001.prom",
+        "collector-1000000002.prom",
+    ]
+    for client_id, packets in (("1000000001", 1234), ("1000000002", 99)):
+        prom = (textfiles / f"collector-{client_id}.prom").read_text()
+        assert f'dhanfeed_collector_packets_total{{client_id="{client_id}"}} {packets}.0' in prom
+        assert prom.count("dhanfeed_collector_packets_total{") == 1  # its own series only
+
+
+def test_an_older_dhanfeeds_collector_prom_of_this_account_is_removed_at_start(
+    tmp_path: Path,
+) -> None:
+    old = tmp_path / "collector.prom"
+    old.write_text('dhanfeed_collector_up{client_id="1000000002"} 1.0\n')  # another account's
+    reporter = StatusReporter(
+        snapshot, status_path=tmp_path / STATUS_FILE, every_s=60, **ACCOUNT, textfile_dir=tmp_path
+    )
+    reporter.start()
+    reporter.stop()
+    assert old.exists()  # not ours: left alone
+    old.write_text('dhanfeed_collector_up{client_id="1000000001"} 1.0\n')
+    reporter = StatusReporter(
+        snapshot, status_path=tmp_path / STATUS_FILE, every_s=60, **ACCOUNT, textfile_dir=tmp_path
+    )
+    reporter.start()
+    reporter.stop()
+    assert not old.exists() and (tmp_path / TEXTFILE).exists()

@@ -164,6 +164,7 @@ class Collector:
             self.snapshot,
             status_path=config.state_dir / STATUS_FILE,
             every_s=c.status_every.total_seconds(),
+            client_id=config.dhan.client_id,
             metrics_port=config.metrics.port,
             textfile_dir=config.metrics_dir,
         )

@@ -2,8 +2,9 @@
 
 `state/collector_status.json` is rewritten atomically (temp file + rename) every few
 seconds. The metrics carry the same figures: served over HTTP when `[metrics] port` is set,
-else written as `collector.prom` for node_exporter's textfile collector. No token here,
-only its fingerprint.
+else written as `collector-<client id>.prom` for node_exporter's textfile collector: one file
+per account, so several collectors (dhanfeed-collector@acct1, @acct2, ...) can share the one
+directory node_exporter reads. No token here, only its fingerprint.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,7 +28,12 @@ from dhanfeed.files import write_atomic
 logger = logging.getLogger(__name__)
 
 STATUS_FILE = "collector_status.json"
-TEXTFILE = "collector.prom"
+OLD_TEXTFILE = "collector.prom"  # before one file per account
+
+
+def textfile_name(client_id: str) -> str:
+    """`collector-<client id>.prom`: the account's own textfile, named as its metrics' label."""
+    return f"collector-{re.sub(r'[^0-9A-Za-z_.-]', '_', client_id)}.prom"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -156,6 +163,7 @@ class StatusReporter:
         *,
         status_path: Path,
         every_s: float,
+        client_id: str,
         metrics_port: int = 0,
         textfile_dir: Path | None = None,
     ) -> None:
@@ -163,8 +171,11 @@ class StatusReporter:
         self.status_path = Path(status_path)
         self.every_s = max(0.1, every_s)
         self.metrics_port = metrics_port
+        self.client_id = client_id
         self.textfile = (
-            None if metrics_port or textfile_dir is None else Path(textfile_dir) / TEXTFILE
+            None
+            if metrics_port or textfile_dir is None
+            else Path(textfile_dir) / textfile_name(client_id)
         )
         self.last: Snapshot | None = None
         self.registry = CollectorRegistry(auto_describe=True)
@@ -182,6 +193,7 @@ class StatusReporter:
 
     def start(self) -> None:
         self.serve_metrics()
+        self._retire_old_textfile()
         self._thread = threading.Thread(target=self._run, name="status", daemon=True)
         self._thread.start()
 
@@ -196,6 +208,20 @@ class StatusReporter:
         except OSError as exc:
             logger.warning("cannot write status: %s: %s", type(exc).__name__, exc.strerror)
         return snap
+
+    def _retire_old_textfile(self) -> None:
+        """Remove this account's `collector.prom` of an older dhanfeed: left beside the new
+        file, node_exporter would see every series twice and refuse the directory, and its
+        frozen mtime would raise DhanfeedCollectorDown. Another account's is left alone."""
+        if self.textfile is None:
+            return
+        old = self.textfile.with_name(OLD_TEXTFILE)
+        try:
+            if f'client_id="{self.client_id}"' in old.read_text(encoding="utf-8"):
+                old.unlink()
+                logger.info("removed %s: the metrics are now in %s", old, self.textfile.name)
+        except OSError:
+            pass  # none there (the usual case), or not ours to remove
 
     def stop(self, timeout: float = 1.0) -> None:
         self._stop.set()
