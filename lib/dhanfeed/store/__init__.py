@@ -5,6 +5,7 @@
 - `sqlite`: `SqliteStore`, the default backend (one WAL-mode file).
 - `writer`: `StoreWriter`, the thread that batches, sheds and retries writes for the collector.
 - `postgresql`: `PostgresStore`, for several collectors, remote readers, more raw ticks.
+- `postgresql_schema`: its tables, migrations and schema version.
 - `sqlite_to_postgres`: copies an SQLite history into PostgreSQL, idempotently.
 
 `open_store` picks the backend from the configured target (a path or a postgresql:// URL).
