@@ -11,7 +11,7 @@ import pytest
 
 from dhanfeed.candles import Bar
 from dhanfeed.cli.sqlite_to_postgres import main
-from dhanfeed.store import Gap, SqliteStore, Tick
+from dhanfeed.store import BackfillChange, Gap, Reconciliation, SqliteStore, Tick
 from dhanfeed.store.postgresql import PostgresStore
 
 CLIENT = "1000000001"
@@ -73,6 +73,22 @@ def test_a_copy_holds_the_same_rows_and_a_second_copy_changes_nothing(tmp_path, 
     assert contents(pg_url) == first
     out = capsys.readouterr().out.splitlines()
     assert out[-1].startswith("sqlite_to_postgres: 5 bars written, 0 ticks and 0 gaps added")
+
+
+def test_healed_gaps_and_reconciled_days_are_copied_and_a_second_copy_changes_nothing(
+    tmp_path, pg_url, capsys
+):
+    source = tmp_path / "candles.sqlite"
+    fill(source, range(2))
+    rec = Reconciliation("NSE_EQ", 1333, "2026-01-05", 2, 1, 0, START, 0.1, 9.0)
+    with SqliteStore(source) as store:
+        store.apply_backfill(BackfillChange([], [store.gaps()[0]], 7.0, rec))
+        expected = (store.gaps(), store.reconciliations())
+    for _ in range(2):
+        assert main([str(source), "--to", pg_url, "--client-id", CLIENT]) == 0
+        assert "1 reconciled days written" in capsys.readouterr().out
+        with PostgresStore(pg_url, CLIENT) as copy:
+            assert (copy.gaps(), copy.reconciliations()) == expected
 
 
 def test_a_copy_after_the_sqlite_file_grew_adds_only_the_new_rows(tmp_path, pg_url):

@@ -95,8 +95,9 @@ def run(args: argparse.Namespace) -> int:
             return int(ExitCode.OK)
         copied = copy_sqlite_to_postgres(Path(args.source), target)
     print(
-        f"{PROG}: {copied.bars} bars written, {copied.ticks} ticks and {copied.gaps} gaps added"
-        f" to {url.redacted} for client {client_id}"
+        f"{PROG}: {copied.bars} bars written, {copied.ticks} ticks and {copied.gaps} gaps added,"
+        f" {copied.reconciliations} reconciled days written to {url.redacted} for client"
+        f" {client_id}"
     )
     return int(ExitCode.OK)
 

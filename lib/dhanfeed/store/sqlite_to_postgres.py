@@ -1,7 +1,8 @@
 """Copy an SQLite database into PostgreSQL, idempotently: a user who outgrows one file keeps
 their history. Run it twice, or again after the SQLite file grew, and PostgreSQL holds each
 row once: bars replace the bar of their key, ticks and gaps are added unless already there
-(see `PostgresStore.import_rows`). Every copied row gets the client id given.
+(see `PostgresStore.import_rows`), and each reconciled day replaces that day's figures. Every
+copied row gets the client id given.
 
 The SQLite file is opened read-only and read a chunk at a time (by rowid), so a collector may
 still be writing it and a large file needs little memory.
@@ -16,7 +17,7 @@ from typing import NamedTuple
 
 from dhanfeed.candles import Bar
 from dhanfeed.errors import StoreError
-from dhanfeed.store.base import Gap, Tick
+from dhanfeed.store.base import BackfillChange, Gap, Reconciliation, Tick
 from dhanfeed.store.postgresql import PostgresStore
 from dhanfeed.store.sqlite import connect_readonly
 
@@ -27,6 +28,10 @@ _COLUMNS = {
     "ticks": "segment, security_id, ltt_utc, ltp, ltq, cum_volume, received_utc",
     "gaps": "segment, security_id, start_utc, end_utc, reason",
 }
+_RECONCILIATION = (
+    "segment, security_id, day, minutes_compared, minutes_differing, volume_differing,"
+    " worst_start_utc, worst_diff, checked_utc"
+)
 # Columns of SQLite schema 2 (honest bars), copied when the source has them.
 _LATER = {"candles": ("complete", "source"), "gaps": ("healed_utc",)}
 
@@ -35,6 +40,7 @@ class Copied(NamedTuple):
     bars: int  # bars written (each replaces the bar of its key, if any)
     ticks: int  # ticks added (not already there)
     gaps: int  # gaps added
+    reconciliations: int = 0  # reconciled instrument days written (each replaces its own)
 
 
 def _chunks(conn: sqlite3.Connection, table: str, kind: str) -> Iterator[list[tuple]]:
@@ -57,9 +63,10 @@ def copy_sqlite_to_postgres(
     target: PostgresStore,
     progress: Callable[[str, int], None] = lambda table, n: None,
 ) -> Copied:
-    """Copy every candle, tick and gap of `source` into `target`; raises `StoreError`."""
+    """Copy every candle, tick, gap and reconciliation of `source` into `target`; raises
+    `StoreError`."""
     conn, tables = connect_readonly(source)
-    bars = ticks = gaps = 0
+    bars = ticks = gaps = reconciled = 0
     try:
         for rows in _chunks(conn, "candles", "candles"):
             target.import_rows([Bar(*row) for row in rows], [], [])
@@ -82,8 +89,13 @@ def copy_sqlite_to_postgres(
             for rows in _chunks(conn, "gaps", "gaps"):
                 gaps += target.import_rows([], [], [Gap(*row) for row in rows])[1]
                 progress("gaps", gaps)
+        if "reconciliation" in tables:  # a few rows a day: one small transaction each
+            for row in conn.execute(f"SELECT {_RECONCILIATION} FROM reconciliation"):
+                target.apply_backfill(BackfillChange([], [], 0.0, Reconciliation(*row)))
+                reconciled += 1
+            progress("reconciliation", reconciled)
     except sqlite3.Error as exc:
         raise StoreError(f"cannot read database {source}: {exc}", path=source) from None
     finally:
         conn.close()
-    return Copied(bars, ticks, gaps)
+    return Copied(bars, ticks, gaps, reconciled)
