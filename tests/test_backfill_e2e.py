@@ -1,16 +1,18 @@
 """End to end with the real programs: a collector SIGKILLed for over a minute and a token swap
-whose old socket Dhan cuts leave gaps; `bin/backfill` heals them from the simulator's own
-intraday bars (the exchange's bars), a second run changes nothing, and `--reconcile` reports
-exactly the minutes whose feed bars differ from the simulator's, as this test computes them.
+whose old socket Dhan cuts leave gaps; backfill heals them from the simulator's own intraday
+bars (the exchange's bars), a second run changes nothing, and `--reconcile` reports exactly
+the minutes whose feed bars differ from the simulator's, as this test computes them.
 
-Slow by nature (about four minutes): a whole minute on a live socket, a kill that outlasts a
-minute, and a minute is healed only once it ended more than a minute ago.
+Slow by nature (three to four minutes): a whole minute on a live socket and a kill
+that outlasts a minute. A minute is healed only once it ended more than a minute ago: backfill
+(`main`, in-process) is told that time has come once the simulator's last minute of ours has
+ended, instead of the test waiting out that minute (as test_backfill_cli does).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,10 +21,11 @@ import pytest
 
 from dhanfeed.backfill import aggregate
 from dhanfeed.candles import Bar
+from dhanfeed.cli.backfill import main as backfill_main
 from dhanfeed.sim.config_file import ALL_DAY, QUOTE_1M, write_config
 from dhanfeed.store import SqliteStore
 from support.intraday import exchange_bars
-from support.sim import BIN, Sim
+from support.sim import Sim
 from test_collector_e2e import Collector
 
 INSTRUMENTS = ["NSE_EQ:1333", "NSE_EQ:11536", "NSE_FNO:55796"]
@@ -48,14 +51,15 @@ def backfill_config(workdir: Path, sim: Sim) -> Path:
     )
 
 
-def backfill(config: Path, *args: str) -> dict:
-    done = subprocess.run(
-        [str(BIN / "backfill"), "--config", str(config), "--json", *args],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    assert "eyJ" not in done.stdout + done.stderr
-    return json.loads(done.stdout)
+def backfill(capsys: pytest.CaptureFixture[str], config: Path, now: float, *args: str) -> dict:
+    """`bin/backfill --json` run at `now` (epoch seconds)."""
+    code = backfill_main(
+        ["--config", str(config), "--json", *args], now=dt.datetime.fromtimestamp(now, dt.UTC)
+    )
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "eyJ" not in out + err
+    return json.loads(out)
 
 
 def ohlcv(bar: Bar) -> tuple:
@@ -64,7 +68,7 @@ def ohlcv(bar: Bar) -> tuple:
 
 @pytest.mark.timeout(420)
 def test_backfill_heals_a_sigkill_and_a_token_swap_gap_from_the_exchanges_bars(
-    start_sim: Callable[..., Sim], tmp_path: Path
+    start_sim: Callable[..., Sim], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (tmp_path / "state").mkdir()
     token_file = tmp_path / "state" / "token.json"
@@ -74,14 +78,14 @@ def test_backfill_heals_a_sigkill_and_a_token_swap_gap_from_the_exchanges_bars(
     try:
         first.wait_live(min_packets=30)
         time.sleep(2)
-        swapped = time.time()
         sim.admin("issue-token", {"path": str(token_file)})  # Dhan cuts the old socket (807)
         first.wait_for(
             "the reconnect on the new token",
             lambda s: s.get("reconnects", 0) >= 1 and s.get("sockets_live") == 1,
         )
+        live_again = time.time()
         # One whole minute on a live socket (complete feed bars), closed and committed.
-        while time.time() < (swapped // 60 + 2) * 60 + 2.5:
+        while time.time() < (live_again // 60 + 2) * 60 + 2.5:
             time.sleep(0.2)
         first.kill()  # SIGKILL: the open bars die with it (their raw ticks are stored)
         time.sleep(62)  # down for over a minute: whole minutes with no bar of ours
@@ -91,10 +95,10 @@ def test_backfill_heals_a_sigkill_and_a_token_swap_gap_from_the_exchanges_bars(
         assert second.terminate() == 0
     finally:
         first.kill()
-    stopped = int(time.time())
-    while time.time() < (stopped // 60 + 1) * 60 + 61:  # every minute of ours has settled
-        time.sleep(0.5)
-    checked_at = time.time()
+    last_minute_ended = (int(time.time()) // 60 + 1) * 60
+    while time.time() < last_minute_ended + 2:  # the simulator's bars of our minutes are final
+        time.sleep(0.2)
+    checked_at = last_minute_ended + 61  # backfill's "now": every minute of ours has settled
 
     database = tmp_path / "data" / "candles.sqlite"
     with SqliteStore.open_readonly(database) as store:
@@ -103,7 +107,7 @@ def test_backfill_heals_a_sigkill_and_a_token_swap_gap_from_the_exchanges_bars(
     assert any("collector not running" in r for r in reasons), reasons
     assert any("807" in r for r in reasons), reasons  # the token swap's gap
 
-    report = backfill(config)
+    report = backfill(capsys, config, checked_at)
     assert report["healed_gaps"] == len(gaps) and report["exit_code"] == 0
     assert report["bars_replaced"] + report["bars_inserted"] > 0
 
@@ -149,13 +153,13 @@ def test_backfill_heals_a_sigkill_and_a_token_swap_gap_from_the_exchanges_bars(
     keys = [(b.segment, b.security_id, b.interval_s, b.start_utc) for b in healed]
     assert len(keys) == len(set(keys))  # no duplicate bar
 
-    again = backfill(config)
+    again = backfill(capsys, config, checked_at)
     assert (again["healed_gaps"], again["bars_replaced"], again["bars_inserted"]) == (0, 0, 0)
     assert again["requests"] == 0
     with SqliteStore.open_readonly(database) as store:
         assert store.candles() == healed
 
-    reconciled = backfill(config, "--reconcile")
+    reconciled = backfill(capsys, config, checked_at, "--reconcile")
     for key in INSTRUMENTS:  # the test's own comparison of complete feed bars with the sim's
         seg, sid = key.split(":")
         theirs = exchange_bars(sim, token_file, key)
