@@ -14,7 +14,7 @@ from support.pg_cluster import Cluster, find_bindir
 from support.secret_scan import leaks
 from support.sim import Sim, launch_sim
 
-pytest_plugins = ["renew_support"]  # the `run` and `clean_environment` fixtures
+pytest_plugins = ["support.renew"]  # the `run` and `clean_environment` fixtures
 
 
 @pytest.fixture(scope="session", autouse=True)

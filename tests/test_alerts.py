@@ -14,8 +14,8 @@ import pytest
 
 from dhanfeed.alerts import Alerter, alert_state_path
 from dhanfeed.config import AlertsSection, Duration, HooksSection
-from renew_support import make_token
 from support.recording_http import recording_server
+from support.token_files import make_token
 
 T0 = dt.datetime(2026, 1, 5, 6, 0, tzinfo=dt.UTC)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from renew_support import make_jwt, make_token, write_token_file
+from support.token_files import make_jwt, make_token, write_token_file
 
 ROOT = Path(__file__).resolve().parent.parent
 PROGRAMS = ("renew_token", "collector", "export_candles", "status")

@@ -33,9 +33,9 @@ from dhanfeed.cli.demo import bar_problems
 from dhanfeed.cli.renew_token import main as renew_token_main
 from dhanfeed.sim.config_file import ALL_DAY, QUOTE_1M, write_config
 from dhanfeed.status import textfile_name
-from renew_support import PLANTED_PIN, PLANTED_TOTP_SECRET, remember_secret
 from support import collector_timing
 from support.polling import wait_until
+from support.secret_scan import PLANTED_PIN, PLANTED_TOTP_SECRET, remember_secret
 from support.sim import BIN, PYTHON, Sim
 
 INSTRUMENTS = ["NSE_EQ:1333", "NSE_EQ:11536", "NSE_FNO:55796", "IDX_I:13"]  # an index: Ticker

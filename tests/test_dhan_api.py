@@ -21,8 +21,9 @@ from dhanfeed import __version__
 from dhanfeed.dhan_api import DhanApi
 from dhanfeed.errors import DhanApiError
 from dhanfeed.token import parse_token
-from renew_support import PLANTED_PIN, PLANTED_TOTP_SECRET, make_token, remember_secret
 from support.recording_http import Hit, recording_server
+from support.secret_scan import PLANTED_PIN, PLANTED_TOTP_SECRET, remember_secret
+from support.token_files import make_token
 
 
 @pytest.fixture

@@ -17,11 +17,11 @@ from dhanfeed.candles import Bar
 from dhanfeed.cli.renew_token import main
 from dhanfeed.store import SqliteStore, StoreWriter, Tick
 from dhanfeed.token_store import TokenStore
-from renew_support import file_state, remember_secret, write_config
 from support.polling import wait_until
+from support.renew import POLICY, SIM_TTL, alert_lines, write_config
+from support.secret_scan import remember_secret
+from support.token_files import file_state
 
-SIM_TTL = "10m"  # what the simulator issues on renewal: not due under POLICY
-POLICY = 'renew_before = "2m"\nmust_renew_before = "30s"\nrun_timeout = "60s"'
 DISK = "256k"
 T0 = 1_767_000_000  # a bar start (UTC epoch seconds)
 BAR = Bar("NSE_EQ", 1333, 60, T0, 100.0, 101.0, 99.0, 100.5, 10, 2, 10)
@@ -108,8 +108,6 @@ class Install:
         return resp.status_code == 200
 
     def alerts(self) -> list[dict]:
-        from renew_support import alert_lines
-
         return alert_lines(self.root)
 
 

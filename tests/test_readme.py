@@ -13,7 +13,9 @@ import pytest
 
 from dhanfeed.renew_outcome import Status
 from dhanfeed.token_store import TokenStore
-from renew_support import Setup, make_token, now, remember_secret, write_token_file
+from support.renew import Setup
+from support.secret_scan import remember_secret
+from support.token_files import make_token, now, write_token_file
 from test_web_api import fill_database
 
 ROOT = Path(__file__).resolve().parent.parent

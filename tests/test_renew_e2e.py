@@ -14,7 +14,8 @@ import time
 import pytest
 
 from dhanfeed.token_store import TokenStore
-from renew_support import alert_lines, remember_secret, write_config
+from support.renew import alert_lines, write_config
+from support.secret_scan import remember_secret
 from support.sim import BIN
 
 TTL_S = 12

@@ -19,24 +19,10 @@ from dhanfeed.dhan_api import IssuedToken
 from dhanfeed.renew_recovery import raw_answer
 from dhanfeed.renew_state import renew_state_path
 from dhanfeed.token_store import TokenRecord, TokenStore
-from renew_support import (
-    CLIENT_ID,
-    PLANTED_PIN,
-    PLANTED_TOTP_SECRET,
-    POLICY,
-    SIM_TTL,
-    Setup,
-    file_state,
-    make_jwt,
-    make_token,
-    now,
-    one_line,
-    remember_secret,
-    totp_by_env,
-    write_config,
-    write_token_file,
-)
 from support.recording_http import Hit, recording_server
+from support.renew import POLICY, SIM_TTL, Setup, one_line, totp_by_env, write_config
+from support.secret_scan import PLANTED_PIN, PLANTED_TOTP_SECRET, remember_secret
+from support.token_files import CLIENT_ID, file_state, make_jwt, make_token, now, write_token_file
 
 pytestmark = pytest.mark.usefixtures("clean_environment")
 

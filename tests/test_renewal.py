@@ -7,9 +7,11 @@ import zoneinfo
 
 import pytest
 
+from dhanfeed.config_load import load_config
 from dhanfeed.renewal import Action, Policy, decide
 from dhanfeed.session import SessionCalendar
-from renew_support import make_token
+from support.renew import write_config
+from support.token_files import make_token
 
 IST = zoneinfo.ZoneInfo("Asia/Kolkata")
 MONDAY = dt.date(2026, 1, 5)  # a Monday
@@ -194,9 +196,6 @@ def test_a_calendar_without_session_days_never_postpones():
 
 
 def test_the_policy_is_built_from_the_config(tmp_path):
-    from dhanfeed.config_load import load_config
-    from renew_support import write_config
-
     path = write_config(
         tmp_path, token='renew_before = "5h"\nmust_renew_before = "1h"',
         session='days = ["mon"]\nholidays = ["2026-01-26"]',

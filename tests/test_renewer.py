@@ -14,20 +14,9 @@ import pytest
 from dhanfeed.renew_state import RenewState, renew_state_path
 from dhanfeed.status import STATUS_FILE
 from dhanfeed.token_store import TokenStore
-from renew_support import (
-    PLANTED_PIN,
-    PLANTED_TOTP_SECRET,
-    SIM_TTL,
-    Setup,
-    file_state,
-    make_jwt,
-    make_token,
-    now,
-    one_line,
-    remember_secret,
-    totp_by_env,
-    write_token_file,
-)
+from support.renew import SIM_TTL, Setup, one_line, totp_by_env
+from support.secret_scan import PLANTED_PIN, PLANTED_TOTP_SECRET, remember_secret
+from support.token_files import file_state, make_jwt, make_token, now, write_token_file
 
 pytestmark = pytest.mark.usefixtures("clean_environment")
 

@@ -13,9 +13,10 @@ import pytest
 
 from dhanfeed.shield import interrupt, shielded
 from dhanfeed.token_store import TokenStore
-from renew_support import POLICY, SIM_TTL, Setup, file_state
 from support.polling import wait_until
 from support.recording_http import RecordingServer, recording_server
+from support.renew import POLICY, SIM_TTL, Setup
+from support.token_files import file_state
 
 pytestmark = pytest.mark.usefixtures("clean_environment")
 

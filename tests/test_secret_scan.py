@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 
-from renew_support import make_jwt
 from support.secret_scan import (
     PLANTED_DIRS,
     PLANTED_PIN,
@@ -15,6 +14,7 @@ from support.secret_scan import (
     leaks,
     remember_secret,
 )
+from support.token_files import make_jwt
 
 
 def test_the_scanner_finds_each_kind_of_planted_secret(tmp_path_factory):

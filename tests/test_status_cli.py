@@ -12,6 +12,7 @@ import re
 import sqlite3
 import subprocess
 import zoneinfo
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -25,8 +26,9 @@ from dhanfeed.renew_metrics import write_renew_metrics
 from dhanfeed.renew_state import RenewState, renew_state_path
 from dhanfeed.sim.config_file import ALL_DAY, write_config
 from dhanfeed.store import Gap, SqliteStore
-from renew_support import CLIENT_ID, PLANTED_PIN, PLANTED_TOTP_SECRET, make_token, write_token_file
+from support.secret_scan import PLANTED_PIN, PLANTED_TOTP_SECRET
 from support.sim import BIN
+from support.token_files import CLIENT_ID, make_token, now, write_token_file
 from test_collector_e2e import collectors, start_collector, start_sim_with_token  # noqa: F401
 
 IST = zoneinfo.ZoneInfo("Asia/Kolkata")
@@ -35,10 +37,6 @@ REQUIRED_KEYS = {
     "schema", "health", "exit_code", "checked_at", "timezone", "client_id", "in_session",
     "token", "renewer", "collector", "store", "backfill", "findings",
 }  # fmt: skip
-
-
-def now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 def status_config(root: Path, *, in_session: bool, **collector: object) -> Path:
@@ -82,127 +80,173 @@ def run_json(config: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, dic
 
 @pytest.fixture
 def healthy_outside_the_session(tmp_path: Path) -> Path:
-    config = status_config(tmp_path, in_session=False)
-    a_token(tmp_path)
-    renewer_ran(tmp_path / "state")
-    return config
+    return healthy(tmp_path)
 
 
 # -- without a collector -----------------------------------------------------------------------
 
 
-def test_all_is_well_outside_the_session_with_no_collector_exits_0(
-    healthy_outside_the_session: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    code, out = run_status(healthy_outside_the_session, capsys)
-    assert code == 0, out
-    assert "healthy" in out.splitlines()[0]
-    assert "collector  never started" in out
-    assert "backfill   not run" in out
-    assert "reconcile  not run" in out
+def healthy(root: Path, *, in_session: bool = False) -> Path:
+    """A good token, a renewer that ran a moment ago, no collector: the config."""
+    config = status_config(root, in_session=in_session)
+    a_token(root)
+    renewer_ran(root / "state")
+    return config
 
 
-def test_a_failed_renewal_run_is_degraded_and_exits_1(
-    healthy_outside_the_session: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    renewer_ran(healthy_outside_the_session.parent / "state", exit_code=1)
-    code, out = run_status(healthy_outside_the_session, capsys)
-    assert code == 1, out
-    assert "degraded: renew_token's last run exited 1" in out
+def all_is_well(root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    return healthy(root)
 
 
-def test_a_renewer_that_stopped_running_is_degraded(
-    healthy_outside_the_session: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    renewer_ran(healthy_outside_the_session.parent / "state", hours_ago=5)
-    code, out = run_status(healthy_outside_the_session, capsys)
-    assert code == 1, out
-    assert "renew_token has not run since" in out
+def a_failed_renewal_run(root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    config = healthy(root)
+    renewer_ran(root / "state", exit_code=1)
+    return config
 
 
-def test_a_crashed_collector_is_degraded_outside_the_session(
-    healthy_outside_the_session: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def a_renewer_that_stopped_running(root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    config = healthy(root)
+    renewer_ran(root / "state", hours_ago=5)
+    return config
+
+
+def a_crashed_collector(root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    config = healthy(root)
     gone = subprocess.Popen(["true"])  # a pid that has surely exited
     gone.wait()
-    (healthy_outside_the_session.parent / "state" / "collector_status.json").write_text(
+    (root / "state" / "collector_status.json").write_text(
         json.dumps({"pid": gone.pid, "up": 1, "state": "running", "sockets": []})
     )
-    code, out = run_status(healthy_outside_the_session, capsys)
-    assert code == 1, out
-    assert "collector  crashed" in out
+    return config
 
 
-def test_no_collector_during_the_session_needs_a_person_and_exits_3(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    config = status_config(tmp_path, in_session=True)
-    a_token(tmp_path)
-    renewer_ran(tmp_path / "state")
-    code, out = run_status(config, capsys)
-    assert code == 3, out
-    assert "ACTION NEEDED: the collector is not running (never started) during the session" in out
+def no_collector_in_the_session(root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    return healthy(root, in_session=True)
 
 
-def test_an_expired_token_without_pin_and_totp_needs_a_person(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    config = status_config(tmp_path, in_session=False)
-    a_token(tmp_path, hours_left=-1)
-    renewer_ran(tmp_path / "state", exit_code=3)
-    code, out = run_status(config, capsys)
-    assert code == 3, out
-    # In the screen's own time format, with the command to run as it is typed.
-    assert re.search(
-        r"ACTION NEEDED: token \w+ expired at \d{4}-\d\d-\d\d \d\d:\d\d IST; log in at Dhan"
-        r" and run bin/renew_token --set-token",
-        out,
-    ), out
+def an_expired_token(root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    config = status_config(root, in_session=False)
+    a_token(root, hours_left=-1)
+    renewer_ran(root / "state", exit_code=3)
+    return config
 
 
-def test_an_expired_token_with_pin_and_totp_configured_is_only_degraded(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def an_expired_token_with_pin_and_totp(root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("DHAN_PIN", PLANTED_PIN)
     monkeypatch.setenv("DHAN_TOTP_SECRET", PLANTED_TOTP_SECRET)
-    config = status_config(tmp_path, in_session=False)
-    a_token(tmp_path, hours_left=-1)
-    renewer_ran(tmp_path / "state")
-    code, out = run_status(config, capsys)
-    assert code == 1, out
-    assert "will regenerate it with PIN+TOTP" in out
-    assert PLANTED_PIN not in out and PLANTED_TOTP_SECRET not in out
+    config = status_config(root, in_session=False)
+    a_token(root, hours_left=-1)
+    renewer_ran(root / "state")
+    return config
 
 
-def test_a_token_the_collector_reports_refused_needs_a_person(
-    healthy_outside_the_session: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    state = healthy_outside_the_session.parent / "state"
+def a_token_the_collector_reports_refused(root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    config = healthy(root)
+    state = root / "state"
     fp = json.loads((state / "token.json").read_text())["fingerprint"]
+    refused = {"fingerprint": fp, "code": 807, "at": now().isoformat()}
     (state / "collector_status.json").write_text(
-        json.dumps(
-            {
-                "up": 0,
-                "state": "stopped",
-                "token_refused": {"fingerprint": fp, "code": 807, "at": now().isoformat()},
-            }
-        )
+        json.dumps({"up": 0, "state": "stopped", "token_refused": refused})
     )
-    code, out = run_status(healthy_outside_the_session, capsys)
-    assert code == 3, out
-    assert (
-        f"ACTION NEEDED: token {fp} was refused by Dhan (the collector's feed was refused with code 807 at"
-        in out
-    )
+    return config
 
 
-def test_no_token_file_at_all_needs_a_person(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def no_token_file(root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    return status_config(root, in_session=False)
+
+
+# What bin/status prints of each state (regular expressions; `{fp}`: the token's fingerprint).
+STATES = [
+    pytest.param(
+        all_is_well,
+        0,
+        [
+            r"\A[^\n]*healthy",
+            "collector  never started",
+            "backfill   not run",
+            "reconcile  not run",
+        ],
+        id="all is well outside the session with no collector",
+    ),
+    pytest.param(
+        a_failed_renewal_run,
+        1,
+        ["degraded: renew_token's last run exited 1"],
+        id="a failed renewal run is degraded",
+    ),
+    pytest.param(
+        a_renewer_that_stopped_running,
+        1,
+        ["renew_token has not run since"],
+        id="a renewer that stopped running is degraded",
+    ),
+    pytest.param(
+        a_crashed_collector,
+        1,
+        ["collector  crashed"],
+        id="a crashed collector is degraded outside the session",
+    ),
+    pytest.param(
+        no_collector_in_the_session,
+        3,
+        [
+            re.escape(
+                "ACTION NEEDED: the collector is not running (never started) during the session"
+            )
+        ],
+        id="no collector during the session needs a person",
+    ),
+    pytest.param(
+        # In the screen's own time format, with the command to run as it is typed.
+        an_expired_token,
+        3,
+        [
+            r"ACTION NEEDED: token \w+ expired at \d{4}-\d\d-\d\d \d\d:\d\d IST; log in at Dhan"
+            r" and run bin/renew_token --set-token"
+        ],
+        id="an expired token without pin and totp needs a person",
+    ),
+    pytest.param(
+        an_expired_token_with_pin_and_totp,
+        1,
+        [re.escape("will regenerate it with PIN+TOTP")],
+        id="an expired token with pin and totp configured is only degraded",
+    ),
+    pytest.param(
+        a_token_the_collector_reports_refused,
+        3,
+        [
+            r"ACTION NEEDED: token {fp} was refused by Dhan \(the collector's feed was refused"
+            r" with code 807 at"
+        ],
+        id="a token the collector reports refused needs a person",
+    ),
+    pytest.param(
+        no_token_file,
+        3,
+        [r"\A[^\n]*\ntoken      none usable:"],  # the second line
+        id="no token file at all needs a person",
+    ),
+]
+
+
+@pytest.mark.parametrize(("arrange", "exit_code", "says"), STATES)
+def test_bin_status_says_what_the_state_needs_and_exits_with_its_level(
+    arrange: Callable[[Path, pytest.MonkeyPatch], Path],
+    exit_code: int,
+    says: list[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    config = status_config(tmp_path, in_session=False)
+    config = arrange(tmp_path, monkeypatch)
+    token_file = tmp_path / "state" / "token.json"
+    fp = json.loads(token_file.read_text())["fingerprint"] if token_file.exists() else "-"
     code, out = run_status(config, capsys)
-    assert code == 3, out
-    assert out.splitlines()[1].startswith("token      none usable:")
+    assert code == exit_code, out
+    for pattern in says:
+        assert re.search(pattern.replace("{fp}", fp), out), (pattern, out)
+    assert PLANTED_PIN not in out and PLANTED_TOTP_SECRET not in out
 
 
 def test_json_follows_the_schema_and_holds_no_token(

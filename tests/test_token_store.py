@@ -26,21 +26,17 @@ from dhanfeed.token_store import (
     TokenStore,
     rejected_record,
 )
-from renew_support import (
+from support.renew import write_config
+from support.secret_scan import remember_secret
+from support.sim import BIN
+from support.token_files import (
     CLIENT_ID,
     file_state,
     make_jwt,
     make_token,
-    remember_secret,
-    write_config,
+    now,
     write_token_file,
 )
-from support.sim import BIN
-
-
-def now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)  # at use: the suite may reach a test minutes after import
-
 
 LIB = Path(__file__).resolve().parent.parent / "lib"
 

@@ -5,9 +5,11 @@ collector_timing.py  bin/collector with scaled-down delays (805/429 floors in se
 intraday.py          the simulator's 1-minute bars, as a test asks for them
 polling.py           wait_until: the one way a test waits for something
 recording_http.py    a loopback HTTP server that records every request (healthchecks, channels)
+renew.py             a temporary install for renew_token, and the `run`/`clean_environment` fixtures
 secret_scan.py       the end-of-suite scan for tokens, the PIN and the TOTP seed in what was written
 sim.py               where bin/ is, and the real simulator launched as bin/dhan_sim
 store_queries.py     read-back queries that only tests need
+token_files.py       JWT-shaped tokens and token files
 
 No module here may share a standard library module's name: collector_timing.py runs as a
 script, which puts this directory first on sys.path (an `http.py` here hid `http.server`).

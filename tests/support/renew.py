@@ -1,14 +1,10 @@
-"""Helpers shared by the renew_token tests: JWT-shaped tokens, token files, configs, and
-the `run` and `clean_environment` fixtures (a plugin of tests/conftest.py)."""
+"""What the renew_token tests share: a temporary install (`Setup`, `write_config`), its alert
+log, and the `run` and `clean_environment` fixtures (a plugin of tests/conftest.py)."""
 
 from __future__ import annotations
 
-import base64
-import datetime as dt
 import io
 import json
-import os
-import secrets
 import sys
 import tomllib
 from pathlib import Path
@@ -18,55 +14,11 @@ import pytest
 from dhanfeed.cli.renew_token import main as renew_token_main
 from dhanfeed.sim.config_file import OFFLINE
 from dhanfeed.sim.config_file import write_config as shared_write_config
-from dhanfeed.token import Token, parse_token
-from dhanfeed.token_store import TokenRecord, TokenStore
-from support.secret_scan import (  # every secret a test hands to the code: scanned for at the end
-    PLANTED_PIN,
-    PLANTED_TOTP_SECRET,
-    SECRETS_SEEN,
-    remember_secret,
-)
+from support.secret_scan import PLANTED_PIN, PLANTED_TOTP_SECRET, remember_secret
+from support.token_files import CLIENT_ID
 
-CLIENT_ID = "1000000001"
-
-
-def _b64(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-
-
-def make_jwt(
-    *,
-    exp: dt.datetime,
-    iat: dt.datetime | None = None,
-    client_id: str = CLIENT_ID,
-    kind: str = "SELF",
-    exp_claim: object = None,  # what the payload says instead of `exp` (10**12: year 33658)
-) -> str:
-    iat = iat or exp - dt.timedelta(hours=24)
-    payload = {
-        "iss": "dhan",
-        "partnerId": "",
-        "exp": int(exp.timestamp()) if exp_claim is None else exp_claim,
-        "iat": int(iat.timestamp()),
-        "tokenConsumerType": kind,
-        "webhookUrl": "",
-        "dhanClientId": client_id,
-    }
-    header = _b64(json.dumps({"typ": "JWT", "alg": "HS512"}).encode())
-    raw = f"{header}.{_b64(json.dumps(payload).encode())}.{_b64(secrets.token_bytes(32))}"
-    SECRETS_SEEN.add(raw)
-    return raw
-
-
-def make_token(**kw) -> Token:
-    return parse_token(make_jwt(**kw))
-
-
-def write_token_file(path: Path, token: Token, source: str = "manual") -> TokenRecord:
-    record = TokenRecord.from_token(token, source, dt.datetime.now(dt.UTC))
-    TokenStore(path).write(record)
-    SECRETS_SEEN.add(token.access_token)
-    return record
+SIM_TTL = "10m"  # tokens the simulator issues on renewal: not due under the policy below
+POLICY = 'renew_before = "2m"\nmust_renew_before = "30s"\nrun_timeout = "60s"'
 
 
 def write_config(
@@ -91,27 +43,11 @@ def write_config(
     return shared_write_config(root, dhan=dhan, **fragments)
 
 
-def file_state(path: Path) -> tuple[bytes, int] | None:
-    """Content and inode: "untouched" means both are unchanged."""
-    try:
-        return path.read_bytes(), os.stat(path).st_ino
-    except FileNotFoundError:
-        return None
-
-
 def alert_lines(root: Path) -> list[dict]:
     path = root / "logs" / "token_alerts.log"
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)  # at use: the suite may reach a test minutes after import
-
-
-SIM_TTL = "10m"  # tokens the simulator issues on renewal: not due under the policy below
-POLICY = 'renew_before = "2m"\nmust_renew_before = "30s"\nrun_timeout = "60s"'
 
 
 @pytest.fixture
