@@ -10,8 +10,15 @@ from pathlib import Path
 import pytest
 
 from dhanfeed.feed import protocol
-from dhanfeed.feed.connection import CLOSED, ConnectFailed, FeedConnection, feed_url, safe_error
+from dhanfeed.feed.connection import (
+    ConnectFailed,
+    FeedConnection,
+    SocketState,
+    feed_url,
+    safe_error,
+)
 from dhanfeed.token import Token, parse_token
+from support.frozen_clock import FrozenClock
 from support.sim import Sim
 
 
@@ -41,7 +48,7 @@ def test_a_socket_subscribes_hands_packets_on_and_closes_within_its_bound(
     conn.subscribe([("NSE_EQ", 1333)], "quote")
     assert got.wait(15), "no packets arrived"
     conn.close(timeout=2)
-    assert conn.state == CLOSED and conn.closed.is_set()
+    assert conn.state is SocketState.CLOSED and conn.closed.is_set()
     assert conn.last_data is not None and conn.packets == len(messages) >= 20
     packets = [protocol.decode_frame(m).packets for m in messages]
     assert all(len(p) == 1 for p in packets)  # Dhan's framing: one packet per message, whole
@@ -49,6 +56,29 @@ def test_a_socket_subscribes_hands_packets_on_and_closes_within_its_bound(
     assert "PrevClose" in kinds and "Quote" in kinds and "Disconnect" not in kinds
     assert {(p[0].segment, p[0].security_id) for p in packets} == {(1, 1333)}  # as subscribed
     assert sim.admin("stats")["sockets"][0]["close_reason"] == "client request 12"
+
+
+def test_every_time_a_socket_stamps_comes_from_the_clock_it_is_given(
+    sim_and_token: tuple[Sim, Token],
+) -> None:
+    sim, token = sim_and_token
+    clock = FrozenClock(monotonic=5000.0)
+    stamps: list[float] = []
+    got = threading.Event()
+
+    def sink(conn: FeedConnection, batch: list[bytes], at: float) -> None:
+        stamps.append(at)
+        got.set()
+
+    conn = FeedConnection(1, 0, sim.feed_url, token, sink, clock=clock)
+    conn.connect()
+    assert conn.opened_at == 5000.0
+    conn.subscribe([("NSE_EQ", 1333)], "quote")
+    assert got.wait(15), "no packets arrived"
+    conn.close(timeout=2)
+    assert set(stamps) == {clock.time()}  # the receive time handed on with every batch
+    assert (conn.last_data, conn.last_data_utc) == (5000.0, clock.time())
+    assert (conn.closed_at, conn.closed_utc) == (5000.0, clock.time())
 
 
 def test_pings_are_answered_while_nobody_consumes_what_the_socket_hands_on(
@@ -80,7 +110,7 @@ def test_a_handshake_refused_with_429_says_so_without_the_token(
         conn.connect()
     assert info.value.status == 429
     assert token.access_token not in str(info.value)
-    assert conn.state == CLOSED
+    assert conn.state is SocketState.CLOSED
 
 
 def test_a_rejected_token_ends_the_socket_with_dhans_disconnect_code(

@@ -12,18 +12,19 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from dhanfeed.feed.connection import ConnectFailed
+from dhanfeed.feed.connection import ConnectFailed, SocketState
 from dhanfeed.feed.policy import Timing
-from dhanfeed.feed.shard import (
+from dhanfeed.feed.shard import ShardPhase, ShardWorker
+from dhanfeed.feed.shard_context import (
     AlertOnce,
     FeedCounters,
     Gap,
     ShardContext,
-    ShardWorker,
     SwapOutcome,
     SwapRecord,
 )
 from dhanfeed.instruments import Instrument
+from dhanfeed.severity import Severity
 from dhanfeed.token import Token
 
 EPOCH = dt.datetime(2026, 1, 5, 4, 0, tzinfo=dt.UTC)  # a Monday, 09:30 IST
@@ -103,7 +104,7 @@ class FakeSocket:
     def __init__(self, server: FakeServer, conn_id: int, tok: Token) -> None:
         self.server, self.clock = server, server.clock
         self.conn_id, self.token = conn_id, tok
-        self.state = "open"
+        self.state = SocketState.OPEN
         self.closed = threading.Event()
         self.opened_at: float | None = self.clock.t
         self.closed_at: float | None = None
@@ -141,7 +142,7 @@ class FakeSocket:
     def _end(self, reason: str) -> None:
         if self.closed.is_set():
             return
-        self.state, self.close_reason = "closed", reason
+        self.state, self.close_reason = SocketState.CLOSED, reason
         self.closed_at, self.closed_utc = self.clock.t, self.clock.time()
         self.closed.set()
 
@@ -260,16 +261,20 @@ def test_after_805_the_next_connect_waits_at_least_the_floor() -> None:
 
 def test_after_807_with_the_same_token_the_worker_waits_for_a_new_file_and_alerts_once() -> None:
     h = Harness()
+    phases: list[ShardPhase] = []
     h.at(2.0, lambda: h.server.sockets[0].kill(807, "disconnect 807 (access token expired)"))
+    h.at(100.0, lambda: phases.append(h.worker.phase))
     h.at(500.0, lambda: h.watcher.publish(token(2)))
     h.run_until(600.0)
 
+    assert phases == [ShardPhase.WAITING_FOR_TOKEN]  # what the status file shows meanwhile
     assert h.watcher.rereads == 1  # the file was read again at once
     assert h.server.attempts[0] == 0.0 and len(h.server.attempts) == 2  # no retry meanwhile
     assert 500.0 <= h.server.attempts[1] < 501.0  # the new token is used as soon as it appears
     assert h.server.sockets[1].token == token(2)
     rejected = [a for a in h.alerts if a[0].startswith("token-rejected-")]
     assert len(rejected) == 1 and token(1).fingerprint in rejected[0][0]
+    assert rejected[0][1] is Severity.CRITICAL  # a person must run renew_token
     assert "token-1" not in repr(h.alerts)  # the fingerprint only, never the token
 
 
@@ -286,7 +291,7 @@ def test_a_refused_token_is_recorded_until_a_socket_is_live_again_which_ends_its
             second=2) + dt.timedelta(seconds=Timing().token_grace_s)).isoformat()}
     ]  # fmt: skip
     assert h.ctx.refusals.last is None  # token 2 is live: the refusal no longer stands
-    ended = [(key, message) for key, level, message in h.alerts if level == "recovery"]
+    ended = [(key, message) for key, level, message in h.alerts if level is Severity.RECOVERY]
     live_2 = f"the feed is live with token {token(2).fingerprint}"
     assert ("token-", live_2) in ended and ("feed-", live_2) in ended
 

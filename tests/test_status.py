@@ -9,8 +9,12 @@ from pathlib import Path
 
 import requests
 
+from dhanfeed.feed.connection import SocketState
+from dhanfeed.feed.shard import ShardPhase
+from dhanfeed.feed.supervisor import SocketRole, SocketStatus
 from dhanfeed.status import (
     STATUS_FILE,
+    CollectorState,
     CollectorStatus,
     StatusReporter,
     last_data_of_previous_run,
@@ -53,9 +57,44 @@ ZERO = {  # every other field of a running collector's snapshot
 ACCOUNT = {"client_id": "1000000001"}
 TEXTFILE = "collector-1000000001.prom"  # the account's own file
 
+# A live socket, a swap's new one, and a shard without one, as the supervisor reports them.
+SOCKETS = (
+    SocketStatus(shard=0, id=3, state=SocketState.OPEN, role=SocketRole.LIVE,
+                 token_fp="0123456789ab", instruments=2, packets=1200, last_data_utc=1.8e9),
+    SocketStatus(shard=0, id=4, state=SocketState.CONNECTING, role=SocketRole.SWAP,
+                 token_fp="ba9876543210", instruments=2, packets=0, last_data_utc=None),
+    SocketStatus(shard=1, id=None, state=ShardPhase.WAITING_FOR_TOKEN, role=SocketRole.NONE,
+                 token_fp=None, instruments=2, packets=0, last_data_utc=None),
+)  # fmt: skip
+# ... as the status file has always written them (bin/status and the status page read these).
+SOCKETS_ON_DISK = [
+    {"shard": 0, "id": 3, "state": "open", "role": "live", "token_fp": "0123456789ab",
+     "instruments": 2, "packets": 1200, "last_data_utc": 1.8e9},
+    {"shard": 0, "id": 4, "state": "connecting", "role": "swap", "token_fp": "ba9876543210",
+     "instruments": 2, "packets": 0, "last_data_utc": None},
+    {"shard": 1, "id": None, "state": "waiting for token", "role": "none", "token_fp": None,
+     "instruments": 2, "packets": 0, "last_data_utc": None},
+]  # fmt: skip
+
 
 def snapshot() -> CollectorStatus:
     return CollectorStatus(**SNAP, **ZERO)
+
+
+def test_the_status_file_writes_the_states_and_roles_of_the_sockets_in_their_words(
+    tmp_path: Path,
+) -> None:
+    reporter = StatusReporter(
+        lambda: dataclasses.replace(snapshot(), state=CollectorState.RUNNING, sockets=SOCKETS),
+        status_path=tmp_path / STATUS_FILE,
+        every_s=60,
+        **ACCOUNT,
+    )
+    reporter.write_once()
+    status = json.loads((tmp_path / STATUS_FILE).read_text())
+    assert status["sockets"] == SOCKETS_ON_DISK and status["state"] == "running"
+    reporter.stop()
+    assert json.loads((tmp_path / STATUS_FILE).read_text())["state"] == "stopped"
 
 
 def test_the_status_file_and_the_textfile_carry_the_same_figures(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import os
 import re
 import sqlite3
 import subprocess
+import threading
 import zoneinfo
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +27,7 @@ from dhanfeed.renew_metrics import write_renew_metrics
 from dhanfeed.renew_state import RenewState, renew_state_path
 from dhanfeed.sim.config_file import ALL_DAY, write_config
 from dhanfeed.store import Gap, SqliteStore
+from support.frozen_clock import FrozenClock
 from support.secret_scan import PLANTED_PIN, PLANTED_TOTP_SECRET
 from support.sim import BIN
 from support.token_files import CLIENT_ID, make_token, now, write_token_file
@@ -413,6 +415,32 @@ def a_live_collector_status(state: Path) -> None:
               "sockets": [{"shard": 0, "state": "open", "role": "live", "instruments": 1,
                            "last_data_utc": t}]}  # fmt: skip
     (state / "collector_status.json").write_text(json.dumps(status))
+
+
+class SteppingClock(FrozenClock):
+    """Its `wait` moves the clock on by the whole timeout at once, without sleeping."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waited = 0.0
+
+    def wait(self, event: threading.Event, timeout: float) -> bool:
+        self.advance(timeout)
+        self.waited += timeout
+        return event.is_set()
+
+
+def test_waiting_for_the_collectors_next_status_is_bounded_on_the_clock_status_is_given(
+    tmp_path: Path,
+) -> None:
+    config = status_config(tmp_path, in_session=False, status_every="2s")
+    a_token(tmp_path)
+    renewer_ran(tmp_path / "state")
+    a_live_collector_status(tmp_path / "state")  # and no new one ever comes
+    clock = SteppingClock()
+    report = status.observe(load_config(config), clock)
+    assert report.collector.state == "running"
+    assert clock.waited == pytest.approx(status.RATE_WAIT_MAX_S, abs=0.06)  # 1.5 x 2 s + 0.2
 
 
 def test_a_session_gap_backfill_left_unhealed_for_half_an_hour_is_degraded(

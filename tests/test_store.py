@@ -26,6 +26,7 @@ from dhanfeed.store import (
     Tick,
 )
 from support import store_queries as q
+from support.frozen_clock import FrozenClock
 from support.polling import wait_until
 
 IST = zoneinfo.ZoneInfo("Asia/Kolkata")
@@ -44,16 +45,6 @@ def tick(i: int, sid: int = SID) -> Tick:
 @pytest.fixture
 def db(tmp_path):
     return tmp_path / "data" / "candles.sqlite"
-
-
-class FrozenClock:
-    """A monotonic clock that moves only when the test says so."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 # -- schema and opening -----------------------------------------------------------------------
@@ -347,7 +338,7 @@ def test_the_writer_commits_a_batch_once_its_delay_has_passed_without_a_flush(db
         writer.put_ticks([tick(1)])
         time.sleep(0.1)  # real time passes, the writer's clock does not
         assert writer.commits == 0 and writer.pending == 2
-        clock.now += 0.06
+        clock.advance(0.06)
         wait_until("one commit", lambda: writer.commits == 1)
         assert q.candle_count(store) == 1
     finally:
@@ -401,6 +392,30 @@ def test_a_failing_write_is_counted_kept_retried_and_alerted_once_until_it_succe
         writer.close(10)
 
 
+def test_a_failing_episode_is_timed_on_the_writers_clock(db, caplog):
+    caplog.set_level(logging.INFO, logger="dhanfeed.store.writer")
+    clock = FrozenClock()
+    store = SqliteStore(db)
+    writer = StoreWriter(store, clock=clock, retry_s=1.0)
+    other = sqlite3.connect(db)
+    try:
+        other.execute("ALTER TABLE candles RENAME TO candles_away")  # writes now fail
+        other.commit()
+        writer.put_bars([bar()])
+        assert not writer.flush(0.05)  # a flush writes at once, whatever the clock says
+        began = wait_until("a failed write", lambda: writer.failing_since)
+        assert began == clock.time()
+        other.execute("ALTER TABLE candles_away RENAME TO candles")
+        other.commit()
+        clock.advance(42.0)  # past the retry, on the writer's clock
+        assert writer.flush(10)
+        assert writer.failing_since is None
+        assert "store writes succeed again after 42.0s of failures" in caplog.text
+    finally:
+        other.close()
+        writer.close(10)
+
+
 def test_close_is_bounded_when_the_database_keeps_failing_and_reports_the_lost_rows(db):
     store = SqliteStore(db)
     writer = StoreWriter(store, max_delay_s=0.01, retry_s=0.02)
@@ -435,14 +450,17 @@ class SlowDiskClock:
     handful of batches whatever the real machine's speed."""
 
     def __init__(self, step: float = 1.0) -> None:
-        self.now = 1000.0
+        self.t = 1000.0
         self.step = step
         self._lock = threading.Lock()
 
-    def __call__(self) -> float:
+    def monotonic(self) -> float:
         with self._lock:
-            self.now += self.step
-            return self.now
+            self.t += self.step
+            return self.t
+
+    def time(self) -> float:
+        return T0 + self.t
 
 
 def note_the_ticks_committed_before_each_new_bar(db) -> None:

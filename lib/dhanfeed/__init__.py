@@ -28,8 +28,8 @@ Layout (one concern per module; tests/test_layout.py holds the import rules):
   apprise_urls    Apprise, loaded and checked only where alert URLs are configured
   collector       the collector's parts wired: feed -> pipeline -> candles -> store, status
   pipeline        the consumer: message batches -> decode -> candles, raw-tick rows; lag
-  feed/           protocol and policy (pure), framing (pure), connection, shard, supervisor,
-                  token_watch
+  feed/           protocol and policy (pure), framing (pure), connection, shard (and
+                  shard_context: what a shard is given and reports), supervisor, token_watch
   candles         ticks -> bars (pure)
   backfill        healing and reconciling a day from Dhan's bars (pure); backfill_run (one
                   bin/backfill run: fetch, plan, write), backfill_metrics (backfill.prom)
@@ -43,7 +43,8 @@ Layout (one concern per module; tests/test_layout.py holds the import rules):
   config          the one frozen config object: a dataclass per section, with defaults;
                   config_load (TOML -> that object, every problem at once with its key)
   logs            JSON logs and redaction
-  leaves          errors (the error tree, exit codes), clock (the one clock), files (atomic
+  leaves          errors (the error tree, exit codes), clock (the one clock), severity (the
+                  one alert vocabulary: recovery, warning, critical), files (atomic
                   write, private read, JSON state), run_timer (renew_token's whole-run
                   bound), shield (what a run timeout waits for), instruments, session
                   (the trading calendar), version (the User-Agent), database_url (a

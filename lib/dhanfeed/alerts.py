@@ -23,6 +23,7 @@ from dhanfeed.apprise_urls import load_apprise, quiet_deprecations, scheme
 from dhanfeed.files import load_state, save_state
 from dhanfeed.hooks import hook_environment, run_hook
 from dhanfeed.logs import redact
+from dhanfeed.severity import Severity
 from dhanfeed.token import parse_aware_time
 from dhanfeed.version import USER_AGENT
 
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-RANK = {"recovery": 0, "warning": 1, "critical": 2}
 _TITLE = "dhanfeed {severity}: {condition} (client {client_id})"
 
 
@@ -61,19 +61,20 @@ class Alerter:
     def alert(
         self,
         condition: str,
-        severity: str,
+        severity: Severity,
         message: str,
         *,
         token: Token | None = None,
         source: str | None = None,
     ) -> bool:
         """Raise `condition`; True when it was sent (not suppressed by de-duplication)."""
+        severity = Severity(severity)  # ValueError for a word outside the vocabulary
         now = self.clock()
         message = redact(message)
         self._raised.add(condition)
         state = self._load_state()
         previous = state.get(condition)
-        if previous and RANK.get(severity, 2) <= RANK.get(previous.get("severity", ""), 0):
+        if previous and severity.rank <= _rank(previous.get("severity")):
             last = parse_aware_time(previous.get("last_sent"))
             if last and now - last < self.section.repeat_every:
                 logger.info(
@@ -131,7 +132,7 @@ class Alerter:
             )
             self._send(
                 condition,
-                "recovery",
+                Severity.RECOVERY,
                 f"recovered: {condition} (active since {since}) has cleared;{fp}",
                 token,
                 source,
@@ -175,7 +176,7 @@ class Alerter:
     def _send(
         self,
         condition: str,
-        severity: str,
+        severity: Severity,
         message: str,
         token: Token | None,
         source: str | None,
@@ -191,7 +192,7 @@ class Alerter:
             "source": source,
             "message": message,
         }
-        log = logger.critical if severity == "critical" else logger.warning
+        log = logger.critical if severity is Severity.CRITICAL else logger.warning
         log("alert %s %s: %s", severity, condition, message, extra={"alert_condition": condition})
         self._write_line(record)
         if self.section.urls:
@@ -218,7 +219,7 @@ class Alerter:
         except OSError as exc:
             logger.warning("cannot write alert log %s: %s", path, exc.strerror or exc)
 
-    def _apprise(self, condition: str, severity: str, message: str) -> None:
+    def _apprise(self, condition: str, severity: Severity, message: str) -> None:
         """Send through Apprise in a helper thread, so a stuck channel cannot hang the run."""
         title = _TITLE.format(severity=severity, condition=condition, client_id=self.client_id)
         outcome: dict[str, Any] = {}
@@ -228,8 +229,8 @@ class Alerter:
                 apprise = load_apprise()
                 with quiet_deprecations():
                     kind = {
-                        "critical": apprise.NotifyType.FAILURE,
-                        "warning": apprise.NotifyType.WARNING,
+                        Severity.CRITICAL: apprise.NotifyType.FAILURE,
+                        Severity.WARNING: apprise.NotifyType.WARNING,
                     }.get(severity, apprise.NotifyType.SUCCESS)
                     sender = apprise.Apprise()
                     for url in self.section.urls:
@@ -265,6 +266,14 @@ class Alerter:
 
     def _save_state(self, state: dict[str, dict[str, Any]]) -> None:
         save_state(self.state_path, state, what="alert state")
+
+
+def _rank(stored: object) -> int:
+    """The rank of a severity read back from the state file (anything unknown ranks lowest)."""
+    try:
+        return Severity(str(stored)).rank
+    except ValueError:
+        return 0
 
 
 def alert_state_path(token_file: Path) -> Path:

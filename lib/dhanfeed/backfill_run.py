@@ -22,6 +22,7 @@ from dhanfeed.backfill import DhanBar, Figures, Span, needs_dhan, plan_day
 from dhanfeed.candles import IST_OFFSET_S
 from dhanfeed.config import Config, Instrument
 from dhanfeed.errors import DhanApiError, ExitCode, TokenRefused
+from dhanfeed.severity import Alert, Severity
 from dhanfeed.store import BackfillChange, HealableStore, Reconciliation
 
 logger = logging.getLogger(__name__)
@@ -147,7 +148,7 @@ def run_backfill(
     pacer: Pacer | None = None,
     sleep: Callable[[float], None] = time.sleep,
     progress: Callable[[list[Instrument]], Iterable[Instrument]] = lambda items: items,
-    alert: Callable[[str, str, str], None] = lambda condition, severity, message: None,
+    alert: Alert = lambda condition, severity, message: None,
 ) -> RunResult:
     """Heal (and with `reconcile`, compare) every configured instrument's `day`."""
     pacer = pacer or Pacer(config.backfill.requests_per_second, sleep=sleep)
@@ -206,7 +207,7 @@ def run_backfill(
         if plan.figures and share > config.backfill.alert_above:
             alert(
                 f"reconcile-{inst.key}",
-                "warning",
+                Severity.WARNING,
                 f"{inst.key} {day}: {plan.figures.minutes_differing} of"
                 f" {plan.figures.minutes_compared} minutes differ from Dhan's bars"
                 f" ({share:.1f}% > {config.backfill.alert_above:g}%)",

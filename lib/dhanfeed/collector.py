@@ -12,20 +12,26 @@ import dataclasses
 import logging
 import os
 import threading
-from collections.abc import Callable
 
 from dhanfeed.candles import CandleBuilder, day_start_utc
 from dhanfeed.clock import Clock
 from dhanfeed.config import Config
 from dhanfeed.errors import ConfigError
 from dhanfeed.feed.policy import Timing
-from dhanfeed.feed.shard import Gap
+from dhanfeed.feed.shard_context import Gap
 from dhanfeed.feed.supervisor import Supervisor, log_alert
 from dhanfeed.feed.token_watch import TokenWatcher
 from dhanfeed.instruments import Instrument
 from dhanfeed.pipeline import Pipeline
 from dhanfeed.session import SessionCalendar
-from dhanfeed.status import STATUS_FILE, CollectorStatus, StatusReporter, last_data_of_previous_run
+from dhanfeed.severity import Alert, Severity
+from dhanfeed.status import (
+    STATUS_FILE,
+    CollectorState,
+    CollectorStatus,
+    StatusReporter,
+    last_data_of_previous_run,
+)
 from dhanfeed.store import Gap as GapRow
 from dhanfeed.store import HealableStore, Store, StoreUnavailable, StoreWriter, Tick, open_store
 from dhanfeed.web.server import StatusPage
@@ -41,7 +47,7 @@ def open_configured_store(config: Config) -> Store:
 def open_store_waiting(
     config: Config,
     stop: threading.Event,
-    alert: Callable[[str, str, str], None] = log_alert,
+    alert: Alert = log_alert,
     *,
     max_wait_s: float = 8.0,
 ) -> Store | None:
@@ -57,7 +63,7 @@ def open_store_waiting(
                 alerted = True
                 alert(
                     "store-unreachable",
-                    "critical",
+                    Severity.CRITICAL,
                     f"waiting for the database before starting (nothing is recorded yet): {exc}",
                 )
             if stop.wait(wait_s):
@@ -65,7 +71,7 @@ def open_store_waiting(
             wait_s = min(max_wait_s, wait_s * 2)
             continue
         if alerted:
-            alert("store-", "recovery", f"{store.location} reachable; starting")
+            alert("store-", Severity.RECOVERY, f"{store.location} reachable; starting")
         return store
 
 
@@ -113,7 +119,7 @@ class Collector:
         *,
         clock: Clock,
         timing: Timing | None = None,
-        alert: Callable[[str, str, str], None] = log_alert,
+        alert: Alert = log_alert,
         store: Store | None = None,
     ) -> None:
         self.config = config
@@ -122,7 +128,7 @@ class Collector:
         self.started_utc = clock.time()
         # StoreError: unwritable; see open_store_waiting for a server that is away.
         self.store = store or open_configured_store(config)
-        self.writer = StoreWriter(self.store, alert=alert)
+        self.writer = StoreWriter(self.store, alert=alert, clock=clock)
         self.builder = CandleBuilder(
             [int(i.total_seconds()) for i in c.intervals],
             grace_s=c.grace.total_seconds(),
@@ -249,7 +255,7 @@ class Collector:
         p = self.pipeline
         return CollectorStatus(
             pid=os.getpid(),
-            state="running",
+            state=CollectorState.RUNNING,
             up=1,
             started_utc=self.started_utc,
             written_at=self.clock.now().isoformat(timespec="seconds"),

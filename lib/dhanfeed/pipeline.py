@@ -19,13 +19,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable
 
 from dhanfeed.candles import DUPLICATE, LATE, CandleBuilder
 from dhanfeed.clock import Clock
 from dhanfeed.feed import protocol
 from dhanfeed.feed.connection import FeedConnection
-from dhanfeed.feed.shard import Gap
+from dhanfeed.feed.shard_context import Gap
+from dhanfeed.severity import Alert, Severity
 from dhanfeed.store import StoreWriter, Tick
 
 logger = logging.getLogger(__name__)
@@ -36,8 +36,6 @@ TICK_BATCH = 5000  # raw-tick rows handed to the writer at once
 BEHIND_AFTER_S = 5.0  # a batch that waited longer than this: the collector is falling behind
 BEHIND_ALERT = "falling-behind"
 IST_OFFSET_S = 19800
-
-Alert = Callable[[str, str, str], None]  # (key, level, message)
 
 
 class Pipeline(threading.Thread):
@@ -237,7 +235,7 @@ class Pipeline(threading.Thread):
             lag = "unknown" if self.lag_s is None else f"{self.lag_s:.1f}s"
             self.alert(
                 BEHIND_ALERT,
-                "warning",
+                Severity.WARNING,
                 f"collector falling behind: {self.backlog} messages waiting, the oldest for"
                 f" {self.delay_s:.1f}s; receive time minus LTT {lag}; {dropped} messages"
                 " dropped so far (candle volumes stay exact; raw ticks of dropped messages are"

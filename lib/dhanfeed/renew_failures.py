@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from dhanfeed.renew_outcome import Outcome, Status
 from dhanfeed.renewal import Action, local_time
+from dhanfeed.severity import Severity
 from dhanfeed.token import Token, format_remaining
 
 if TYPE_CHECKING:
@@ -69,7 +70,11 @@ class Failures:
                 Status.MANUAL, reason, "manual_login_needed", action, token, source, alert=runbook
             )
         remaining = token.remaining(now)
-        severity = "warning" if remaining > self.config.token.must_renew_before else "critical"
+        severity = (
+            Severity.WARNING
+            if remaining > self.config.token.must_renew_before
+            else Severity.CRITICAL
+        )
         reason = (
             f"{why}; the current token {token.fingerprint} stays valid until "
             f"{local_time(token.expires_at, tz)} ({format_remaining(remaining)}); the next run retries"
@@ -170,7 +175,7 @@ class Failures:
         )
         logger.critical(reason, extra={"action": action.value, "fingerprint": fingerprint})
         message = reason if self.credentials else self.runbook(reason, None)
-        self.monitor.alert("answer_rejected", "critical", message, None, source)
+        self.monitor.alert("answer_rejected", Severity.CRITICAL, message, None, source)
         return Outcome(
             status=status,
             reason=reason,
@@ -239,14 +244,14 @@ class Failures:
         token: Token | None,
         source: str | None,
         *,
-        severity: str = "critical",
+        severity: Severity = Severity.CRITICAL,
         alert: str | None = None,
         **outcome: Any,
     ) -> Outcome:
         """Log why (as loud as the alert), raise the alert `condition` (with `alert` as its
         text, when a person needs more than `reason`), and return the Outcome."""
         logger.log(
-            logging.CRITICAL if severity == "critical" else logging.ERROR,
+            logging.CRITICAL if severity is Severity.CRITICAL else logging.ERROR,
             reason,
             extra={
                 "condition": condition,

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from dhanfeed.errors import DhanfeedError, TokenFileError
 from dhanfeed.renew_outcome import Outcome, Status
+from dhanfeed.severity import Severity
 
 if TYPE_CHECKING:
     from dhanfeed.alerts import Alerter
@@ -32,9 +33,9 @@ class Monitor:
             outcome = run()
         except TokenFileError as exc:
             outcome = Outcome(status=Status.of_exit(exc.exit_code), reason=str(exc), error=exc)
-            self.alert("token_file_unusable", "critical", f"{exc}; a person must fix it")
+            self.alert("token_file_unusable", Severity.CRITICAL, f"{exc}; a person must fix it")
         except BaseException as exc:  # a run timeout, an OSError, Ctrl-C: said, then raised
-            self.alert("run_stopped", "critical", f"the run stopped: {describe(exc)}")
+            self.alert("run_stopped", Severity.CRITICAL, f"the run stopped: {describe(exc)}")
             raise
         finally:  # every way out pings
             ok = outcome is not None and outcome.exit_code == 0
@@ -44,7 +45,7 @@ class Monitor:
     def alert(
         self,
         condition: str,
-        severity: str,
+        severity: Severity,
         message: str,
         token: Token | None = None,
         source: str | None = None,

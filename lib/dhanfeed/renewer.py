@@ -39,6 +39,7 @@ from dhanfeed.renew_recovery import raw_answer, recover
 from dhanfeed.renew_request import RenewalFailed, blocked_credentials, regenerate, renew
 from dhanfeed.renew_state import Mark, RenewState
 from dhanfeed.renewal import Action, Decision, Policy, decide, local_time
+from dhanfeed.severity import Severity
 from dhanfeed.token import Token, fingerprint, parse_token
 from dhanfeed.token_store import TokenRecord, rejected_record
 
@@ -192,7 +193,7 @@ class Renewer:
         if token and decision.clock_behind:
             self.monitor.alert(
                 "clock_behind",
-                "warning",
+                Severity.WARNING,
                 f"the system clock is behind the issue time of token {token.fingerprint} "
                 f"({now.isoformat()} < {token.issued_at.isoformat()}): fix NTP; "
                 "renewal timing is computed from the token's issue time meanwhile",
@@ -387,7 +388,7 @@ class Renewer:
             except DhanApiError as exc:
                 self.monitor.alert(
                     "profile_check_failed",
-                    "warning",
+                    Severity.WARNING,
                     f"the new token {record.fingerprint} was written, but the profile check "
                     f"failed: {exc}",
                     record.token,
@@ -416,7 +417,7 @@ class Renewer:
             # Ours to replace (private, regular, not another client's): a new token fixes it.
             logger.warning("%s; regenerating with PIN+TOTP as if it were missing", exc)
             self.monitor.alert(
-                "token_file_corrupt", "warning", f"{exc}; regenerating with PIN+TOTP"
+                "token_file_corrupt", Severity.WARNING, f"{exc}; regenerating with PIN+TOTP"
             )
             return None
 

@@ -10,6 +10,7 @@ directory node_exporter reads. No token here, only its fingerprint.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
 import logging
 import re
@@ -36,13 +37,18 @@ def textfile_name(client_id: str) -> str:
     return f"collector-{re.sub(r'[^0-9A-Za-z_.-]', '_', client_id)}.prom"
 
 
+class CollectorState(enum.StrEnum):
+    RUNNING = "running"
+    STOPPED = "stopped"  # the final snapshot, written at a clean stop
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class CollectorStatus(FeedStatus):
     """One snapshot of the collector: the feed's status, then packets, candles and the store.
     The status file's fields (flat) and the metrics' source."""
 
     pid: int
-    state: str  # "running" | "stopped"
+    state: CollectorState
     up: int  # 1 while running, 0 in the final snapshot
     started_utc: float
     written_at: str  # ISO 8601 UTC
@@ -227,7 +233,7 @@ class StatusReporter:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
-        self.write_once(up=0, state="stopped")
+        self.write_once(up=0, state=CollectorState.STOPPED)
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()

@@ -23,9 +23,9 @@ import requests
 
 from dhanfeed.alerts import Alerter
 from dhanfeed.backfill_metrics import write_backfill_metrics
-from dhanfeed.backfill_run import RunResult, run_backfill
+from dhanfeed.backfill_run import Pacer, RunResult, run_backfill
 from dhanfeed.cli.args import ArgumentParser
-from dhanfeed.clock import SystemClock
+from dhanfeed.clock import Clock, SystemClock
 from dhanfeed.config import Config, Instrument
 from dhanfeed.config_load import load_config
 from dhanfeed.dhan_api import DhanApi
@@ -40,6 +40,7 @@ from dhanfeed.errors import (
 from dhanfeed.feed.token_watch import TokenRejected, read_token_file
 from dhanfeed.logs import close_logging, print_traceback, setup_logging
 from dhanfeed.progress import progress
+from dhanfeed.severity import Severity
 from dhanfeed.store import HealableStore, open_store
 from dhanfeed.token import IST
 
@@ -90,7 +91,8 @@ def main(argv: Sequence[str] | None = None, *, now: dt.datetime | None = None) -
         args = build_parser().parse_args(argv)
         if args.prefer and not args.reconcile:
             raise UsageError("--prefer dhan needs --reconcile")
-        return _run(args, now or dt.datetime.now(dt.UTC))
+        clock = SystemClock()  # the one clock of this run (`now`: a test's fixed instant)
+        return _run(args, clock, now or clock.now())
     except DhanfeedError as exc:
         return _fail(args, exc, exc.exit_code)
     except KeyboardInterrupt:
@@ -101,12 +103,12 @@ def main(argv: Sequence[str] | None = None, *, now: dt.datetime | None = None) -
         return int(ExitCode.INTERNAL)
 
 
-def _run(args: argparse.Namespace, now: dt.datetime) -> int:
+def _run(args: argparse.Namespace, clock: Clock, now: dt.datetime) -> int:
     day = _day(args.date, now)
     config = load_config(args.config)
     setup_logging(PROG, config.logging.dir, level=config.logging.level, debug=args.debug)
     try:
-        return _locked(config, args, day, now)
+        return _locked(config, args, day, clock, now)
     except DhanfeedError as exc:
         _metrics(config, now, int(exc.exit_code), None)
         raise
@@ -127,11 +129,13 @@ def _day(text: str | None, now: dt.datetime) -> dt.date:
     return day
 
 
-def _locked(config: Config, args: argparse.Namespace, day: dt.date, now: dt.datetime) -> int:
+def _locked(
+    config: Config, args: argparse.Namespace, day: dt.date, clock: Clock, now: dt.datetime
+) -> int:
     store = _open(config, readonly=args.dry_run)
     try:
         with store.backfill_lock():
-            return _heal(config, args, day, now, store)
+            return _heal(config, args, day, clock, now, store)
     finally:
         store.close()
 
@@ -154,7 +158,12 @@ def _open(config: Config, *, readonly: bool) -> HealableStore:
 
 
 def _heal(
-    config: Config, args: argparse.Namespace, day: dt.date, now: dt.datetime, store: HealableStore
+    config: Config,
+    args: argparse.Namespace,
+    day: dt.date,
+    clock: Clock,
+    now: dt.datetime,
+    store: HealableStore,
 ) -> int:
     try:
         token = read_token_file(config.token.file, config.dhan.client_id, now)
@@ -173,13 +182,15 @@ def _heal(
         auth_base=config.dhan.auth_base,
         client_id=config.dhan.client_id,
         read_timeout=config.dhan.timeout.total_seconds(),
+        monotonic=clock.monotonic,
     )
     result = run_backfill(
         config, store, api, token.access_token,
         day=day, now_utc=now.timestamp(), reconcile=args.reconcile,
         prefer_dhan=args.prefer == "dhan", dry_run=args.dry_run,
         progress=_no_progress if args.json else _progress,
-        alert=_alerter(config) if not args.dry_run else _log_alert,
+        pacer=Pacer(config.backfill.requests_per_second, clock=clock.monotonic),
+        alert=_alerter(config, clock) if not args.dry_run else _log_alert,
     )  # fmt: skip
     if not args.dry_run:
         _metrics(config, now, int(result.exit_code), result)
@@ -198,21 +209,21 @@ def _no_progress(instruments: list[Instrument]) -> Iterable[Instrument]:
     return instruments
 
 
-def _log_alert(condition: str, severity: str, message: str) -> None:
+def _log_alert(condition: str, severity: Severity, message: str) -> None:
     logger.warning("%s (alert %s not sent: dry run)", message, condition)
 
 
-def _alerter(config: Config):  # noqa: ANN202
+def _alerter(config: Config, clock: Clock):  # noqa: ANN202
     alerter = Alerter(
         config.alerts,
         client_id=config.dhan.client_id,
         state_path=config.state_dir / "backfill_alerts.json",
         token_file=config.token.file,
         hooks=config.hooks,
-        clock=SystemClock().now,
+        clock=clock.now,
     )
 
-    def alert(condition: str, severity: str, message: str) -> None:
+    def alert(condition: str, severity: Severity, message: str) -> None:
         try:  # the alerter logs it too
             alerter.alert(condition, severity, message, source=PROG)
         except Exception:  # noqa: BLE001 - a failing channel never hides the run's own result

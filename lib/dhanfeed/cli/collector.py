@@ -31,12 +31,11 @@ from dhanfeed.config_load import load_config
 from dhanfeed.errors import ExitCode, LockBusy, UsageError
 from dhanfeed.feed.policy import Timing
 from dhanfeed.feed.supervisor import log_alert
+from dhanfeed.severity import Alert, Severity
 
 logger = logging.getLogger("dhanfeed.collector")
 
 STOP_BUDGET_S = 8.0  # of the 10 s a service manager is promised
-# The supervisor's alert levels as Alerter severities (anything else is a warning).
-_SEVERITY = {"critical": "critical", "error": "critical", "recovery": "recovery"}
 
 
 def lock_path(token_file: Path, client_id: str) -> Path:
@@ -125,8 +124,8 @@ def run(args: argparse.Namespace, timing: Timing) -> int:
         lock.release()
 
 
-def make_alert(config, clock):  # noqa: ANN001, ANN201
-    """The supervisor's alert callback: logged, then sent through `dhanfeed.alerts` off-thread
+def make_alert(config, clock) -> Alert:  # noqa: ANN001
+    """The collector's alert callback: logged, then sent through `dhanfeed.alerts` off-thread
     (a slow channel or hook must never hold up a socket worker)."""
     alerter = Alerter(
         config.alerts,
@@ -138,21 +137,21 @@ def make_alert(config, clock):  # noqa: ANN001, ANN201
     )
     lock = threading.Lock()  # the alert state file is read-modify-written
 
-    def send(condition: str, level: str, message: str) -> None:
+    def send(condition: str, severity: Severity, message: str) -> None:
         with lock:
             try:
-                if level == "recovery":  # `condition` is a prefix: those alerts have ended
+                if severity is Severity.RECOVERY:  # `condition` is a prefix: those have ended
                     alerter.clear(f"collector-{condition}", source="collector")
                 else:
-                    alerter.alert(f"collector-{condition}", level, message, source="collector")
+                    alerter.alert(f"collector-{condition}", severity, message, source="collector")
             except Exception:  # noqa: BLE001 - an alert channel never stops the collector
                 logger.exception("alert %s could not be sent", condition)
 
-    def alert(condition: str, level: str, message: str) -> None:
-        log_alert(condition, level, message)
+    def alert(condition: str, severity: Severity, message: str) -> None:
+        log_alert(condition, severity, message)
         threading.Thread(
             target=send,
-            args=(condition, _SEVERITY.get(level, "warning"), message),
+            args=(condition, severity, message),
             name="alert",
             daemon=True,
         ).start()

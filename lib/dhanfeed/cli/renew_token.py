@@ -34,6 +34,7 @@ from dhanfeed.renew_outcome import Outcome, Status
 from dhanfeed.renew_state import RenewState, renew_state_path
 from dhanfeed.renewer import Renewer
 from dhanfeed.run_timer import run_timeout, stop_run_timer
+from dhanfeed.severity import Severity
 from dhanfeed.status import STATUS_FILE
 from dhanfeed.token import format_remaining
 from dhanfeed.token_store import TokenRecord, TokenStore
@@ -164,7 +165,7 @@ def _renew(
         if trouble:  # never a reason to stop renewing, but a person should know
             alerter.alert(
                 "config_warning",
-                "warning",
+                Severity.WARNING,
                 "renew_token keeps renewing, but: " + "; ".join(trouble),
             )
     deadline = clock.monotonic() + config.token.run_timeout.total_seconds() * _API_SHARE

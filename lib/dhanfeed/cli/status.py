@@ -11,7 +11,7 @@ import datetime as dt
 import json
 import os
 import sys
-import time
+import threading
 import zoneinfo
 from collections.abc import Callable, Sequence
 
@@ -57,12 +57,12 @@ def main(
     *,
     clock: Clock | None = None,
 ) -> int:
-    now = (clock or SystemClock()).now  # the one clock of this run
+    clock = clock or SystemClock()  # the one clock of this run
     args = None
     try:
         args = build_parser().parse_args(argv)
         config = load_config(args.config)
-        report = observe(config, now)
+        report = observe(config, clock)
     except Exception as exc:  # noqa: BLE001 - expected: one line; the rest with the traceback
         return exit_on_error(PROG, exc, debug=bool(args and args.debug))
     try:
@@ -72,20 +72,21 @@ def main(
     return int(report.level)
 
 
-def observe(config: Config, clock: Callable[[], dt.datetime]) -> Report:
+def observe(config: Config, clock: Clock) -> Report:
     """Gather the facts; with a collector running, wait for its next status to measure msg/s."""
     path = config.state_dir / STATUS_FILE
-    first, _ = read_status_file(path, clock())
+    first, _ = read_status_file(path, clock.now())
     if first is None or not first.get("up"):
-        return gather(config, clock())
+        return gather(config, clock.now())
     wait = min(RATE_WAIT_MAX_S, 1.5 * config.collector.status_every.total_seconds() + 0.2)
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
-        time.sleep(0.05)
-        second, _ = read_status_file(path, clock())
+    deadline = clock.monotonic() + wait
+    never = threading.Event()  # nothing sets it: the clock's wait is a pause
+    while clock.monotonic() < deadline:
+        clock.wait(never, 0.05)
+        second, _ = read_status_file(path, clock.now())
         if second is not None and second.get("snapshot_utc") != first.get("snapshot_utc"):
             break
-    return gather(config, clock(), previous=first)
+    return gather(config, clock.now(), previous=first)
 
 
 # -- the screen --------------------------------------------------------------------------------

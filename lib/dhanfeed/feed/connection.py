@@ -8,21 +8,23 @@ and every send.
 
 The feed URL carries the token: it is built here, handed to websocket-client and never
 logged; every exception text that leaves this module goes through `safe_error`, which
-removes the token and anything token-shaped.
+removes the token and anything token-shaped. Every time stamp comes from the `Clock` the
+socket is given (the collector's one clock), so a shard reads its sockets on its own clock.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import socket
 import struct
 import threading
-import time
 from collections.abc import Callable, Sequence
 from urllib.parse import urlencode
 
 import websocket
 
+from dhanfeed.clock import Clock, SystemClock
 from dhanfeed.feed import protocol
 from dhanfeed.feed.framing import CLOSE, PING, FrameReader, ProtocolError
 from dhanfeed.logs import REDACTED, redact
@@ -36,7 +38,13 @@ logger = logging.getLogger(__name__)
 Sink = Callable[["FeedConnection", list[bytes], float], None]
 READ_BYTES = 1 << 18  # per recv: a quarter megabyte is ~2000 one-packet messages
 
-CONNECTING, OPEN, CLOSED = "connecting", "open", "closed"
+
+class SocketState(enum.StrEnum):
+    """A socket's life (the status file's `state` of a socket)."""
+
+    CONNECTING = "connecting"
+    OPEN = "open"
+    CLOSED = "closed"
 
 
 class ConnectFailed(Exception):
@@ -76,6 +84,7 @@ class FeedConnection:
         *,
         connect_timeout: float = 10.0,
         recv_timeout: float = 45.0,
+        clock: Clock | None = None,
     ) -> None:
         self.conn_id = conn_id
         self.shard = shard
@@ -84,11 +93,12 @@ class FeedConnection:
         self._sink = sink
         self._connect_timeout = connect_timeout
         self._recv_timeout = recv_timeout  # no frame at all (not even a ping) for this long: dead
+        self._clock = clock or SystemClock()
         self._ws: websocket.WebSocket | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._closing = False
-        self.state = CONNECTING
+        self.state = SocketState.CONNECTING
         self.closed = threading.Event()
         self.opened_at: float | None = None  # monotonic
         self.closed_at: float | None = None  # monotonic
@@ -128,8 +138,8 @@ class FeedConnection:
                 ws.shutdown()
                 self._mark_closed("closed during connect")
                 raise ConnectFailed("closed during connect")
-            self.state = OPEN
-            self.opened_at = time.monotonic()
+            self.state = SocketState.OPEN
+            self.opened_at = self._clock.monotonic()
         self._thread = threading.Thread(
             target=self._receive, name=f"feed-recv-{self.conn_id}", daemon=True
         )
@@ -142,7 +152,8 @@ class FeedConnection:
 
     def close(self, timeout: float = 2.0) -> None:
         """Say goodbye, then make sure the socket and its thread are gone within `timeout`."""
-        deadline = time.monotonic() + timeout
+        monotonic = self._clock.monotonic
+        deadline = monotonic() + timeout
         with self._lock:
             already = self._closing
             self._closing = True
@@ -150,7 +161,7 @@ class FeedConnection:
         if ws is None:
             self._mark_closed(self.close_reason or "closed")
             return
-        if not already and self.state == OPEN:
+        if not already and self.state is SocketState.OPEN:
             try:
                 ws.settimeout(max(0.1, timeout / 2))  # bounds the sends below
                 ws.send(protocol.disconnect_request())
@@ -159,16 +170,16 @@ class FeedConnection:
                 pass
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
-            thread.join(max(0.0, (deadline - time.monotonic()) / 2))
+            thread.join(max(0.0, (deadline - monotonic()) / 2))
         self._abort(ws)
         if thread is not None and thread is not threading.current_thread():
-            thread.join(max(0.0, deadline - time.monotonic()))
+            thread.join(max(0.0, deadline - monotonic()))
         ws.shutdown()
         self._mark_closed(self.close_reason or "closed by us")
 
     @property
     def alive(self) -> bool:
-        return self.state == OPEN and not self.closed.is_set()
+        return self.state is SocketState.OPEN and not self.closed.is_set()
 
     # -- internals -------------------------------------------------------------------------
 
@@ -219,17 +230,18 @@ class FeedConnection:
         assert sock is not None
         reader = FrameReader()
         recv, feed, sink = sock.recv, reader.feed, self._sink
+        wall, monotonic = self._clock.time, self._clock.monotonic
         while True:
             data = recv(READ_BYTES)
             if not data:
                 return "server closed the connection"
             messages, controls = feed(data)
             if messages:
-                now_utc = time.time()
+                now_utc = wall()
                 self.packets += len(messages)
                 if self.disconnect_code is None:
                     self._note_disconnect(messages)
-                self.last_data = time.monotonic()
+                self.last_data = monotonic()
                 self.last_data_utc = now_utc
                 sink(self, messages, now_utc)
             for opcode, payload in controls:
@@ -249,10 +261,10 @@ class FeedConnection:
 
     def _mark_closed(self, reason: str) -> None:
         with self._lock:
-            if self.state == CLOSED:
+            if self.state is SocketState.CLOSED:
                 return
-            self.state = CLOSED
+            self.state = SocketState.CLOSED
             self.close_reason = reason
-            self.closed_at = time.monotonic()
-            self.closed_utc = time.time()
+            self.closed_at = self._clock.monotonic()
+            self.closed_utc = self._clock.time()
         self.closed.set()

@@ -1,8 +1,8 @@
 """One shard's socket, kept alive forever and moved onto new tokens without a gap.
 
 `ShardWorker` is given everything it uses: `open_socket(token)` (connect and subscribe, or
-raise `ConnectFailed`), a `Clock` to read and wait on, the token watcher, a `FeedCounters` to
-count into and a `ShardContext` shared with the other shards (stop flag, swap slot, alerts).
+raise `ConnectFailed`) and a `feed.shard_context.ShardContext` shared with the other shards
+(a `Clock` to read and wait on, the token watcher, counters, alerts, stop flag, swap slot).
 So make-before-break, backoff and the 805/807 handling run in tests with fake sockets and a
 fake clock, in milliseconds.
 
@@ -19,215 +19,37 @@ fake clock, in milliseconds.
 
 from __future__ import annotations
 
-import collections
-import dataclasses
 import enum
 import logging
 import threading
-from collections.abc import Callable, Sequence
-from typing import Protocol
+from collections.abc import Sequence
 
-from dhanfeed.clock import Clock
 from dhanfeed.feed.connection import ConnectFailed
-from dhanfeed.feed.policy import TOKEN_CODES, Timing, backoff_delay, feed_is_stale, retry_delay
+from dhanfeed.feed.policy import TOKEN_CODES, backoff_delay, feed_is_stale, retry_delay
+from dhanfeed.feed.shard_context import (
+    FeedSocket,
+    Gap,
+    OpenSocket,
+    ShardContext,
+    SwapOutcome,
+    SwapRecord,
+)
 from dhanfeed.instruments import Instrument
+from dhanfeed.severity import Severity
 from dhanfeed.token import Token
 
 logger = logging.getLogger(__name__)
 
 
-class FeedSocket(Protocol):
-    """What a worker reads of a socket (`feed.connection.FeedConnection` in production).
-    Times are the worker's clock: `*_at` monotonic, `*_utc` wall clock."""
+class ShardPhase(enum.StrEnum):
+    """What a shard is doing while it has no socket to show (the status file's `state`)."""
 
-    conn_id: int
-    token: Token
-    state: str
-    closed: threading.Event
-    opened_at: float | None
-    closed_at: float | None
-    closed_utc: float | None
-    last_data: float | None  # last data packet (pings do not count)
-    last_data_utc: float | None
-    disconnect_code: int | None
-    close_reason: str
-    packets: int
-
-    @property
-    def alive(self) -> bool: ...
-
-    def close(self, timeout: float) -> None: ...
-
-
-OpenSocket = Callable[[Token], FeedSocket]  # connected and subscribed, or ConnectFailed
-
-
-class TokenSource(Protocol):
-    """The token watcher, as a worker uses it."""
-
-    @property
-    def path(self) -> object: ...
-
-    @property
-    def current(self) -> Token | None: ...
-
-    @property
-    def problem(self) -> str | None: ...  # why there is no usable token, when there is none
-
-    def reread(self) -> Token | None: ...
-
-    def wait_for_change(self, fingerprint: str | None, timeout: float) -> Token | None: ...
-
-
-Alert = Callable[[str, str, str], None]  # (key, level, message)
-
-
-@dataclasses.dataclass(frozen=True)
-class Gap:
-    """A stretch during which a shard's instruments had no live socket, or a socket that
-    delivered no data until it was found stale (epoch s UTC)."""
-
-    instruments: tuple[Instrument, ...]
-    start_utc: float
-    end_utc: float
-    reason: str
-
-
-class SwapOutcome(enum.StrEnum):
-    PENDING = "pending"
-    MADE_BEFORE_BREAK = "made-before-break"  # the old socket closed after the new one was live
-    RECONNECTED = "reconnected"  # the old socket was gone first: a short gap
-    FAILED = "failed"  # the new socket never became live; the old one stays
-
-
-@dataclasses.dataclass
-class SwapRecord:
-    shard: int
-    old_fp: str
-    new_fp: str
-    started_utc: float
-    outcome: SwapOutcome = SwapOutcome.PENDING
-    reason: str = ""  # why a swap failed
-    overlap_s: float = 0.0
-    duplicates_dropped: int = 0
-    gap_s: float = 0.0
-
-    def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-@dataclasses.dataclass
-class FeedCounters:
-    """What the shards count, summed over them. Thread-safe through `add`."""
-
-    connects: int = 0
-    reconnects: int = 0
-    swaps: int = 0
-    gaps: int = 0
-    _lock: threading.Lock = dataclasses.field(
-        default_factory=threading.Lock, repr=False, compare=False
-    )
-
-    def add(
-        self,
-        *,
-        connects: int = 0,
-        reconnects: int = 0,
-        swaps: int = 0,
-        gaps: int = 0,
-    ) -> None:
-        with self._lock:
-            self.connects += connects
-            self.reconnects += reconnects
-            self.swaps += swaps
-            self.gaps += gaps
-
-
-class AlertOnce:
-    """Sends an alert once per key until the key is cleared (shared by the shards)."""
-
-    def __init__(self, alert: Alert) -> None:
-        self.alert = alert
-        self._sent: set[str] = set()
-        self._lock = threading.Lock()
-
-    def once(self, key: str, level: str, message: str) -> None:
-        with self._lock:
-            if key in self._sent:
-                return
-            self._sent.add(key)
-        self.alert(key, level, message)
-
-    def clear(self, key: str) -> None:
-        with self._lock:
-            self._sent.discard(key)
-
-    def ended(self, prefix: str, message: str) -> None:
-        """Every condition whose key starts with `prefix` is over, also one sent by an earlier
-        run: said with level "recovery", which the receiver turns into recovery messages."""
-        with self._lock:
-            self._sent = {k for k in self._sent if not k.startswith(prefix)}
-        self.alert(prefix, "recovery", message)
-
-
-class Evictions:
-    """When Dhan closed one of our sockets with 805, across the shards, in a sliding window."""
-
-    def __init__(self) -> None:
-        self._times: collections.deque[float] = collections.deque()
-        self._lock = threading.Lock()
-
-    def record(self, now_mono: float, window_s: float) -> tuple[int, bool]:
-        """Count one; return the evictions within the window and whether it starts a new
-        episode (none in the window before it)."""
-        with self._lock:
-            while self._times and now_mono - self._times[0] > window_s:
-                self._times.popleft()
-            fresh = not self._times
-            self._times.append(now_mono)
-            return len(self._times), fresh
-
-
-class Refusals:
-    """The last time Dhan's feed refused the token from the file (807/808/809), as the status
-    file shows it, so that the next renew_token run treats that token as refused."""
-
-    def __init__(self) -> None:
-        self._last: dict | None = None
-        self._lock = threading.Lock()
-
-    def record(self, token: Token, code: int | None, at: str) -> None:
-        with self._lock:
-            self._last = {"fingerprint": token.fingerprint, "code": code, "at": at}
-
-    def clear(self) -> None:
-        with self._lock:
-            self._last = None
-
-    @property
-    def last(self) -> dict | None:
-        with self._lock:
-            return dict(self._last) if self._last else None
-
-
-@dataclasses.dataclass(frozen=True)
-class ShardContext:
-    """What every shard of one collector shares."""
-
-    watcher: TokenSource
-    timing: Timing
-    clock: Clock
-    counters: FeedCounters
-    alerts: AlertOnce
-    stale_after_s: float
-    in_session: Callable[..., bool]  # (aware datetime) -> inside the trading session
-    on_gap: Callable[[Gap], None]
-    on_swap: Callable[[SwapRecord], None]
-    duplicates: Callable[[], int]  # packets the candle builder dropped as duplicates so far
-    refusals: Refusals = dataclasses.field(default_factory=Refusals)
-    evictions: Evictions = dataclasses.field(default_factory=Evictions)
-    stopping: threading.Event = dataclasses.field(default_factory=threading.Event)
-    swap_slot: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+    STARTING = "starting"
+    WAITING = "waiting"  # out the backoff before the next connect
+    CONNECTING = "connecting"
+    LIVE = "live"
+    SWAPPING = "swapping"
+    WAITING_FOR_TOKEN = "waiting for token"
 
 
 class ShardWorker(threading.Thread):
@@ -250,7 +72,7 @@ class ShardWorker(threading.Thread):
         self.wake = threading.Event()
         self.conn: FeedSocket | None = None  # the live socket
         self.spare: FeedSocket | None = None  # the new socket during a swap
-        self.phase = "starting"
+        self.phase: ShardPhase = ShardPhase.STARTING
         self.attempt = 0
         self.opened_once = False
         self.live_reported: int | None = None  # id of the last socket reported live
@@ -290,13 +112,13 @@ class ShardWorker(threading.Thread):
         delay = 0.0
         while not ctx.stopping.is_set():
             if delay > 0:
-                self.phase = "waiting"
+                self.phase = ShardPhase.WAITING
                 if self._sleep(delay):
                     return
             token = self._wait_for_token()
             if token is None:
                 return
-            self.phase = "connecting"
+            self.phase = ShardPhase.CONNECTING
             if self.opened_once:
                 ctx.counters.add(reconnects=1)
             self.opened_once = True
@@ -309,7 +131,7 @@ class ShardWorker(threading.Thread):
                 continue
             self.conn, self.spare = conn, None
             self._end_gap(ctx.clock.time())
-            self.phase = "live"
+            self.phase = ShardPhase.LIVE
             conn = self._watch()
             if ctx.stopping.is_set():
                 return
@@ -421,7 +243,7 @@ class ShardWorker(threading.Thread):
         if code == 806:
             ctx.alerts.alert(
                 "feed-806-no-data-plan",
-                "critical",
+                Severity.CRITICAL,
                 "Dhan refused the feed: Data APIs not subscribed (806). Subscribe to Data APIs;"
                 " the collector keeps retrying slowly.",
             )
@@ -448,7 +270,7 @@ class ShardWorker(threading.Thread):
         if count >= timing.evictions_alert:
             ctx.alerts.once(
                 "evicted-805",
-                "critical",
+                Severity.CRITICAL,
                 f"Dhan closed our feed sockets {count} times within "
                 f"{timing.evictions_window_s / 60:.0f} min with 805 (connection limit exceeded: "
                 f"5 sockets per client id): another program is using client id "
@@ -474,11 +296,11 @@ class ShardWorker(threading.Thread):
         ctx.refusals.record(conn.token, conn.disconnect_code, ctx.clock.now().isoformat())
         ctx.alerts.once(
             f"token-rejected-{old_fp}",
-            "error",
+            Severity.CRITICAL,
             f"Dhan rejected token {old_fp} ({conn.close_reason}); waiting for a new token file"
             f" at {watcher.path} (run renew_token)",
         )
-        self.phase = "waiting for token"
+        self.phase = ShardPhase.WAITING_FOR_TOKEN
         while not ctx.stopping.is_set():
             current = watcher.wait_for_change(old_fp, 0.5)
             if current is not None and current.fingerprint != old_fp:
@@ -504,7 +326,7 @@ class ShardWorker(threading.Thread):
             return  # the watch loop handles both
         opened = False
         try:
-            self.phase = "swapping"
+            self.phase = ShardPhase.SWAPPING
             dups_before = ctx.duplicates()
             try:
                 self.spare = new = self._open(token)
@@ -540,7 +362,7 @@ class ShardWorker(threading.Thread):
             record.overlap_s = 0.0 if old_closed_first else round(clock.time() - subscribed, 3)
             record.duplicates_dropped = max(0, ctx.duplicates() - dups_before)
             self.failed_swap_fp = None
-            self.phase = "live"
+            self.phase = ShardPhase.LIVE
             outcome = SwapOutcome.RECONNECTED if old_closed_first else SwapOutcome.MADE_BEFORE_BREAK
             self._finish_swap(record, outcome)
         finally:
@@ -627,11 +449,11 @@ class ShardWorker(threading.Thread):
             why = f" ({ctx.watcher.problem})" if ctx.watcher.problem else ""
             ctx.alerts.once(
                 "token-missing",
-                "error",
+                Severity.CRITICAL,
                 f"no usable token file at {ctx.watcher.path}{why}; the collector waits for one"
                 " (run renew_token)",
             )
-            self.phase = "waiting for token"
+            self.phase = ShardPhase.WAITING_FOR_TOKEN
             ctx.watcher.wait_for_change(token.fingerprint if token else None, 0.5)
         return None
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import enum
 import itertools
 import logging
 import threading
@@ -17,40 +18,46 @@ from collections import deque
 from collections.abc import Callable, Sequence
 
 from dhanfeed.clock import Clock, SystemClock
-from dhanfeed.feed.connection import ConnectFailed, FeedConnection, Sink
+from dhanfeed.feed.connection import ConnectFailed, FeedConnection, Sink, SocketState
 from dhanfeed.feed.policy import Timing, shard_instruments
-from dhanfeed.feed.shard import (
-    Alert,
+from dhanfeed.feed.shard import ShardPhase, ShardWorker
+from dhanfeed.feed.shard_context import (
     AlertOnce,
     FeedCounters,
     FeedSocket,
     Gap,
     ShardContext,
-    ShardWorker,
     SwapRecord,
     TokenSource,
 )
 from dhanfeed.instruments import Instrument
+from dhanfeed.severity import Alert, Severity
 from dhanfeed.token import Token
 
 logger = logging.getLogger(__name__)
 
 
-def log_alert(key: str, level: str, message: str) -> None:
-    """The default `Alert`. Level "recovery": the conditions whose keys start with `key` are
-    over (said on every new live socket, so only the receiver knows which were active)."""
-    if level == "recovery":
+def log_alert(key: str, severity: Severity, message: str) -> None:
+    """The default `Alert`. RECOVERY: the conditions whose keys start with `key` are over
+    (said on every new live socket, so only the receiver knows which were active)."""
+    if severity is Severity.RECOVERY:
         logger.debug("alerts %s* end: %s", key, message)
         return
-    logger.log(logging.getLevelName(level.upper()), "ALERT %s: %s", key, message)
+    logger.log(severity.log_level, "ALERT %s: %s", key, message)
+
+
+class SocketRole(enum.StrEnum):
+    LIVE = "live"  # the shard's socket
+    SWAP = "swap"  # the new socket of a swap, not live yet
+    NONE = "none"  # the shard has no socket: its `state` is the shard's phase
 
 
 @dataclasses.dataclass(frozen=True)
 class SocketStatus:
     shard: int
     id: int | None
-    state: str
-    role: str  # "live" | "swap" | "none"
+    state: SocketState | ShardPhase
+    role: SocketRole
     token_fp: str | None
     instruments: int
     packets: int
@@ -135,6 +142,7 @@ class Supervisor:
                 self.sink,
                 connect_timeout=timing.connect_timeout_s,
                 recv_timeout=timing.recv_timeout_s,
+                clock=self.ctx.clock,
             )
             with self._lock:
                 self._opening.add(conn)
@@ -190,7 +198,7 @@ class Supervisor:
                     shard=worker.index,
                     id=conn.conn_id,
                     state=conn.state,
-                    role="live" if conn is worker.conn else "swap",
+                    role=SocketRole.LIVE if conn is worker.conn else SocketRole.SWAP,
                     token_fp=conn.token.fingerprint,
                     instruments=len(worker.instruments),
                     packets=conn.packets,
@@ -204,7 +212,7 @@ class Supervisor:
                         shard=worker.index,
                         id=None,
                         state=worker.phase,
-                        role="none",
+                        role=SocketRole.NONE,
                         token_fp=None,
                         instruments=len(worker.instruments),
                         packets=0,

@@ -11,10 +11,12 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from dhanfeed.candles import Bar
+from dhanfeed.clock import Clock, SystemClock
 from dhanfeed.errors import StoreError
+from dhanfeed.severity import Alert, Severity
 from dhanfeed.store.base import Gap, Store, Tick
 
 __all__ = ["MAX_PENDING_TICKS", "StoreWriter"]
@@ -61,18 +63,18 @@ class StoreWriter:
         max_rows: int = 20000,
         max_pending_ticks: int = MAX_PENDING_TICKS,
         retry_s: float = 0.5,
-        clock: Callable[[], float] | None = None,
-        alert: Callable[[str, str, str], None] | None = None,
+        clock: Clock | None = None,
+        alert: Alert | None = None,
     ) -> None:
         self.store = store
-        # (condition, level, message): the first failure of an episode, then its recovery
-        self._alert = alert or (lambda condition, level, message: None)
+        # The first failure of an episode, then its recovery.
+        self._alert: Alert = alert or (lambda condition, severity, message: None)
         self.failing_since: float | None = None  # epoch s: when the failing episode began
         self.max_delay_s = max_delay_s
         self.max_rows = max(1, max_rows)
         self.max_pending_ticks = max(1, max_pending_ticks)
         self.retry_s = retry_s
-        self._clock = clock or time.monotonic
+        self._clock = clock or SystemClock()
         self._cond = threading.Condition()
         # Shared with the producers, under _cond:
         self._bars: list[Bar] = []
@@ -202,7 +204,7 @@ class StoreWriter:
             if not self._closed:
                 self._closed = True
                 # The thread gives up a little before the join does, so that it can count the loss.
-                self._stop_at = self._clock() + 0.8 * max(0.0, timeout)
+                self._stop_at = self._clock.monotonic() + 0.8 * max(0.0, timeout)
                 self._cond.notify_all()
         self._thread.join(timeout)
         if self._thread.is_alive():
@@ -252,7 +254,7 @@ class StoreWriter:
                 ok = self._write(self._held_bars, [], self._held_gaps) and self._write(
                     [], self._held_ticks, []
                 )
-            retry_at = None if ok else self._clock() + self.retry_s
+            retry_at = None if ok else self._clock.monotonic() + self.retry_s
         self._stop()
 
     def _due(self, retry_at: float | None) -> bool:
@@ -261,7 +263,7 @@ class StoreWriter:
         if not (held or self._bars or self._gaps or self._queued_ticks):
             self._due_at = None
             return False
-        now = self._clock()
+        now = self._clock.monotonic()
         if retry_at is not None:
             return now >= retry_at
         if self._due_at is None:
@@ -275,7 +277,7 @@ class StoreWriter:
 
     def _wait_s(self, retry_at: float | None) -> float | None:
         due = retry_at if retry_at is not None else self._due_at
-        return None if due is None else max(0.001, due - self._clock())
+        return None if due is None else max(0.001, due - self._clock.monotonic())
 
     def _take(self, max_ticks: int) -> None:
         """Under _cond: move every queued bar and gap, and up to `max_ticks` ticks, to held."""
@@ -308,7 +310,7 @@ class StoreWriter:
                     if self._wait_or_give_up():
                         return
                     continue
-            if self._clock() >= self._stop_at:  # type: ignore[operator]
+            if self._clock.monotonic() >= self._stop_at:  # type: ignore[operator]
                 break
             with self._cond:
                 self._take(self.max_rows)
@@ -328,7 +330,7 @@ class StoreWriter:
 
     def _wait_or_give_up(self) -> bool:
         """After a failed commit at close: True when the deadline has passed (rows counted)."""
-        now = self._clock()
+        now = self._clock.monotonic()
         if now >= self._stop_at:  # type: ignore[operator]
             self._give_up_at_shutdown()
             return True
@@ -367,15 +369,15 @@ class StoreWriter:
             self.errors += 1
             self.last_error = str(exc)
             if self.failing_since is None:  # once per episode; the retries go on meanwhile
-                self.failing_since = time.time()
+                self.failing_since = self._clock.time()
                 self._alert(
                     "store-write-failed",
-                    "critical",
+                    Severity.CRITICAL,
                     f"cannot write the candle database: {exc}; {self.pending} rows are kept in "
                     "memory and retried (free space or fix the disk; ticks are shed first if it "
                     "lasts)",
                 )
-            now = time.monotonic()
+            now = self._clock.monotonic()
             if self._logged_at is None or now - self._logged_at >= LOG_FAILURES_EVERY_S:
                 self._logged_at = now  # a failing disk must not also flood the log
                 logger.error("store write failed (%d so far), will retry: %s", self.errors, exc)
@@ -383,12 +385,12 @@ class StoreWriter:
         if self.failing_since is not None:  # said before flush() can see the rows done
             logger.info(
                 "store writes succeed again after %.1fs of failures",
-                time.time() - self.failing_since,
+                self._clock.time() - self.failing_since,
             )
             self.failing_since = None
             self._alert(
                 "store-",
-                "recovery",
+                Severity.RECOVERY,
                 f"the candle database is written again after {self.errors} failed commits",
             )
         summary = None
