@@ -289,7 +289,7 @@ def test_the_store_counts_todays_candles(
     with SqliteStore(healthy_outside_the_session.parent / "data" / "candles.sqlite") as store:
         store.write(bars, [], [])
     code, body = run_json(healthy_outside_the_session, capsys)
-    today = now().astimezone(IST).replace(hour=0, minute=0, second=0).timestamp()
+    today = now().astimezone(IST).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
     assert body["store"]["candles_today"] == sum(1 for b in bars if b.start_utc >= today)
     assert body["store"]["size_bytes"] > 0
 
