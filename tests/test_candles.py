@@ -257,6 +257,38 @@ def test_a_price_an_index_returns_to_during_a_swap_is_kept_when_only_the_new_soc
     assert (bar.ticks, b.duplicates) == (3, 3)
 
 
+def test_an_index_price_seen_before_a_swap_on_the_old_socket_and_after_it_on_the_new_is_kept():
+    b = CandleBuilder([60])
+
+    def index(price: float, source: int) -> str:
+        return index_print(b, price, source)
+
+    # In one second the index prints 100, 99, 102, 101, 100: the old socket (1) delivers the
+    # first three and closes; the new one (2) came up for the third and delivers the rest. The
+    # second 100 is a new print although socket 1 brought one 100 and socket 2 brings one.
+    assert [index(p, 1) for p in (100.0, 99.0, 102.0)] == ["ok", "ok", "ok"]
+    assert [index(p, 2) for p in (102.0, 101.0, 100.0)] == ["duplicate", "ok", "ok"]
+    (bar,) = b.flush()
+    assert (bar.ticks, b.duplicates) == (5, 1)
+
+
+def test_an_old_socket_that_lags_behind_the_new_one_loses_no_index_print():
+    b = CandleBuilder([60])
+
+    def index(hms: str, price: float, source: int) -> str:
+        return b.add_trade("IDX_I", 13, price, ltt(hms), None, at(hms), source)
+
+    # The new socket (2) hands in 09:15:02 before the old one (1) hands in what it carried
+    # of 09:15:01 and 09:15:02; only the 09:15:02 print at 101 went out on both.
+    assert index("09:15:02", 101.0, 2) == "ok"
+    assert index("09:15:02", 103.0, 2) == "ok"
+    assert index("09:15:01", 100.0, 1) == "ok"  # not stale: the old socket's own print
+    assert index("09:15:02", 99.0, 1) == "ok"
+    assert index("09:15:02", 101.0, 1) == "duplicate"
+    (bar,) = b.flush()
+    assert (bar.ticks, b.duplicates) == (4, 1)
+
+
 def test_instruments_are_independent():
     b = CandleBuilder([60])
     trade(b, "09:15:10", 100, 50)

@@ -31,12 +31,11 @@ Choices the caller must know:
   the packets two sockets deliver during a token swap are dropped. A new IST day with a lower
   cumulative volume is Dhan's daily reset: the bases restart at 0. A packet from an earlier IST
   day than the last accepted one is stale.
-- Ticker trades (indices, `cum_volume=None`) have volume 0 and carry nothing unique, so one whose
-  LTT is older than the last accepted is stale, and one whose (LTT, LTP) was already seen in the
-  same second is a duplicate when it comes from another `source` (the other socket of a token
-  swap) or when the caller names no source; the same price again on the same socket is a real
-  repeat and is kept: the n-th copy of a price from a socket is new unless another socket has
-  already brought it n times.
+- Ticker trades (indices, `cum_volume=None`) have volume 0 and carry nothing unique: a copy
+  that the other socket of a token swap (another `source`) brings is found by lining up the two
+  sockets' prices of the same second (`ticker_prints`); the same price again on the same socket
+  is a real repeat and is kept. With no source named, a price already seen in the same second is
+  a duplicate, and an LTT older than the newest is stale.
 - Late: a trade whose bar ends more than `grace_s` before `now_utc`, or whose bar was already
   closed, is counted and dropped for that interval (the outcome is "late" when any interval
   dropped it; other intervals still take it).
@@ -49,6 +48,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple
+
+from dhanfeed.ticker_prints import TickerPrints
 
 IST_OFFSET_S = 19800  # +05:30
 SESSION_ANCHOR_IST_S = 9 * 3600 + 15 * 60  # 09:15 IST: Indian intraday bars start here
@@ -154,9 +155,7 @@ class _Instrument:
     series: list[_Series]
     day: int | None = None  # IST day of the highest cumulative volume seen
     cum: int | None = None  # highest cumulative volume seen that day
-    ticker_ltt: int | None = None  # last accepted Ticker LTT; the prices seen in that second
-    # price → {source: how many times that socket brought it in this second}
-    ticker_prices: dict[float, dict[int | None, int]] = dataclasses.field(default_factory=dict)
+    ticker: TickerPrints = dataclasses.field(default_factory=TickerPrints)  # Ticker prints
     last_rx: float | None = None  # receive time of the last accepted trade
 
 
@@ -238,21 +237,7 @@ class CandleBuilder:
         inst = self._instruments.get(ikey) or self._instrument(ikey)
         new_day = False
         if cum_volume is None:
-            if inst.ticker_ltt is not None and ltt_ist < inst.ticker_ltt:
-                self.duplicates += 1
-                return DUPLICATE
-            if ltt_ist != inst.ticker_ltt:
-                inst.ticker_ltt = ltt_ist
-                inst.ticker_prices = {}
-            # The n-th time a socket brings a price in this second is new only when no other
-            # socket has brought it n times (then it is that socket's copy).
-            counts = inst.ticker_prices.setdefault(ltp, {})
-            if source is None and counts:
-                self.duplicates += 1
-                return DUPLICATE
-            mine = counts.get(source, 0) + 1
-            counts[source] = mine
-            if any(n >= mine for other, n in counts.items() if other != source):
+            if not inst.ticker.is_new(ltt, ltp, source):
                 self.duplicates += 1
                 return DUPLICATE
         else:
