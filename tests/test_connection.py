@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -55,6 +56,39 @@ def test_a_socket_subscribes_hands_packets_on_and_closes_within_its_bound(
     kinds = {type(p[0]).__name__ for p in packets}
     assert "PrevClose" in kinds and "Quote" in kinds and "Disconnect" not in kinds
     assert {(p[0].segment, p[0].security_id) for p in packets} == {(1, 1333)}  # as subscribed
+    assert sim.admin("stats")["sockets"][0]["close_reason"] == "client request 12"
+
+
+def test_close_hands_on_every_packet_sent_before_the_server_saw_it_even_ones_still_unread(
+    sim_and_token: tuple[Sim, Token],
+) -> None:
+    """A swap closes the old socket right after the new one is live: what the server wrote to
+    the old one until it read our disconnect must still reach the sink, read or not."""
+    sim, token = sim_and_token
+    messages: list[bytes] = []
+    before_close: list[int] = []
+    enough, closing = threading.Event(), threading.Event()
+
+    def sink(conn: FeedConnection, batch: list[bytes], at: float) -> None:
+        messages.extend(batch)
+        if len(messages) >= 20 and not enough.is_set():
+            enough.set()  # a busy machine: the socket's data waits unread from here ...
+            closing.wait(5)
+            before_close.append(len(messages))
+            time.sleep(0.3)  # ... until after close() has begun
+
+    conn = FeedConnection(1, 0, sim.feed_url, token, sink)
+    conn.connect()
+    conn.subscribe([("NSE_EQ", 1333)], "quote")
+    assert enough.wait(15), "no packets arrived"
+    time.sleep(0.5)  # ten ticks' worth
+    closing.set()
+    conn.close(timeout=2)
+    assert len(messages) > before_close[0]  # some were still unread when close() began
+    handed = [protocol.decode_frame(m).packets[0] for m in messages]
+    volumes = sorted(p.volume for p in handed if isinstance(p, protocol.Quote))
+    sent = sim.admin("sent?instrument=NSE_EQ:1333")["ticks"]
+    assert volumes == sorted(t[0] for t in sent if t[3] == [1])
     assert sim.admin("stats")["sockets"][0]["close_reason"] == "client request 12"
 
 
