@@ -30,8 +30,11 @@ install: $(STAMP)
 demo: $(DEVSTAMP)
 	$(PY) -m dhanfeed.cli.demo
 
+# Four pytest-xdist workers: most tests wait on programs, sleeps and minute boundaries, not on
+# the CPU, so four share two cores. Tests are handed out one at a time, in the order
+# tests/support/scheduling.py sets: the slow ones first.
 test: $(DEVSTAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 4 --maxschedchunk 1
 
 bench: $(DEVSTAMP)
 	$(PY) bench/run_all.py

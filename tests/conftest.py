@@ -11,16 +11,26 @@ from pathlib import Path
 import pytest
 
 from support.pg_cluster import Cluster, find_bindir
+from support.scheduling import slow_first
 from support.secret_scan import leaks
 from support.sim import Sim, launch_sim
 
 pytest_plugins = ["support.renew"]  # the `run` and `clean_environment` fixtures
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under `make test`'s pytest-xdist scheduling, slow tests first (support/scheduling.py);
+    a serial run keeps the files' order."""
+    if hasattr(config, "workerinput") and config.getoption("maxschedchunk") == 1:
+        items[:] = slow_first(items)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def no_secret_in_what_the_suite_wrote(tmp_path_factory) -> Iterator[None]:
     """After the last test: no log, alert, metrics or status file under pytest's temporary
-    root holds a token, the PIN or the TOTP seed (a failure shows at the last teardown)."""
+    root holds a token, the PIN or the TOTP seed (a failure shows at the last teardown).
+    Under pytest-xdist each worker scans its own root after its own last test: the tests it
+    ran wrote there, and the tokens they made are in its memory."""
     yield
     found = leaks(tmp_path_factory.getbasetemp())
     assert found == [], "secrets in files the suite wrote:\n" + "\n".join(found)

@@ -66,6 +66,7 @@ def ohlcv(bar: Bar) -> tuple:
     return (bar.open, bar.high, bar.low, bar.close, bar.volume)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(420)
 def test_backfill_heals_a_sigkill_and_a_token_swap_gap_from_the_exchanges_bars(
     start_sim: Callable[..., Sim], tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -316,6 +316,7 @@ def test_every_delivered_tick_is_stored_once_and_sigterm_writes_the_open_bars(
     assert "dhanfeed_collector_packets_total" in prom
 
 
+@pytest.mark.slow
 @BOTH_STORES
 def test_token_swaps_with_sockets_kept_lose_nothing_and_store_no_duplicate(
     start_sim: Callable[..., Sim], workdir: Path, collectors: list[Collector]
@@ -345,6 +346,7 @@ def test_token_swaps_with_sockets_kept_lose_nothing_and_store_no_duplicate(
         assert db.execute("SELECT count(*) FROM gaps").fetchone()[0] == 0
 
 
+@pytest.mark.slow
 def test_four_shards_swap_tokens_one_at_a_time_so_never_more_than_5_sockets_are_open(
     start_sim: Callable[..., Sim], workdir: Path, collectors: list[Collector]
 ) -> None:
@@ -394,6 +396,7 @@ def test_four_shards_swap_tokens_one_at_a_time_so_never_more_than_5_sockets_are_
         assert db.execute("SELECT count(*) FROM gaps").fetchone()[0] == 0
 
 
+@pytest.mark.slow
 @BOTH_STORES
 def test_token_swaps_with_sockets_killed_keep_volume_exact_and_record_short_gaps(
     start_sim: Callable[..., Sim], workdir: Path, collectors: list[Collector]
@@ -429,6 +432,7 @@ def test_token_swaps_with_sockets_killed_keep_volume_exact_and_record_short_gaps
                 assert "807" in reason
 
 
+@pytest.mark.slow
 def test_the_collector_survives_every_fault_without_a_connection_storm(
     start_sim: Callable[..., Sim], workdir: Path, collectors: list[Collector]
 ) -> None:

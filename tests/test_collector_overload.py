@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from dhanfeed.status import textfile_name
 from support.sim import Sim
 from test_collector_e2e import (  # noqa: F401 - collectors and workdir are fixtures
@@ -32,6 +34,7 @@ FLOOD = 3000
 KEYS = [f"NSE_EQ:{100_000 + i}" for i in range(FLOOD)]
 
 
+@pytest.mark.slow
 def test_a_flooded_collector_raises_one_falling_behind_warning_and_keeps_answering_pings(
     start_sim: Callable[..., Sim],
     workdir: Path,  # noqa: F811

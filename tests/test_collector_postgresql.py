@@ -79,6 +79,7 @@ def test_two_accounts_record_into_one_database_completely_and_apart(
     assert per_client == [("1000000011", len(INSTRUMENTS)), ("1000000022", len(INSTRUMENTS))]
 
 
+@pytest.mark.slow
 def test_a_database_stopped_under_a_running_collector_loses_nothing_and_alerts_once_then_clears(
     start_sim: Callable[..., Sim],
     tmp_path: Path,

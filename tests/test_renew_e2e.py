@@ -24,6 +24,7 @@ PERIOD_S = 0.5
 CYCLES = 48
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_hourly_runs_keep_the_token_alive_and_renew_only_when_due(tmp_path, start_sim):
     sim = start_sim("--token-ttl", f"{TTL_S}s")

@@ -5,6 +5,7 @@ collector_timing.py  bin/collector with scaled-down delays (805/429 floors in se
 intraday.py          the simulator's 1-minute bars, as a test asks for them
 polling.py           wait_until: the one way a test waits for something
 recording_http.py    a loopback HTTP server that records every request (healthchecks, channels)
+scheduling.py        the order pytest-xdist hands the tests out in under `make test`: slow first
 renew.py             a temporary install for renew_token, and the `run`/`clean_environment` fixtures
 secret_scan.py       the end-of-suite scan for tokens, the PIN and the TOTP seed in what was written
 sim.py               where bin/ is, and the real simulator launched as bin/dhan_sim
