@@ -30,7 +30,8 @@ Layout (one concern per module; tests/test_layout.py holds the import rules):
   pipeline        the consumer: message batches -> decode -> candles, raw-tick rows; lag
   feed/           protocol and policy (pure), framing (pure), connection, shard (and
                   shard_context: what a shard is given and reports), supervisor, token_watch
-  candles         ticks -> bars (pure)
+  candles         ticks -> bars (pure); ticker_prints (which index prints are a swap's
+                  second copy, pure)
   backfill        healing and reconciling a day from Dhan's bars (pure); backfill_run (one
                   bin/backfill run: fetch, plan, write), backfill_metrics (backfill.prom)
   store/          the Store interface, SQLite, PostgreSQL, the writer thread, SQLite -> PG copy
