@@ -48,7 +48,10 @@ def test_ctrl_c_during_a_renewal_pings_fail_alerts_and_leaves_token_and_lock_fre
 
     def press_ctrl_c_once_dhan_is_asked() -> None:
         wait_until("the RenewToken call", lambda: s.rest_calls("RenewToken") >= 1)
-        os.kill(os.getpid(), signal.SIGINT)
+        # At the main thread, as a terminal's Ctrl-C reaches a one-thread renew_token: a SIGINT
+        # sent to the whole process may be taken by this thread, and the main thread, blocked
+        # in the socket read, would not be woken before the hang's 504.
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
 
     threading.Thread(target=press_ctrl_c_once_dhan_is_asked, daemon=True).start()
     r = run(*s.args())
