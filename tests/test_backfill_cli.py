@@ -166,7 +166,7 @@ def test_a_gap_is_healed_with_dhans_bars_and_a_second_run_changes_nothing(sim, d
     assert (again["healed_gaps"], again["bars_inserted"], again["requests"]) == (0, 0, 0)
     with db.open(readonly=True) as store:
         assert store.candles() == before
-    prom = (db.workdir / "metrics" / "backfill.prom").read_text()
+    prom = (db.workdir / "metrics" / f"backfill-{db.client_id}.prom").read_text()
     assert "dhanfeed_backfill_last_exit_code" in prom and "dhanfeed_backfill_healed_gaps" in prom
 
 
@@ -178,7 +178,7 @@ def test_dry_run_fetches_and_reports_but_writes_nothing(sim, db, capsys):
     assert "would replace" in out
     with db.open(readonly=True) as store:
         assert store.candles() == [] and store.gaps(unhealed=True) != []
-    assert not (db.workdir / "metrics" / "backfill.prom").exists()
+    assert not list((db.workdir / "metrics").glob("*.prom"))
 
 
 def test_reconcile_stores_and_reports_the_figures_per_instrument(sim, db, capsys):
@@ -213,7 +213,7 @@ def test_reconcile_stores_and_reports_the_figures_per_instrument(sim, db, capsys
         assert (row.minutes_compared, row.minutes_differing) == (len(ours), 1)
     assert (
         "dhanfeed_reconcile_minutes_differing"
-        in (db.workdir / "metrics" / "reconcile.prom").read_text()
+        in (db.workdir / "metrics" / f"reconcile-{db.client_id}.prom").read_text()
     )
     # 1 differing minute of a few is above [backfill] alert_above (5 %): one warning alert.
     (alert,) = [
@@ -259,7 +259,8 @@ def test_a_failing_dhan_is_exit_1_and_leaves_that_instrument_untouched(sim, db, 
     with db.open(readonly=True) as store:
         assert store.candles() == [] and len(store.gaps(unhealed=True)) == 1
     assert (
-        "dhanfeed_backfill_last_exit_code" in (db.workdir / "metrics" / "backfill.prom").read_text()
+        "dhanfeed_backfill_last_exit_code"
+        in (db.workdir / "metrics" / f"backfill-{db.client_id}.prom").read_text()
     )
 
 

@@ -209,6 +209,7 @@ LEAVES = {
     "dhanfeed.instruments",
     "dhanfeed.session",
     "dhanfeed.version",
+    "dhanfeed.textfiles",
 }
 
 

@@ -302,7 +302,7 @@ def test_a_due_token_is_renewed_written_confirmed_and_announced(tmp_path, run, s
     assert env["DHANFEED_FINGERPRINT"] == record.fingerprint
     assert env["DHANFEED_SOURCE"] == "renew"
     assert record.token.access_token not in hook_out.read_text()
-    metrics = prom_values(tmp_path / "state" / "renew_token.prom")
+    metrics = prom_values(tmp_path / "state" / f"renew_token-{CLIENT_ID}.prom")
     assert metrics["dhanfeed_renew_last_exit_code"] == 0
     assert metrics["dhanfeed_token_expiry_timestamp_seconds"] == record.token.expires_at.timestamp()
     assert abs(metrics["dhanfeed_renew_last_success_timestamp_seconds"] - time.time()) < 60
@@ -325,10 +325,10 @@ def test_a_failed_run_records_its_exit_code_and_keeps_the_last_success(tmp_path,
     s = Setup(tmp_path, sim)
     s.issue(3600)
     assert run(*s.args()).code == 0
-    first = prom_values(tmp_path / "state" / "renew_token.prom")
+    first = prom_values(tmp_path / "state" / f"renew_token-{CLIENT_ID}.prom")
     sim.admin("fault", {"kind": "rest", "endpoint": "RenewToken", "mode": "500", "count": 10})
     assert run(*s.args("--force")).code == 1
-    after = prom_values(tmp_path / "state" / "renew_token.prom")
+    after = prom_values(tmp_path / "state" / f"renew_token-{CLIENT_ID}.prom")
     assert after["dhanfeed_renew_last_exit_code"] == 1
     assert (
         after["dhanfeed_renew_last_success_timestamp_seconds"]
@@ -515,7 +515,7 @@ def test_dry_run_checks_everything_and_changes_nothing(tmp_path, run, start_sim)
     assert file_state(s.token_file) == before
     assert s.rest_calls("RenewToken") == 0 and s.rest_calls("profile") == 1
     assert sim.admin("stats")["current_token_fp"] == token["fingerprint"]
-    assert not (tmp_path / "state" / "renew_token.prom").exists()
+    assert not list((tmp_path / "state").glob("*.prom"))
 
 
 def test_force_renews_a_token_that_is_not_due(tmp_path, run, start_sim):

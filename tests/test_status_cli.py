@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from dhanfeed.backfill_metrics import write_backfill_metrics
 from dhanfeed.candles import Bar
 from dhanfeed.cli import status
 from dhanfeed.config_load import load_config
@@ -278,6 +279,35 @@ def test_json_of_a_degraded_state_lists_the_finding(
     assert body["findings"] == [{"level": "degraded", "message": "renew_token's last run exited 1"}]
 
 
+def test_another_accounts_renewal_and_backfill_in_the_same_directory_are_not_ours(
+    healthy_outside_the_session: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = healthy_outside_the_session.parent / "state"
+    other = {"client_id": "1000000002", "now": now(), "exit_code": 1}
+    write_renew_metrics(state, **other, expires_at=None)
+    write_backfill_metrics(state, **other, result=None)
+    code, body = run_json(healthy_outside_the_session, capsys)
+    assert code == 0 and body["findings"] == []
+    assert body["renewer"]["last_exit_code"] == 0 and body["backfill"]["last_run"] is None
+    write_backfill_metrics(state, client_id=CLIENT_ID, now=now(), exit_code=2, result=None)
+    code, body = run_json(healthy_outside_the_session, capsys)
+    assert body["backfill"]["last_exit_code"] == 2  # its own, beside the other's
+
+
+def test_an_older_renew_token_prom_of_this_account_is_read_until_the_next_run(
+    healthy_outside_the_session: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = healthy_outside_the_session.parent / "state"
+    (state / f"renew_token-{CLIENT_ID}.prom").rename(state / "renew_token.prom")
+    code, body = run_json(healthy_outside_the_session, capsys)
+    assert code == 0 and body["renewer"]["last_exit_code"] == 0
+    (state / "renew_token.prom").write_text(
+        'dhanfeed_renew_last_exit_code{client_id="1000000002"} 1.0\n'
+    )  # another account's: not ours to report
+    code, body = run_json(healthy_outside_the_session, capsys)
+    assert body["renewer"]["last_exit_code"] is None
+
+
 def test_the_store_counts_todays_candles(
     healthy_outside_the_session: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -460,7 +490,7 @@ def test_a_session_gap_backfill_left_unhealed_for_half_an_hour_is_degraded(
         store.write(
             [], [], [Gap("NSE_EQ", 1333, *old, "test"), Gap("NSE_EQ", 1333, *fresh, "test")]
         )
-    (tmp_path / "state" / "backfill.prom").write_text(
+    (tmp_path / "state" / f"backfill-{CLIENT_ID}.prom").write_text(
         f"dhanfeed_backfill_last_run_timestamp_seconds {t - 60}\ndhanfeed_backfill_last_exit_code 0\n"
     )
     code, body = run_json(config, capsys)

@@ -21,7 +21,8 @@ Layout (one concern per module; tests/test_layout.py holds the import rules):
                   token file), renew_monitor (healthcheck pings and alerts on every way
                   out), renew_failures (each end without a new token file: sentence, log,
                   alert, runbook), renew_dry_run (what --dry-run checks), renew_outcome
-                  (status word, exit code, --json shape), renew_metrics (renew_token.prom)
+                  (status word, exit code, --json shape), renew_metrics
+                  (renew_token-<client id>.prom)
   dhan_api        Dhan's REST API (session and deadline passed in); credentials (PIN, TOTP)
   token           a Dhan JWT read; token_store: the token file (lock, read, durable write)
   alerts hooks    alert channels, de-dup, escalation, recovery; user hooks;
@@ -33,7 +34,8 @@ Layout (one concern per module; tests/test_layout.py holds the import rules):
   candles         ticks -> bars (pure); ticker_prints (which index prints are a swap's
                   second copy, pure)
   backfill        healing and reconciling a day from Dhan's bars (pure); backfill_run (one
-                  bin/backfill run: fetch, plan, write), backfill_metrics (backfill.prom)
+                  bin/backfill run: fetch, plan, write), backfill_metrics
+                  (backfill-<client id>.prom, reconcile-<client id>.prom)
   store/          the Store interface, SQLite, PostgreSQL, the writer thread, SQLite -> PG copy
   status          the collector's status file and metrics
   health          what bin/status and the page show, gathered at one instant (reads only);
@@ -49,7 +51,8 @@ Layout (one concern per module; tests/test_layout.py holds the import rules):
                   write, private read, JSON state), run_timer (renew_token's whole-run
                   bound), shield (what a run timeout waits for), instruments, session
                   (the trading calendar), version (the User-Agent), database_url (a
-                  postgresql:// URL checked, and shown without its password)
+                  postgresql:// URL checked, and shown without its password), textfiles
+                  (each account's own <program>-<client id>.prom name)
   sim/            the simulator: an optional extra that the product never imports
 
 Imports flow one way: cli -> (renewer | collector | health/web | export) -> token store,

@@ -1,7 +1,10 @@
-"""`backfill.prom` and `reconcile.prom` for node_exporter's textfile collector.
+"""`backfill-<client id>.prom` and `reconcile-<client id>.prom` for node_exporter's textfile
+collector.
 
 Two files, so that a heal run every 15 minutes does not erase the figures of the last
-reconciliation. Written atomically by prometheus-client; a failure to write is a warning.
+reconciliation; one pair per account, so that the runs of several accounts can share the one
+directory node_exporter reads. Written atomically by prometheus-client; a failure to write is
+a warning.
 """
 
 from __future__ import annotations
@@ -13,13 +16,15 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 
+from dhanfeed.textfiles import retire_single_name_file, textfile_name
+
 if TYPE_CHECKING:
     from dhanfeed.backfill_run import RunResult
 
 logger = logging.getLogger(__name__)
 
-BACKFILL_FILE = "backfill.prom"
-RECONCILE_FILE = "reconcile.prom"
+BACKFILL = "backfill"  # its textfile: backfill-<client id>.prom
+RECONCILE = "reconcile"  # reconcile-<client id>.prom
 
 
 def write_backfill_metrics(
@@ -50,12 +55,12 @@ def write_backfill_metrics(
               result.requests)  # fmt: skip
         gauge("dhanfeed_backfill_rate_limited", "Rate-limit answers in the last run.",
               result.rate_limited)  # fmt: skip
-    _write(directory / BACKFILL_FILE, registry)
+    _write(directory, BACKFILL, client_id, registry)
     if result is not None and any(r.figures for r in result.results):
-        _write_reconcile(directory / RECONCILE_FILE, client_id, now, result)
+        _write_reconcile(directory, client_id, now, result)
 
 
-def _write_reconcile(path: Path, client_id: str, now: dt.datetime, result: RunResult) -> None:
+def _write_reconcile(directory: Path, client_id: str, now: dt.datetime, result: RunResult) -> None:
     registry = CollectorRegistry()
     labels = ["client_id", "instrument", "day"]
     gauges = {
@@ -73,12 +78,15 @@ def _write_reconcile(path: Path, client_id: str, now: dt.datetime, result: RunRe
             gauge.labels(client_id, r.key, result.day.isoformat()).set(getattr(r.figures, name))
     Gauge("dhanfeed_reconcile_last_run_timestamp_seconds", "End of the last reconciliation.",
           ["client_id"], registry=registry).labels(client_id).set(now.timestamp())  # fmt: skip
-    _write(path, registry)
+    _write(directory, RECONCILE, client_id, registry)
 
 
-def _write(path: Path, registry: CollectorRegistry) -> None:
+def _write(directory: Path, program: str, client_id: str, registry: CollectorRegistry) -> None:
+    path = directory / textfile_name(program, client_id)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(parents=True, exist_ok=True)
         write_to_textfile(str(path), registry)
     except OSError as exc:
         logger.warning("cannot write metrics %s: %s", path, exc.strerror or exc)
+        return
+    retire_single_name_file(directory, program, client_id)

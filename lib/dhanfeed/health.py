@@ -18,6 +18,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from dhanfeed.backfill_metrics import BACKFILL
 from dhanfeed.candle_reader import open_reader
 from dhanfeed.config import Config
 from dhanfeed.credentials import load_credentials
@@ -32,14 +33,14 @@ from dhanfeed.health_report import (
     TokenFacts,
 )
 from dhanfeed.health_verdict import assess
-from dhanfeed.renew_metrics import FILENAME as RENEW_PROM
+from dhanfeed.renew_metrics import PROGRAM as RENEWER
 from dhanfeed.renew_state import RenewState, renew_state_path
 from dhanfeed.renewal import Policy, decide, local_time
 from dhanfeed.session import SessionCalendar
 from dhanfeed.status import STATUS_FILE
+from dhanfeed.textfiles import account_textfile
 from dhanfeed.token_store import TokenRecord, TokenStore
 
-BACKFILL_PROM = "backfill.prom"
 STATUS_STALE_RUNS = 5  # a status file older than this many rewrites: the collector hangs
 STATUS_STALE_MIN_S = 10.0
 HEAL_WITHIN_S = 30 * 60  # backfill runs every 15 min in the session: two runs to heal a gap
@@ -144,7 +145,7 @@ def _renewer(
     config: Config, now: dt.datetime, record: TokenRecord | DhanfeedError, token: TokenFacts
 ) -> RenewerFacts:
     tz = config.session.tz
-    prom = read_textfile(config.metrics_dir / RENEW_PROM)
+    prom = read_textfile(account_textfile(config.metrics_dir, RENEWER, config.dhan.client_id))
     code = prom.get("dhanfeed_renew_last_exit_code")
     facts = RenewerFacts(
         last_run=_iso(prom.get("dhanfeed_renew_last_run_timestamp_seconds"), tz),
@@ -275,7 +276,7 @@ def _backfill(config: Config, now: dt.datetime) -> BackfillFacts:
         if session
         else (0.0, 0.0)
     )
-    prom = read_textfile(config.metrics_dir / BACKFILL_PROM)
+    prom = read_textfile(account_textfile(config.metrics_dir, BACKFILL, config.dhan.client_id))
     code = prom.get("dhanfeed_backfill_last_exit_code")
     facts = BackfillFacts(
         last_run=_iso(prom.get("dhanfeed_backfill_last_run_timestamp_seconds"), config.session.tz),

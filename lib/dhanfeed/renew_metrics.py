@@ -1,6 +1,8 @@
-"""`renew_token.prom` for node_exporter's textfile collector, written atomically.
+"""`renew_token-<client id>.prom` for node_exporter's textfile collector, written atomically.
 
-Written with prometheus-client, read back with its parser (only the last success is kept).
+One file per account, so the renewals of several accounts (dhanfeed-renew@acct1, @acct2, ...)
+can share the one directory node_exporter reads. Written with prometheus-client, read back
+with its parser (only the last success is kept).
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 from prometheus_client.parser import text_string_to_metric_families
 
+from dhanfeed.textfiles import account_textfile, retire_single_name_file, textfile_name
+
 logger = logging.getLogger(__name__)
 
-FILENAME = "renew_token.prom"
+PROGRAM = "renew_token"  # its textfile: renew_token-<client id>.prom
 LAST_SUCCESS = "dhanfeed_renew_last_success_timestamp_seconds"
 
 
@@ -27,8 +31,9 @@ def write_renew_metrics(
     expires_at: dt.datetime | None,
 ) -> None:
     """Expiry, last success (kept from the previous file on failure) and the last exit code."""
-    path = directory / FILENAME
-    last_success = now.timestamp() if exit_code == 0 else _previous(path, LAST_SUCCESS)
+    path = directory / textfile_name(PROGRAM, client_id)
+    previous = account_textfile(directory, PROGRAM, client_id)  # an older renew_token.prom too
+    last_success = now.timestamp() if exit_code == 0 else _previous(previous, LAST_SUCCESS)
     registry = CollectorRegistry()
     labels = ["client_id"]
 
@@ -56,6 +61,8 @@ def write_renew_metrics(
         write_to_textfile(str(path), registry)
     except OSError as exc:
         logger.warning("cannot write metrics %s: %s", path, exc.strerror or exc)
+        return
+    retire_single_name_file(directory, PROGRAM, client_id)
 
 
 def _previous(path: Path, name: str) -> float | None:

@@ -13,7 +13,6 @@ import dataclasses
 import enum
 import json
 import logging
-import re
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,18 +22,19 @@ from prometheus_client import CollectorRegistry, start_http_server, write_to_tex
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from dhanfeed import textfiles
 from dhanfeed.feed.supervisor import FeedStatus
 from dhanfeed.files import write_atomic
 
 logger = logging.getLogger(__name__)
 
 STATUS_FILE = "collector_status.json"
-OLD_TEXTFILE = "collector.prom"  # before one file per account
+PROGRAM = "collector"  # its textfile: collector-<client id>.prom
 
 
 def textfile_name(client_id: str) -> str:
     """`collector-<client id>.prom`: the account's own textfile, named as its metrics' label."""
-    return f"collector-{re.sub(r'[^0-9A-Za-z_.-]', '_', client_id)}.prom"
+    return textfiles.textfile_name(PROGRAM, client_id)
 
 
 class CollectorState(enum.StrEnum):
@@ -216,18 +216,10 @@ class StatusReporter:
         return snap
 
     def _retire_old_textfile(self) -> None:
-        """Remove this account's `collector.prom` of an older dhanfeed: left beside the new
-        file, node_exporter would see every series twice and refuse the directory, and its
-        frozen mtime would raise DhanfeedCollectorDown. Another account's is left alone."""
-        if self.textfile is None:
-            return
-        old = self.textfile.with_name(OLD_TEXTFILE)
-        try:
-            if f'client_id="{self.client_id}"' in old.read_text(encoding="utf-8"):
-                old.unlink()
-                logger.info("removed %s: the metrics are now in %s", old, self.textfile.name)
-        except OSError:
-            pass  # none there (the usual case), or not ours to remove
+        """This account's `collector.prom` of an older dhanfeed goes: beside the new file, its
+        frozen mtime would also raise DhanfeedCollectorDown."""
+        if self.textfile is not None:
+            textfiles.retire_single_name_file(self.textfile.parent, PROGRAM, self.client_id)
 
     def stop(self, timeout: float = 1.0) -> None:
         self._stop.set()
