@@ -24,20 +24,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import BIN, PYTHON, Row, median, say  # noqa: E402
+from _common import BIN, PYTHON, Row, Sim, median, say  # noqa: E402
 
-from dhanfeed.sim import tokens  # noqa: E402
 from dhanfeed.sim.config_file import write_config  # noqa: E402
 
-CLIENT_ID = "1000000001"
 
-
-def make_layout(root: Path) -> Path:
-    issued = tokens.TokenRegistry(CLIENT_ID, ttl_s=24 * 3600).mint(tokens.SELF)
-    tokens.write_token_file(
-        root / "state" / "token.json", tokens.token_file_record(issued, CLIENT_ID)
-    )
-    return write_config(root)  # [dhan] points nowhere: a not-due run never calls Dhan
+def make_layout(root: Path, sim: Sim) -> Path:
+    """A valid SELF token with 24 h left, and a config pointing at `sim`: the first run
+    confirms the token with Dhan's profile endpoint (`[token] confirm_every`), the timed runs,
+    within that period, ask Dhan nothing."""
+    sim.admin("issue-token", {"ttl_s": 24 * 3600, "path": str(root / "state" / "token.json")})
+    return write_config(root, sim)
 
 
 def time_run(cmd: list[str], env: dict[str, str]) -> float:
@@ -68,21 +65,31 @@ def main(argv: list[str] | None = None) -> list[Row]:
     say("== 5. the cron cost: bin/renew_token when nothing is due")
     with tempfile.TemporaryDirectory(prefix="dhanfeed-bench-cron-") as tmp:
         root = Path(tmp)
-        config = make_layout(root)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DHANFEED_")}
-        contenders = {
-            "wrapper": [str(BIN / "renew_token"), "--config", str(config)],
-            "module": [PYTHON, "-m", "dhanfeed.cli.renew_token", "--config", str(config)],
-            "bare": [PYTHON, "-c", "pass"],
-        }
-        out = subprocess.run(contenders["module"], capture_output=True, text=True, env=env)
-        say(f"  one run says: {out.stdout.strip() or out.stderr.strip()} (exit {out.returncode})")
-        times: dict[str, list[float]] = {k: [] for k in contenders}
-        for cmd in contenders.values():
-            time_run(cmd, env)  # warm the page cache
-        for _ in range(args.runs):
-            for key, cmd in contenders.items():
-                times[key].append(time_run(cmd, env))
+        sim = Sim()
+        try:
+            config = make_layout(root, sim)
+            env = {k: v for k, v in os.environ.items() if not k.startswith("DHANFEED_")}
+            contenders = {
+                "wrapper": [str(BIN / "renew_token"), "--config", str(config)],
+                "module": [PYTHON, "-m", "dhanfeed.cli.renew_token", "--config", str(config)],
+                "bare": [PYTHON, "-c", "pass"],
+            }
+            out = subprocess.run(contenders["module"], capture_output=True, text=True, env=env)
+            say(
+                f"  one run says: {out.stdout.strip() or out.stderr.strip()} (exit {out.returncode})"
+            )
+            confirms = sim.admin("stats")["rest_calls"].get("profile", 0)
+            times: dict[str, list[float]] = {k: [] for k in contenders}
+            for cmd in contenders.values():
+                time_run(cmd, env)  # warm the page cache
+            for _ in range(args.runs):
+                for key, cmd in contenders.items():
+                    times[key].append(time_run(cmd, env))
+            asked = sim.admin("stats")["rest_calls"]
+        finally:
+            sim.stop()
+        say(f"  Dhan asked by the timed runs: {sum(asked.values()) - confirms} calls"
+            f" (the first run's profile confirmations: {confirms})")  # fmt: skip
         med = {k: median(v) * 1000 for k, v in times.items()}
         for key in contenders:
             say(f"  {key:<8} median {med[key]:6.1f} ms  (min {min(times[key]) * 1000:.1f},"

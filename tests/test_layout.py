@@ -29,7 +29,10 @@ def all_modules() -> list[str]:
 
 # Third-party libraries that may be imported inside a function: heavy, and needed only on a
 # path that many runs never take. Each such import carries a one-line reason as a comment.
-LAZY_ALLOWED = {"apprise", "pandas", "pyarrow"}  # pandas/pyarrow: optional extras
+LAZY_ALLOWED = {"apprise", "pandas", "pyarrow", "psycopg"}  # all but apprise: optional extras
+# The one package module imported lazily: it imports psycopg at its top, and only a
+# postgresql:// database needs it (bin/renew_token and bin/status, run by cron, never do).
+LAZY_PACKAGE_MODULES = {"dhanfeed.store.postgresql"}
 
 
 @dataclass(frozen=True)
@@ -141,14 +144,16 @@ def test_no_module_imports_a_package_module_inside_a_function() -> None:
     hidden = [
         f"{imp.module}:{imp.line} imports {imp.target}"
         for imp in every_import()
-        if imp.in_function and imp.target.startswith("dhanfeed")
+        if imp.in_function
+        and imp.target.startswith("dhanfeed")
+        and imp.target not in LAZY_PACKAGE_MODULES
     ]
     assert hidden == []
 
 
 def test_a_lazy_import_is_only_of_a_heavy_optional_library_and_says_why() -> None:
     lazy = [imp for imp in every_import() if imp.in_function]
-    assert {imp.target for imp in lazy} <= LAZY_ALLOWED
+    assert {imp.target for imp in lazy} <= LAZY_ALLOWED | LAZY_PACKAGE_MODULES
     assert [f"{imp.module}:{imp.line}" for imp in lazy if not imp.commented] == []
 
 

@@ -25,11 +25,6 @@ from dhanfeed.database_url import is_postgres_url, redact
 from dhanfeed.errors import StoreError
 from dhanfeed.store.sqlite import connect_readonly
 
-try:
-    import psycopg
-except ImportError:  # the optional 'postgresql' extra
-    psycopg = None  # type: ignore[assignment]
-
 BUSY_TIMEOUT_MS = 2000  # a checkpoint can hold a reader back briefly; never for long
 
 
@@ -252,11 +247,14 @@ class PostgresReader(SqliteReader):
     def __init__(self, url: str, client_id: str) -> None:  # noqa: D107 - not SqliteReader's
         self.path = redact(url)  # what messages name
         self.client_id = client_id
-        if psycopg is None:
+        try:
+            import psycopg  # lazy: psycopg's ~90 ms import, which cron runs never need
+        except ImportError:  # the optional 'postgresql' extra
             raise StoreError(
                 "a postgresql:// database needs the 'postgresql' extra:"
                 " pip install 'dhanfeed[postgresql]'"
-            )
+            ) from None
+        self._db_error: type[Exception] = psycopg.Error
         if not client_id:
             raise StoreError("reading PostgreSQL needs the client id whose candles to read")
         try:
@@ -294,7 +292,7 @@ class PostgresReader(SqliteReader):
             return self._conn.execute(
                 statement, (self.client_id,) * len(tables) + params
             ).fetchall()
-        except psycopg.Error as exc:
+        except self._db_error as exc:
             message = str(exc).strip().splitlines()[0]
             raise StoreError(
                 f"cannot read database {self.path}: {message}", path=self.path

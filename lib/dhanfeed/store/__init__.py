@@ -21,11 +21,6 @@ from dhanfeed.store.base import BackfillChange, Gap, HealableStore, Reconciliati
 from dhanfeed.store.sqlite import SqliteStore
 from dhanfeed.store.writer import StoreWriter
 
-try:
-    from dhanfeed.store.postgresql import PostgresStore
-except ImportError:  # psycopg is the optional 'postgresql' extra; SQLite needs nothing
-    PostgresStore = None  # type: ignore[assignment,misc]
-
 __all__ = ["BackfillChange", "Gap", "HealableStore", "Reconciliation", "SqliteStore", "Store",
            "StoreError", "StoreUnavailable", "StoreWriter", "Tick", "open_store"]  # fmt: skip
 
@@ -40,11 +35,13 @@ def open_store(
     """The store behind `target`: a postgresql:// URL (rows of `client_id`), else an SQLite
     file. Raises `StoreError` (`StoreUnavailable` while a server cannot be reached)."""
     if isinstance(target, str) and is_postgres_url(target):
-        if PostgresStore is None:
+        try:
+            from dhanfeed.store.postgresql import PostgresStore  # lazy: psycopg's ~90 ms import
+        except ImportError:  # psycopg is the optional 'postgresql' extra; SQLite needs nothing
             raise StoreError(
                 "a postgresql:// database needs the 'postgresql' extra:"
                 " .venv/bin/pip install -e '.[postgresql]' (make install does it)"
-            )
+            ) from None
         if not client_id:
             raise StoreError("a PostgreSQL store needs the client id its rows belong to")
         if readonly:
